@@ -1,0 +1,22 @@
+"""ComfyUI adapters: one module per node family, each exporting `NODES`.
+
+Nodes are thin: typed schema, tooltips, a few lines that call the engine
+(`wan4step/`), progress and errors. Logic that grows here belongs in the engine.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import env_info
+
+_MODULES = [env_info]
+
+
+class Wan4StepExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [node for mod in _MODULES for node in mod.NODES]
+
+
+async def comfy_entrypoint() -> Wan4StepExtension:
+    return Wan4StepExtension()

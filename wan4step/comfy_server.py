@@ -1,0 +1,131 @@
+"""Find a real ComfyUI and run it headless with this pack installed.
+
+Used by the demo and the integration tests. It never fakes ComfyUI: when none
+is found, `find_comfyui` returns None and callers say how to get one.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .comfy_client import ComfyClient
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACK_DIR_NAME = "ComfyUI-Wan4Step"
+DEFAULT_COMFYUI = Path("~/.cache/wan4step/ComfyUI").expanduser()
+HOW_TO_GET_COMFYUI = (
+    "no ComfyUI found: set COMFYUI_PATH to a ComfyUI checkout, or run `bash scripts/setup.sh` "
+    f"with network access to clone the pinned release into {DEFAULT_COMFYUI}"
+)
+
+
+def find_comfyui() -> Path | None:
+    for cand in (os.environ.get("COMFYUI_PATH"), str(DEFAULT_COMFYUI)):
+        if cand and (Path(cand) / "main.py").is_file() and (Path(cand) / "comfy").is_dir():
+            return Path(cand).resolve()
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare_base_dir(base: Path, extra_custom_nodes: list[Path] = ()) -> Path:
+    """A throw-away ComfyUI base directory: custom_nodes/ links to this pack (and extras)."""
+    cn = base / "custom_nodes"
+    cn.mkdir(parents=True, exist_ok=True)
+    links = [(PACK_DIR_NAME, REPO_ROOT)] + [(p.name, p) for p in extra_custom_nodes]
+    for name, target in links:
+        link = cn / name
+        if not link.exists():
+            link.symlink_to(target, target_is_directory=True)
+    for sub in ("models/diffusion_models", "models/text_encoders", "models/vae", "input", "output", "temp", "user"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    return base
+
+
+@dataclass
+class ComfyServer:
+    """A headless ComfyUI subprocess; use as a context manager."""
+
+    comfyui: Path
+    base_dir: Path
+    extra_args: list[str] = field(default_factory=list)
+    port: int = 0
+    log_path: Path | None = None
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> ComfyClient:
+        self.port = self.port or free_port()
+        self.log_path = self.log_path or (self.base_dir / "comfyui.log")
+        cmd = [
+            sys.executable,
+            "main.py",
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--disable-auto-launch",
+            "--base-directory",
+            str(self.base_dir),
+            "--database-url",
+            "sqlite:///:memory:",
+            *self.extra_args,
+        ]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode} while starting:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.url + "/object_info/Wan4StepEnvInfo", timeout=5) as r:
+                    if r.status == 200:
+                        return ComfyClient(self.url, timeout=120.0)
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, n: int = 60) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self) -> ComfyClient:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def temp_base_dir(prefix: str = "wan4step-comfy-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
