@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import env_info
+from . import env_info, model_loader, sampler
 
-_MODULES = [env_info]
+_MODULES = [env_info, model_loader, sampler]
 
 
 class Wan4StepExtension(ComfyExtension):

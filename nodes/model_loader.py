@@ -1,0 +1,43 @@
+"""Wan4Step Model Loader: any Wan2.1 T2V-14B file or folder -> a ComfyUI MODEL."""
+
+from __future__ import annotations
+
+import torch
+from comfy_api.latest import io
+
+from ..wan4step.formats import load_dit
+from .comfy_model import build_model
+from .model_files import list_models, resolve
+
+DIT_FOLDERS = ("diffusion_models", "unet")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class Wan4StepModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Wan4StepModelLoader",
+            display_name="Wan4Step Model Loader",
+            category="Wan4Step",
+            description="Loads Wan2.1 T2V-14B in any tier: QuantStack GGUF (Q2_K…Q8_0, F16), LightX2V distill_fp8/ or "
+                        "distill_int8/ folders, BF16/FP16 or ComfyUI fp8_scaled safetensors. The format is read from the "
+                        "file's content; quantized weights stay quantized in memory.",
+            inputs=[
+                io.Combo.Input("model_name", options=list_models(DIT_FOLDERS, folder_marker="non_block.safetensors"),
+                               tooltip="A file in models/diffusion_models (or unet), or a LightX2V folder (shown with a "
+                                       "trailing '/') that holds non_block.safetensors and block_N files."),
+                io.Combo.Input("compute_dtype", options=list(DTYPES), default="bf16",
+                               tooltip="The dtype activations are computed in. bf16 is right for every supported GPU."),
+            ],
+            outputs=[io.Model.Output(tooltip="ComfyUI's own Wan model with this pack's quantized linears; "
+                                             "works with KSampler, LoRA loaders and Wan4Step Block Swap.")],
+        )
+
+    @classmethod
+    def execute(cls, model_name: str, compute_dtype: str) -> io.NodeOutput:
+        loaded = load_dit(resolve(DIT_FOLDERS, model_name))
+        return io.NodeOutput(build_model(loaded, DTYPES[compute_dtype]))
+
+
+NODES = [Wan4StepModelLoader]
