@@ -44,5 +44,6 @@ def sample(
         x0 = denoise(x, sigmas[i] * s_in).to(torch.float32)
         if callback is not None:
             callback(i, x0, x)
-        x = schedule.step(x.to(torch.float32), x0, sigma, sigma_next, update, lambda: noise(tuple(x.shape)).to(x.device))
+        shape, device = tuple(x.shape), x.device
+        x = schedule.step(x.to(torch.float32), x0, sigma, sigma_next, update, lambda: noise(shape).to(device))
     return x

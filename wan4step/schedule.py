@@ -53,7 +53,7 @@ def sigmas(
     for t in steps_list:
         if not 1 <= int(t) <= NUM_TRAIN_TIMESTEPS:
             raise ValueError(f"denoising steps must lie in 1..{NUM_TRAIN_TIMESTEPS}, got {t}")
-    if any(a <= b for a, b in zip(steps_list, steps_list[1:])):
+    if any(a <= b for a, b in zip(steps_list, steps_list[1:], strict=False)):
         raise ValueError(f"denoising steps must strictly decrease, got {steps_list}")
     table = shifted_sigma_table(shift)
     idx = torch.tensor([NUM_TRAIN_TIMESTEPS - int(t) for t in steps_list])
