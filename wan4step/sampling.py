@@ -44,6 +44,6 @@ def sample(
         x0 = denoise(x, sigmas[i] * s_in).to(torch.float32)
         if callback is not None:
             callback(i, x0, x)
-        shape, device = tuple(x.shape), x.device
-        x = schedule.step(x.to(torch.float32), x0, sigma, sigma_next, update, lambda: noise(shape).to(device))
+        draw = (lambda shape=tuple(x.shape), dev=x.device: noise(shape).to(dev)) if noise is not None else None
+        x = schedule.step(x.to(torch.float32), x0, sigma, sigma_next, update, draw)
     return x
