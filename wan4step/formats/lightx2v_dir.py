@@ -316,24 +316,25 @@ def write_lightx2v_dir(
         weight_map.update(dict.fromkeys(tensors, name))
         total += (root / name).stat().st_size
     (root / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-    cfg = detect_config(shapes)
+    # config.json as in the release; read off the shapes (no validation: tests write foreign models too)
+    pe = state_dict["patch_embedding.weight"].shape
+    dim = int(pe[0])
     config = {
         "_class_name": "WanModel",
         "model_type": "t2v",
-        "dim": cfg.dim,
-        "ffn_dim": cfg.ffn_dim,
-        "num_layers": cfg.num_layers,
-        "num_heads": cfg.num_heads,
-        "in_dim": cfg.in_dim,
-        "out_dim": cfg.out_dim,
+        "dim": dim,
+        "ffn_dim": int(state_dict["blocks.0.ffn.0.weight"].shape[0]),
+        "num_layers": 1 + max(i for i in groups if i is not None),
+        "num_heads": dim // 128,
+        "in_dim": int(pe[1]),
+        "out_dim": 16,
         "text_len": 512,
-        "freq_dim": cfg.freq_dim,
-        "patch_size": list(cfg.patch_size),
+        "freq_dim": int(state_dict["time_embedding.0.weight"].shape[1]),
+        "patch_size": [int(s) for s in pe[2:]],
         "window_size": [-1, -1],
         "qk_norm": True,
         "cross_attn_norm": True,
-        "eps": cfg.eps,
+        "eps": 1e-6,
     }
     (root / CONFIG).write_text(json.dumps(config, indent=2))
     return root
