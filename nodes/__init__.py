@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import env_info, model_loader, sampler
+from . import block_swap, env_info, model_loader, sampler
 
-_MODULES = [env_info, model_loader, sampler]
+_MODULES = [env_info, model_loader, sampler, block_swap]
 
 
 class Wan4StepExtension(ComfyExtension):

@@ -1,0 +1,103 @@
+"""Wan4Step Block Swap: MODEL -> MODEL that streams DiT blocks from CPU RAM (or disk) during sampling."""
+
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management
+import comfy.patcher_extension
+from comfy_api.latest import io
+
+from ..wan4step.offload.wan import choose_k, plan_swap
+
+log = logging.getLogger("wan4step")
+WRAPPER_KEY = "wan4step_block_swap"
+
+
+class _Swap:
+    """Per-MODEL state: the plan is made at the first sampling run, when the latent size is known."""
+
+    def __init__(self, blocks_to_swap: int, prefetch: int, pin: bool, disk: bool, embeddings: bool) -> None:
+        self.requested = blocks_to_swap
+        self.prefetch, self.pin, self.disk, self.embeddings = prefetch, pin, disk, embeddings
+        self.plan = None
+        self.planned = False
+
+    def __call__(self, executor, noise, *args, **kwargs):
+        patcher = executor.class_obj.model_patcher
+        if not self.planned:
+            self._make_plan(patcher, tuple(noise.shape))
+        if self.plan is not None:
+            self._apply(patcher)
+            self.plan.streamer.ensure_device()
+        try:
+            return executor(noise, *args, **kwargs)
+        finally:
+            if self.plan is not None:
+                self.plan.streamer.release_device()
+                stats = self.plan.streamer.stats
+                log.info("Wan4Step Block Swap: %d copies, %.2f GiB moved, %d stalls", stats.copies, stats.bytes / 2**30, stats.stalls)
+
+    def _make_plan(self, patcher, latent_shape) -> None:
+        dm = patcher.model.diffusion_model
+        device = patcher.load_device
+        k = choose_k(dm, self.requested, device, latent_shape, self.prefetch)
+        self.planned = True
+        if k == 0 and not self.embeddings:
+            log.info("Wan4Step Block Swap: everything fits on %s; no blocks streamed", device)
+            return
+        self.plan = plan_swap(dm, k, device, self.prefetch, self.pin, self.disk, self.embeddings)
+        log.info(self.plan.describe(len(dm.blocks)))
+
+    def _apply(self, patcher) -> None:
+        """Swap the streamed modules in (object patches: ComfyUI puts them in place at load and
+        restores the originals at unload) and tell model management what is really resident."""
+        first = next(iter(self.plan.patches))
+        if f"diffusion_model.{first}" in patcher.object_patches:
+            return
+        total = patcher.model_size()
+        for name, wrapped in self.plan.patches.items():
+            patcher.add_object_patch(f"diffusion_model.{name}", wrapped)
+        patcher.size = total - self.plan.streamed_param_bytes
+
+
+class Wan4StepBlockSwap(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Wan4StepBlockSwap",
+            display_name="Wan4Step Block Swap",
+            category="Wan4Step",
+            description="Streams DiT blocks from CPU RAM (pinned, in their stored format) or from disk into a small ring "
+                        "of GPU buffers ahead of use, so a 14B model runs on 8-16 GB cards at (almost) resident speed. "
+                        "Works with this pack's loader, ComfyUI's UNETLoader and ComfyUI-GGUF's UnetLoaderGGUF.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan2.1 T2V MODEL from any loader."),
+                io.Int.Input("blocks_to_swap", default=-1, min=-1, max=40,
+                             tooltip="-1 = auto: the fewest blocks that let the rest fit in free VRAM at this latent size "
+                                     "(decided at the first sampling run). 40 = stream every block (8 GB cards)."),
+                io.Int.Input("prefetch", default=2, min=1, max=8,
+                             tooltip="How many blocks are copied ahead of use. 2 hides the copy behind compute; each extra "
+                                     "one costs one block of VRAM (FP8 352 MB, GGUF Q4 ~290 MB, bf16 704 MB)."),
+                io.Boolean.Input("pin_memory", default=True,
+                                 tooltip="Page-locked RAM: 6x faster copies (53.6 vs 8.6 GB/s measured). Turn off only if "
+                                         "the OS refuses to pin that much memory."),
+                io.Combo.Input("source", options=["ram", "disk"], default="ram",
+                               tooltip="ram: streamed blocks live in CPU RAM. disk: they stay memory-mapped in the model "
+                                       "file and are read ahead on a thread (for machines with less RAM than the model)."),
+                io.Boolean.Input("offload_embeddings", default=False, advanced=True,
+                                 tooltip="Also stream the text/time embeddings and the head (saves ~0.1 GB of VRAM)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The same model, streaming during sampling.")],
+        )
+
+    @classmethod
+    def execute(cls, model, blocks_to_swap, prefetch, pin_memory, source, offload_embeddings=False) -> io.NodeOutput:
+        m = model.clone()
+        swap = _Swap(blocks_to_swap, prefetch, pin_memory, source == "disk", offload_embeddings)
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, swap)
+        m.wan4step_swap = swap
+        return io.NodeOutput(m)
+
+
+NODES = [Wan4StepBlockSwap]

@@ -1,0 +1,78 @@
+"""Pack all tensors of a module into one flat byte slab, and view them back out.
+
+One slab per block means one host->device copy per block (one DMA, full PCIe
+bandwidth) and one GPU buffer that any block fits into; the views are plain
+`uint8 -> dtype` reinterpretations, so moving a block never allocates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+ALIGN = 256  # bytes; keeps every tensor 16-byte aligned for vector loads and _scaled_mm
+
+
+@dataclass(frozen=True)
+class Entry:
+    owner: torch.nn.Module
+    name: str
+    offset: int
+    nbytes: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+@dataclass
+class ModuleLayout:
+    entries: list[Entry]
+    total: int
+
+    def views(self, buf: torch.Tensor) -> list[torch.Tensor]:
+        """Typed tensors over `buf` (a uint8 slab at least `total` long), one per entry."""
+        out = []
+        for e in self.entries:
+            v = buf.narrow(0, e.offset, e.nbytes)
+            out.append(v.view(e.dtype).view(e.shape) if e.nbytes else torch.empty(e.shape, dtype=e.dtype, device=buf.device))
+        return out
+
+    def bind(self, views: list[torch.Tensor]) -> None:
+        """Point every parameter/buffer at `views` (no copy, no allocation)."""
+        for e, v in zip(self.entries, views, strict=True):
+            getattr(e.owner, e.name).data = v
+
+    def current(self) -> list[torch.Tensor]:
+        return [getattr(e.owner, e.name) for e in self.entries]
+
+
+def _real_shape(t: torch.Tensor) -> tuple[int, ...]:
+    # torch.Tensor.size is the storage's shape even for subclasses that override
+    # `.shape` with a logical one (ComfyUI-GGUF's GGMLTensor does).
+    return tuple(torch.Tensor.size(t))
+
+
+def layout_of(module: torch.nn.Module) -> ModuleLayout:
+    entries: list[Entry] = []
+    offset = 0
+    for owner in module.modules():
+        for name, t in list(owner._parameters.items()) + list(owner._buffers.items()):
+            if t is None:
+                continue
+            nbytes = t.numel() * t.element_size()
+            entries.append(Entry(owner, name, offset, nbytes, t.dtype, _real_shape(t)))
+            offset += -(-nbytes // ALIGN) * ALIGN
+    return ModuleLayout(entries, offset)
+
+
+def plain(t: torch.Tensor) -> torch.Tensor:
+    """The same storage as a plain tensor (drops Parameter / GGMLTensor wrappers and their overrides)."""
+    return torch.Tensor.as_subclass(t.detach() if type(t) is torch.nn.Parameter else t, torch.Tensor)
+
+
+def pack_into(layout: ModuleLayout, slab: torch.Tensor) -> None:
+    """Copy the module's current tensors into `slab` (byte-exact, any dtype incl. fp8/ggml bytes)."""
+    for e, t in zip(layout.entries, layout.current(), strict=True):
+        if e.nbytes:
+            src = plain(t).contiguous()
+            slab.narrow(0, e.offset, e.nbytes).copy_(src.reshape(-1).view(torch.uint8))

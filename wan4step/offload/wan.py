@@ -1,0 +1,94 @@
+"""Block-swap plans for a Wan DiT module tree (ComfyUI's WanModel or anything shaped like it)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from .plan import auto_blocks_to_swap, spread
+from .wrap import StreamedModule, stream_modules
+
+log = logging.getLogger("wan4step")
+GiB = 1024**3
+
+
+def module_bytes(m: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
+
+
+def activation_bytes(latent_shape: tuple[int, ...], dim: int, ffn_dim: int, itemsize: int = 2) -> int:
+    """Peak activation memory of one Wan block forward (coarse; the advisor has the calibrated model).
+
+    tokens = T * H/2 * W/2; the FFN intermediate (tokens x ffn) and ~8 tokens x dim
+    tensors (x, normed x, q, k, v, attention out, residual, modulated) dominate.
+    """
+    b, _, t, h, w = latent_shape
+    tokens = b * t * (h // 2) * (w // 2)
+    return tokens * (ffn_dim + 8 * dim) * itemsize
+
+
+@dataclass
+class SwapPlan:
+    indices: list[int]
+    embeddings: bool
+    streamer: object
+    patches: dict[str, StreamedModule]
+    streamed_param_bytes: int
+
+    def describe(self, n_blocks: int) -> str:
+        s = self.streamer
+        where = "disk (memory-mapped, read ahead)" if s.disk else "pinned RAM"
+        return (
+            f"Wan4Step Block Swap: {len(self.indices)}/{n_blocks} blocks streamed from {where}"
+            f"{' + text/time embeddings and head' if self.embeddings else ''}; "
+            f"{s.streamed_bytes / GiB:.2f} GiB streamed per forward through a ring of {s.nslots} x "
+            f"{s.slot_bytes / 2**20:.0f} MiB on {s.device}; {n_blocks - len(self.indices)} blocks resident"
+        )
+
+
+def original(m: torch.nn.Module) -> torch.nn.Module:
+    """The real module behind stand-ins another (still loaded) MODEL clone may have put in the shared tree."""
+    while isinstance(m, StreamedModule):
+        m = m.inner
+    return m
+
+
+def choose_k(dm: torch.nn.Module, requested: int, device: torch.device, latent_shape, prefetch: int) -> int:
+    n = len(dm.blocks)
+    if requested >= 0:
+        return min(requested, n)
+    if device.type != "cuda":
+        return 0
+    free, _ = torch.cuda.mem_get_info(device)
+    blocks = [original(b) for b in dm.blocks]
+    block = max(module_bytes(b) for b in blocks)
+    nonblock = sum(module_bytes(original(m)) for name, m in dm.named_children() if name != "blocks")
+    act = activation_bytes(tuple(latent_shape), dm.dim, dm.ffn_dim)
+    return auto_blocks_to_swap(free, block, nonblock, n, act, prefetch)
+
+
+def plan_swap(
+    dm: torch.nn.Module, k: int, device, prefetch: int = 2, pin: bool = True, disk: bool = False, embeddings: bool = False
+) -> SwapPlan | None:
+    """Stream k evenly spaced blocks (and optionally the small non-block layers) of `dm`."""
+    n = len(dm.blocks)
+    indices = spread(k, n)
+    modules: list[torch.nn.Module] = []
+    names: list[str] = []
+    if embeddings:
+        for name in ("text_embedding", "time_embedding", "time_projection"):
+            modules.append(original(getattr(dm, name)))
+            names.append(name)
+    for i in indices:
+        modules.append(original(dm.blocks[i]))
+        names.append(f"blocks.{i}")
+    if embeddings:
+        modules.append(original(dm.head))
+        names.append("head")
+    if not modules:
+        return None
+    param_bytes = sum(module_bytes(m) for m in modules)
+    streamer, wrapped = stream_modules(modules, device, prefetch=prefetch, pin=pin, disk=disk)
+    return SwapPlan(indices, embeddings, streamer, dict(zip(names, wrapped, strict=True)), param_bytes)

@@ -1,0 +1,45 @@
+"""Stand-in modules that stream their inner module's weights around each call.
+
+A `StreamedModule` replaces a block in the model's ModuleList. It does not
+register the block as a child, so anything walking the module tree (ComfyUI's
+model management, `.to()`, memory accounting) sees no streamed weights and
+never moves them; only the streamer does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .streamer import BlockStreamer
+
+
+class StreamedModule(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module, streamer: BlockStreamer, index: int) -> None:
+        super().__init__()
+        object.__setattr__(self, "inner", inner)  # deliberately not a registered child
+        self.streamer = streamer
+        self.index = index
+
+    def forward(self, *args, **kwargs):
+        self.streamer.enter(self.index)
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            self.streamer.exit(self.index)
+
+    def __getattr__(self, name: str):
+        # attribute reads (dim, num_heads, ...) go to the real block
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "inner"), name)
+
+    def extra_repr(self) -> str:
+        return f"streams {type(self.inner).__name__} #{self.index}"
+
+
+def stream_modules(
+    modules: list[torch.nn.Module], device, prefetch: int = 2, pin: bool = True, disk: bool = False
+) -> tuple[BlockStreamer, list[StreamedModule]]:
+    streamer = BlockStreamer(modules, device, prefetch=prefetch, pin=pin, disk=disk)
+    return streamer, [StreamedModule(m, streamer, i) for i, m in enumerate(modules)]
