@@ -122,7 +122,7 @@ def _open_reader(path: Path) -> GGUFReader:
             fix="pick a .gguf Wan2.1 T2V-14B file, or the loader for this format.",
         )
     try:
-        return GGUFReader(path)
+        reader = GGUFReader(path)
     except (ValueError, IndexError, KeyError, TypeError, OverflowError, OSError) as e:
         raise FormatError(
             "truncated or corrupt GGUF file",
@@ -131,6 +131,14 @@ def _open_reader(path: Path) -> GGUFReader:
             found=f"{path.stat().st_size} bytes that the GGUF reader rejects ({e})",
             fix="the download is incomplete or damaged; download the file again.",
         ) from e
+    if reader.byte_order != "I":  # tensors would need a byte swap, i.e. a full copy
+        raise FormatError(
+            "big-endian GGUF file",
+            path=path,
+            expected="a little-endian GGUF (every published Wan GGUF is)",
+            fix="download the standard (little-endian) file.",
+        )
+    return reader
 
 
 def _string_field(reader: GGUFReader, key: str) -> str | None:
