@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from wan4step.errors import FormatError, UnsupportedQuantError, WrongModelError
 from wan4step.formats.gguf_file import TIERS, read_gguf, tier_types, write_gguf
+from wan4step.quant import gguf_matmul
 from wan4step.quant.gguf_dequant import SUPPORTED_TYPES, dequantize, row_bytes
 from wan4step.quant.gguf_encode import encode, random_raw
 from wan4step.quant.gguf_matmul import gguf_linear
@@ -364,5 +365,16 @@ def test_triton_decoders_bit_exact_in_interpreter(monkeypatch):
                 got = mod.TRITON_DECODERS[int(qtype)](raw, shape, dtype)
                 want = torch.from_numpy(_ref(raw.numpy(), qtype).reshape(shape)).to(dtype)
                 assert torch.equal(got.view(torch.int16), want.view(torch.int16)), (qtype.name, dtype)
+            assert gguf_matmul._self_check(int(qtype), mod.TRITON_DECODERS[int(qtype)], torch.device("cpu"))
     finally:
         sys.modules.pop(name, None)
+
+
+def test_a_decoder_that_disagrees_is_not_used(caplog):
+    """The first CUDA use of each Triton decoder is checked against the torch one; a mismatch falls back."""
+    wrong = lambda data, shape, dtype: torch.zeros(shape, dtype=dtype)  # noqa: E731
+    right = lambda data, shape, dtype: dequantize(data, Q.Q4_K, shape, dtype)  # noqa: E731
+    with caplog.at_level("WARNING", logger="wan4step"):
+        assert not gguf_matmul._self_check(int(Q.Q4_K), wrong, torch.device("cpu"))
+    assert "Q4_K" in caplog.text and "torch decoder" in caplog.text
+    assert gguf_matmul._self_check(int(Q.Q4_K), right, torch.device("cpu"))

@@ -13,19 +13,22 @@ which is bit-exact vs gguf's numpy reference, and so are the Triton decoders.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .gguf_dequant import dequantize
+from .gguf_dequant import dequantize, type_name
 
 # qtype -> fn(data, shape, dtype) -> weight; filled lazily on the first CUDA call
 _DEQUANT_KERNELS: dict[int, Callable[[torch.Tensor, Sequence[int], torch.dtype], torch.Tensor]] = {}
 # qtype -> fn(x, data, shape, bias) -> y; fused dequant-matmul kernels (a later task)
 _FUSED_LINEARS: dict[int, Callable[..., torch.Tensor]] = {}
 _kernels_loaded = False
+_CHECKED: set[int] = set()  # types whose Triton decoder passed `_self_check`
+log = logging.getLogger("wan4step")
 
 # WAN4STEP_GGUF_TRITON=0 forces the torch decoders (for A/B checks and bug reports)
 _USE_TRITON = os.environ.get("WAN4STEP_GGUF_TRITON", "1") != "0"
@@ -43,12 +46,38 @@ def _load_kernels() -> None:
     _DEQUANT_KERNELS.update(TRITON_DECODERS)
 
 
+def _self_check(qtype: int, kernel, device: torch.device) -> bool:
+    """Once per type and process: the kernel must match the torch decoder bit for bit on this GPU.
+
+    A Triton build that fails to compile (no C compiler on Windows, an old
+    driver) or rounds differently drops back to the torch path with a warning
+    instead of producing different weights.
+    """
+    from .gguf_encode import random_raw
+
+    try:
+        raw = random_raw(qtype, (4, 512), device=device, generator=torch.Generator(device=device).manual_seed(0))
+        for dtype in (torch.bfloat16, torch.float16):
+            if not torch.equal(kernel(raw, (4, 512), dtype).view(torch.int16), dequantize(raw, qtype, (4, 512), dtype).view(torch.int16)):
+                raise ValueError("differs from the torch decoder")
+        return True
+    except Exception as e:  # noqa: BLE001 - any failure means: use the torch decoder
+        log.warning("wan4step: Triton GGUF decoder for %s disabled (%s); using the torch decoder", type_name(qtype), e)
+        return False
+
+
 def dequantize_on_device(data: torch.Tensor, qtype: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """`dequantize`, through a one-pass Triton kernel where one exists for this type on CUDA."""
     if data.is_cuda and dtype in (torch.bfloat16, torch.float16):
         if not _kernels_loaded:
             _load_kernels()
-        kernel = _DEQUANT_KERNELS.get(int(qtype))
+        qtype = int(qtype)
+        kernel = _DEQUANT_KERNELS.get(qtype)
+        if kernel is not None and qtype not in _CHECKED:
+            if not _self_check(qtype, kernel, data.device):
+                _DEQUANT_KERNELS.pop(qtype, None)
+                kernel = None
+            _CHECKED.add(qtype)
         if kernel is not None:
             return kernel(data, shape, dtype)
     return dequantize(data, qtype, shape, dtype)
