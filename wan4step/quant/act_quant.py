@@ -40,7 +40,7 @@ the approximate `div.full.f32`; fp-contraction is switched off at launch so
 
 from __future__ import annotations
 
-import os
+import logging
 
 import torch
 
@@ -55,6 +55,8 @@ except Exception:  # pragma: no cover - depends on the install
     triton = None
     tl = None
     HAVE_TRITON = False
+
+log = logging.getLogger("wan4step")
 
 FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
 INT8_MAX = 127.0
@@ -164,13 +166,14 @@ def quantize_act_triton(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch
     return q, scale
 
 
-def triton_usable(device: torch.device) -> bool:
-    """Use the kernel on CUDA devices (or anywhere under the Triton interpreter)."""
-    if not HAVE_TRITON:
+_triton_failed: set[str] = set()  # kinds whose kernel failed to compile or launch here
+
+
+def _use_triton(x: torch.Tensor, kind: str) -> bool:
+    if not HAVE_TRITON or x.device.type != "cuda" or kind in _triton_failed or x.shape[-1] > 65536:
         return False
-    if device.type == "cuda":
-        return True
-    return os.environ.get("TRITON_INTERPRET") == "1"
+    # Triton has no float8e4nv below sm_89 (FP8 then runs emulated, with the torch quantizer)
+    return kind == INT8 or torch.cuda.get_device_capability(x.device) >= (8, 9)
 
 
 def quantize_act(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +181,10 @@ def quantize_act(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor
 
     Both give the same codes and scales bit for bit (tests/unit/test_scaled.py).
     """
-    if x.device.type == "cuda" and HAVE_TRITON and x.shape[-1] <= 65536:
-        return quantize_act_triton(x, kind)
+    if _use_triton(x, kind):
+        try:
+            return quantize_act_triton(x, kind)
+        except Exception as e:  # a Triton that cannot build for this GPU: stay correct, just slower
+            _triton_failed.add(kind)
+            log.warning("wan4step: fused %s activation quantizer unavailable (%s); using torch", kind, e)
     return quantize_act_reference(x, kind)
