@@ -49,8 +49,9 @@ _BLOCK_FILE = re.compile(r"^block_(\d+)\.safetensors$")
 _KIND_OF_DTYPE = {"F8_E4M3": FP8, "I8": INT8, "BF16": "bf16", "F16": "bf16", "F32": "bf16"}
 _DOWNLOAD_FIX = (
     "the download is incomplete; download the whole distill_fp8/ (or distill_int8/) folder of "
-    "lightx2v/Wan2.1-T2V-14B-StepDistill-CfgDistill-Lightx2v again (existing complete files are kept)."
+    "lightx2v/Wan2.1-T2V-14B-StepDistill-CfgDistill-Lightx2v again."
 )
+_TRUNCATED_FIX = "the download of this file was interrupted; delete it and download it again."
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
 
 
@@ -78,7 +79,7 @@ def _header(path: Path) -> dict[str, dict]:
                 path=path,
                 expected="a safetensors header",
                 found=f"{size:,} bytes",
-                fix=_DOWNLOAD_FIX,
+                fix=_TRUNCATED_FIX,
             )
         try:
             header = json.loads(f.read(n))
@@ -92,7 +93,7 @@ def _header(path: Path) -> dict[str, dict]:
             path=path,
             expected=f"{8 + n + end:,} bytes",
             found=f"{size:,} bytes",
-            fix=_DOWNLOAD_FIX,
+            fix=_TRUNCATED_FIX,
         )
     return header
 
@@ -200,7 +201,6 @@ def read_lightx2v_dir(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]
         )
 
     headers: dict[int, dict[str, dict]] = {}
-    kinds: dict[str, list[int]] = {}
     for i in range(n):
         h = {_unprefixed(k): v for k, v in _header(found[i]).items()}
         stray = [k for k in h if block_index(k) != i]
@@ -213,7 +213,18 @@ def read_lightx2v_dir(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]
                 fix="the file was renamed or belongs to another model; download it again.",
             )
         headers[i] = h
-        kinds.setdefault(_block_kind(i, found[i], h), []).append(i)
+    stray = [k for k in non_block if block_index(k) is not None]
+    if stray:
+        raise FormatError(f"{NON_BLOCK} holds block tensors", path=nb_path, found=", ".join(stray[:3]))
+
+    shapes = {k: e["shape"] for k, e in non_block.items()}
+    for h in headers.values():
+        shapes.update({k: e["shape"] for k, e in h.items() if not k.endswith(".weight_scale")})
+    detect_config(shapes, str(root))  # WrongModelError for I2V / VACE / 1.3B / Wan2.2 / non-Wan folders
+
+    kinds: dict[str, list[int]] = {}
+    for i in range(n):
+        kinds.setdefault(_block_kind(i, found[i], headers[i]), []).append(i)
     if len(kinds) > 1:
         parts = [f"{k}: {', '.join(block_file_name(i) for i in idx[:3])}{' …' if len(idx) > 3 else ''}"
                  for k, idx in sorted(kinds.items())]
@@ -224,14 +235,6 @@ def read_lightx2v_dir(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]
             found="; ".join(parts),
             fix="files from distill_fp8/ and distill_int8/ were mixed; keep each download in its own folder.",
         )
-    stray = [k for k in non_block if block_index(k) is not None]
-    if stray:
-        raise FormatError(f"{NON_BLOCK} holds block tensors", path=nb_path, found=", ".join(stray[:3]))
-
-    shapes = {k: e["shape"] for k, e in non_block.items()}
-    for h in headers.values():
-        shapes.update({k: e["shape"] for k, e in h.items() if not k.endswith(".weight_scale")})
-    detect_config(shapes, str(root))  # WrongModelError for I2V / VACE / 1.3B / Wan2.2 folders
 
     out: dict[str, torch.Tensor | QuantWeight] = {}
     out.update(_load_file(nb_path))
