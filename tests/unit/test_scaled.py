@@ -253,3 +253,23 @@ def test_cuda_native_matches_w8a8_reference(kind):
         ref = w8a8_reference(x.cpu(), q.cpu(), scale.cpu(), b, kind)
         # fast-accumulating FP8 tensor cores: a few bf16 ulps
         assert rel_rms(y.cpu(), ref) < 4e-3, (kind, m)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("m", [5, 17, 100])
+def test_native_call_paths_on_cpu_kernels(kind, m):
+    """The exact _scaled_mm / _int_mm calls of the CUDA path (layouts, row padding, scales,
+    bias), run through torch's CPU implementations of the same ops, agree with the emulation."""
+    from wan4step.quant import scaled
+
+    w, b = weights()
+    q, scale = quantize_rowwise(w, kind)
+    x = torch.randn(m, 256, generator=torch.Generator().manual_seed(m)).to(torch.bfloat16)
+    native = scaled._fp8_scaled_mm if kind == FP8 else scaled._int8_int_mm
+    try:
+        y = native(x, q, scale, b)
+    except (RuntimeError, NotImplementedError) as e:
+        pytest.skip(f"this torch has no CPU {kind} kernel: {e}")
+    assert y.shape == (m, 512) and y.dtype == torch.bfloat16
+    ref = w8a8_reference(x, q, scale, b, kind)
+    assert torch.allclose(y.double(), ref, rtol=2**-7, atol=1e-3)
