@@ -29,13 +29,21 @@ int8_quant_kernels.cu, dynamic_scaled_int8_quant_kernel, symmetric):
     An all-zero row: vllm computes 0 * inf = NaN, which cvt turns into 0; here
     scale 0 and codes 0 directly (same codes, no NaN).
 
+LightX2V's other kernels for the same files differ only in last-bit details
+(ties and one rounding of the reciprocal): fp8-triton/fp8-torchao divide
+(x / scale) instead of multiplying by 1/scale, int8-sgl (sglang's
+per_token_quant_int8) rounds ties away from zero. We follow the two above: fp8-sgl
+is what the T2V distill FP8 config names; LightX2V ships no T2V INT8 distill
+config, and its int8 examples (configs/quantization/wan_i2v.json) use int8-vllm.
+
 The Triton kernel does the rounding itself in fp32 integer/bit arithmetic
 (values it then casts to fp8 are already on the e4m3 grid) because Triton's
 CPU interpreter rounds fp32->fp8 wrongly at binade edges (31.09 -> 16), and the
 tests must be able to check the kernel bit-exactly on a CPU under
 TRITON_INTERPRET=1. Divisions use `div_rn` since Triton's plain `/` on fp32 is
 the approximate `div.full.f32`; fp-contraction is switched off at launch so
-`x * inv` is rounded once, exactly as the torch reference does.
+`x * inv` is rounded before the round-to-integer trick adds to it (an FMA would
+round once, and differ on near-ties from the kernels above and the reference).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ log = logging.getLogger("wan4step")
 
 FP8_MAX = 448.0
 INT8_MAX = 127
-USE_FAST_ACCUM = True  # what LightX2V's sm90 FP8 kernels do; bench_linear.py measures both
+USE_FAST_ACCUM = True  # what LightX2V's sm90 FP8 kernels (sgl-kernel, vllm CUTLASS FP8FastAccum) do
 
 _EMULATE, _SCALED_MM, _INT_MM = "emulate", "scaled_mm", "int_mm"
 _broken: set[tuple[int, str]] = set()  # (cuda index, kind) whose native kernel raised once
