@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
+from ..wan4step import attention as attn
 from ..wan4step.formats import load_dit
+from . import fast_forward as fast_forward_mod
 from .comfy_model import build_model
 from .model_files import list_models, resolve
 
@@ -29,15 +31,24 @@ class Wan4StepModelLoader(io.ComfyNode):
                                        "trailing '/') that holds non_block.safetensors and block_N files."),
                 io.Combo.Input("compute_dtype", options=list(DTYPES), default="bf16",
                                tooltip="The dtype activations are computed in. bf16 is right for every supported GPU."),
+                io.Combo.Input("attention", options=list(attn.BACKENDS), default="auto",
+                               tooltip="auto: PyTorch SDPA on Hopper/Blackwell (fastest there), sageattention on Ampere/Ada "
+                                       "when installed. A missing backend falls back to SDPA with one warning."),
+                io.Boolean.Input("fast_forward", default=True, advanced=True,
+                                 tooltip="Run blocks through the pack's fused forward (same math, fewer passes). Turn off "
+                                         "only to compare with ComfyUI's own block code."),
             ],
             outputs=[io.Model.Output(tooltip="ComfyUI's own Wan model with this pack's quantized linears; "
                                              "works with KSampler, LoRA loaders and Wan4Step Block Swap.")],
         )
 
     @classmethod
-    def execute(cls, model_name: str, compute_dtype: str) -> io.NodeOutput:
+    def execute(cls, model_name: str, compute_dtype: str, attention: str = "auto", fast_forward: bool = True) -> io.NodeOutput:
         loaded = load_dit(resolve(DIT_FOLDERS, model_name))
-        return io.NodeOutput(build_model(loaded, DTYPES[compute_dtype]))
+        model = build_model(loaded, DTYPES[compute_dtype])
+        if fast_forward:
+            model = fast_forward_mod.install(model, attention)
+        return io.NodeOutput(model)
 
 
 NODES = [Wan4StepModelLoader]

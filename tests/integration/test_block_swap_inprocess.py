@@ -36,3 +36,15 @@ def test_swapped_sampling_equals_resident(comfy, pack, tmp_path):
         assert swapped.model_size() < base.model_size(), (k, source, emb)
     # the unswapped model is untouched by the swapped clones
     assert torch.equal(_sample(pack, base), ref)
+
+
+def test_fast_forward_matches_comfy_block_and_streams(comfy, pack, tmp_path):
+    p = tmp_path / "tiny.safetensors"
+    safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
+    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    ref = _sample(pack, base)
+    fast = pack.nodes.fast_forward.install(base, "sdpa")
+    out = _sample(pack, fast)
+    torch.testing.assert_close(out, ref, rtol=2e-4, atol=2e-4)
+    swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(fast, 2, 1, True, "ram", False).result[0]
+    assert torch.equal(_sample(pack, swapped), out)  # streaming never changes a bit

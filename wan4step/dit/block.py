@@ -1,0 +1,82 @@
+"""The pack's forward of one Wan2.1 T2V block, on the block's own modules and weights.
+
+Same math as ComfyUI's `WanAttentionBlock.forward` (and the original Wan),
+reorganised for speed: LayerNorm+modulate and RMSNorm+RoPE are single fused
+passes, the FFN's GELU rides in the up-projection's cuBLASLt epilogue for bf16
+weights, and quantized linears (FP8/INT8/GGUF) run their own kernels through
+`QuantLinear`. Any module tree shaped like ComfyUI's block works (ComfyUI's
+own ops, ComfyUI-GGUF's, this pack's).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import attention
+from ..quant.linear import QuantLinear
+from .fused import ln_modulate, rmsnorm_rope
+
+
+def _param(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t if (t.device == like.device and t.dtype == like.dtype) else t.to(device=like.device, dtype=like.dtype)
+
+
+def linear_gelu(linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """gelu_tanh(linear(x)); for plain bf16/fp16 weights on CUDA the GELU is the GEMM's epilogue."""
+    if (
+        isinstance(linear, QuantLinear)
+        and linear.qkind is None
+        and not linear.weight_function
+        and x.is_cuda
+        and linear.weight.device == x.device
+        and linear.weight.dtype == x.dtype
+        and linear.bias is not None
+        and x.dtype in (torch.bfloat16, torch.float16)
+    ):
+        x2 = x.reshape(-1, x.shape[-1])
+        out = torch._addmm_activation(_param(linear.bias, x), x2, linear.weight.t(), use_gelu=True)
+        return out.view(*x.shape[:-1], out.shape[-1])
+    return F.gelu(linear(x), approximate="tanh")
+
+
+def supports(e0: torch.Tensor) -> bool:
+    """The fast path handles one timestep per sample (T2V); per-frame timesteps go to ComfyUI's block."""
+    return e0.ndim == 4 and e0.shape[1] == 1
+
+
+def block_forward(
+    block: torch.nn.Module,
+    x: torch.Tensor,
+    e0: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    context: torch.Tensor,
+    attn_fn,
+) -> torch.Tensor:
+    """x [B, L, C]; e0 [B, 1, 6, C] (time projection); rope = (cos, sin) [L, D/2]; context [B, 512, C]."""
+    heads = block.num_heads
+    e = (_param(block.modulation, x).unsqueeze(0) + e0)[:, 0]  # [B, 6, C]
+    cos, sin = rope
+    sa, ca = block.self_attn, block.cross_attn
+
+    # self-attention
+    y = ln_modulate(x, e[:, 0], e[:, 1])
+    q = rmsnorm_rope(sa.q(y), _param(sa.norm_q.weight, y), cos, sin, heads)
+    k = rmsnorm_rope(sa.k(y), _param(sa.norm_k.weight, y), cos, sin, heads)
+    a = attention(q, k, sa.v(y), heads, attn_fn)
+    del q, k, y
+    x = torch.addcmul(x, sa.o(a), e[:, 2:3])
+    del a
+
+    # cross-attention (no modulation; affine LayerNorm)
+    xn = block.norm3(x)
+    q = rmsnorm_rope(ca.q(xn), _param(ca.norm_q.weight, xn), None, None, heads)
+    k = rmsnorm_rope(ca.k(context), _param(ca.norm_k.weight, xn), None, None, heads)
+    x = x + ca.o(attention(q, k, ca.v(context), heads, attn_fn))
+    del q, k, xn
+
+    # feed-forward
+    y = ln_modulate(x, e[:, 3], e[:, 4])
+    h = linear_gelu(block.ffn[0], y)
+    del y
+    return torch.addcmul(x, block.ffn[2](h), e[:, 5:6])
