@@ -381,27 +381,30 @@ def _evaluate(choice, tokens, usable, ram_budget, req, attention, model, card, n
         notes[choice.key] = f"needs {_gib(need)} even with all 40 blocks streamed"
         return None
     base = model.sampling_vram(choice, tokens, k, req.prefetch, attention)
-    for te_key in _te_order(req.priority):
-        te = TEXT_ENCODERS_TABLE[te_key]
-        te_gpu_alone = model.text_encoder_vram(te.size_bytes) <= usable
-        if req.priority != "fit" and base.total + te.size_bytes + model.data["text_encoder"]["activation_bytes"] <= usable:
-            devices = ["gpu", "cpu"]
-        elif te_gpu_alone and req.priority != "fit":
-            devices = ["gpu_then_free", "cpu"]
-        else:
-            devices = ["cpu"] + (["gpu_then_free"] if te_gpu_alone else [])
-        for dev in devices:
-            te_cpu = te.size_bytes if dev == "cpu" else 0
-            placements = ["gpu"] if k == 0 else ["stream", "disk"]
-            for placement in placements:
-                ram = model.host_ram(choice, k, placement, te_cpu)
-                if ram <= ram_budget:
-                    te_res = te.size_bytes + model.data["text_encoder"]["activation_bytes"] if dev == "gpu" else 0
-                    sampling = model.sampling_vram(choice, tokens, k, req.prefetch, attention, te_res)
-                    step, parts = (None, {})
-                    if card is not None:
-                        step, parts = estimate_step_time(model, choice, tokens, k, placement, attention, card)
-                    return _Candidate(choice, k, placement, te_key, dev, sampling, ram, step, parts)
+    te_act = model.data["text_encoder"]["activation_bytes"]
+
+    def te_devices(te_bytes: int) -> list[str]:
+        alone = model.text_encoder_vram(te_bytes) <= usable
+        if req.priority != "fit" and base.total + te_bytes + te_act <= usable:
+            return ["gpu", "cpu"]
+        if req.priority != "fit" and alone:
+            return ["gpu_then_free", "cpu"]
+        return ["cpu"] + (["gpu_then_free"] if alone else [])  # fit: CPU unless RAM forbids it
+
+    # Pinned streaming beats a better text-encoder placement; disk streaming is the last resort.
+    for placement in (["gpu"] if k == 0 else ["stream", "disk"]):
+        for te_key in _te_order(req.priority):
+            te = TEXT_ENCODERS_TABLE[te_key]
+            for dev in te_devices(te.size_bytes):
+                ram = model.host_ram(choice, k, placement, te.size_bytes if dev == "cpu" else 0)
+                if ram > ram_budget:
+                    continue
+                sampling = model.sampling_vram(choice, tokens, k, req.prefetch, attention,
+                                               te.size_bytes + te_act if dev == "gpu" else 0)
+                step, parts = (None, {})
+                if card is not None:
+                    step, parts = estimate_step_time(model, choice, tokens, k, placement, attention, card)
+                return _Candidate(choice, k, placement, te_key, dev, sampling, ram, step, parts)
     need = model.host_ram(choice, k, "disk" if k else "gpu", 0)
     notes[choice.key] = f"needs {_gib(need)} of RAM, {_gib(ram_budget)} available"
     return None
@@ -410,6 +413,11 @@ def _evaluate(choice, tokens, usable, ram_budget, req, attention, model, card, n
 def _pick(cands: list[_Candidate], priority: str, model: MemoryModel) -> _Candidate:
     floor = int(model.decision("min_quality"))
     pool = [c for c in cands if c.quality >= floor] or cands
+    if priority != "quality":
+        # Disk streaming is the fallback: its speed depends on a drive we cannot see
+        # (an HDD is 20x slower than the NVMe rate assumed), so pinned RAM wins when any
+        # choice of acceptable quality fits it.
+        pool = [c for c in pool if c.placement != "disk"] or pool
     pref = list(model.decision("speed_preference"))
 
     def rank(c: _Candidate) -> int:
@@ -650,7 +658,7 @@ def _reason(machine, req, rec: Recommendation, pick: _Candidate, card, cap, excl
     src = machine.sources.get("gpu")
     where = " (planned from the card table, not detected)" if src == "card table" else ""
     if card is None:
-        where += " (not in the known-card table: planned from its detected numbers)"
+        where += " (not in the known-card table: planned from its own numbers)"
     head = f"{name}{where} ({arch}, {_gib(machine.vram_total_bytes)}, {_gib(rec.usable_vram_bytes)} usable):"
     kind = pick.choice.kind
     why = []
@@ -663,8 +671,15 @@ def _reason(machine, req, rec: Recommendation, pick: _Candidate, card, cap, excl
     elif kind == "bf16":
         why.append(f"{pick.choice.label}, the full-precision release" + (" (quality priority)" if req.priority == "quality" else ""))
     else:
-        better = [notes.get(k) for k in ("lightx2v_fp8", "lightx2v_int8") if notes.get(k)]
-        because = f" (8-bit weights {better[0]})" if better else ""
+        eight = [c for c in cands if c.choice.kind in ("fp8", "int8")]
+        better = [notes[k] for k in ("lightx2v_fp8", "lightx2v_int8") if k in notes]
+        if eight and all(c.placement == "disk" for c in eight):
+            because = (f": the 8-bit LightX2V weights would have to stream from disk here (RAM too small to pin "
+                       f"their {eight[0].k} streamed blocks), so the best GGUF tier that streams from pinned RAM")
+        elif better:
+            because = f": the 8-bit LightX2V weights {better[0]}"
+        else:
+            because = ""
         why.append(f"{pick.choice.label}{because}")
     if cap and cap >= (12, 0):
         why.append("NVFP4 checkpoints exist only for I2V-14B-480P and T2V-1.3B, not this model")
@@ -688,7 +703,8 @@ def _reason(machine, req, rec: Recommendation, pick: _Candidate, card, cap, excl
         "cpu": f"{te.label} encodes on the CPU" + (" (fit priority: no VRAM for it at all)" if req.priority == "fit" else
                                                   " (it does not fit on the GPU)"),
     }[pick.te_device]
-    vae_work = rec.phase_peaks["vae"] - pick.sampling.weights - pick.sampling.ring - pick.sampling.text_encoder
+    vae_work = (rec.phase_peaks["vae"] - pick.sampling.weights - pick.sampling.ring - pick.sampling.text_encoder
+                - model.context_bytes)
     vae_txt = f"VAE decode {'tiled' if rec.vae_tiled else 'untiled'} (~{_gib(vae_work)}, fits beside the resident DiT)"
     att_txt = "attention SDPA (fastest measured on the H100, always available)" if rec.attention == "sdpa" else \
         f"attention {rec.attention} (as asked; SDPA measured faster on the H100)"
