@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import block_swap, env_info, model_loader, sampler
+from . import block_swap, env_info, model_loader, sampler, text_encoder
 
-_MODULES = [env_info, model_loader, sampler, block_swap]
+_MODULES = [env_info, model_loader, sampler, block_swap, text_encoder]
 
 
 class Wan4StepExtension(ComfyExtension):

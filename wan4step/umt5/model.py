@@ -201,7 +201,8 @@ class TokenEmbedding(torch.nn.Module):
         self.qtype: int | None = None
         self.logical_shape: tuple[int, ...] = ()
 
-    def set_weight(self, w: torch.Tensor | QuantWeight) -> None:
+    def assign(self, w: torch.Tensor | QuantWeight) -> None:
+        # (not `set_weight`: ComfyUI's LoRA patcher calls any `set_<param>` method it finds)
         if isinstance(w, QuantWeight):
             self.qkind, self.qtype, self.logical_shape = w.kind, w.qtype, tuple(w.shape)
             self.weight = _param(w.data)
@@ -346,8 +347,10 @@ class UMT5Encoder(torch.nn.Module):
                                   expected=f"{list(want)} for {self.config.name}",
                                   fix="the file is damaged or mixes two models; download it again.")
             mod = modules[key.rsplit(".", 1)[0]]
-            if isinstance(mod, (QuantLinear, TokenEmbedding)):
+            if isinstance(mod, QuantLinear):
                 mod.set_weight(value)
+            elif isinstance(mod, TokenEmbedding):
+                mod.assign(value)
             else:
                 if isinstance(value, QuantWeight):
                     value = value.dequantize(torch.float32)
