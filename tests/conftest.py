@@ -7,7 +7,6 @@ there is never a fake ComfyUI.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -71,16 +70,11 @@ def comfy() -> types.SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def pack(comfy) -> types.ModuleType:
-    """This repository imported as a ComfyUI custom-node package (relative imports and all)."""
-    if PACK_MODULE in sys.modules:
-        return sys.modules[PACK_MODULE]
-    spec = importlib.util.spec_from_file_location(
-        PACK_MODULE, REPO / "__init__.py", submodule_search_locations=[str(REPO)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_MODULE] = module
-    spec.loader.exec_module(module)
-    return module
+    """This repository imported as a ComfyUI custom-node package (relative imports and all),
+    sharing one copy of the engine with the tests' `import wan4step`."""
+    from wan4step.packaging_alias import load_pack
+
+    return load_pack(PACK_MODULE)
 
 
 @pytest.fixture(scope="session")

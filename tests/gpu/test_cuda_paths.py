@@ -1,0 +1,115 @@
+"""CUDA-only checks, run on the GPU machine (skipped elsewhere): every fast path equals its reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEV = torch.device("cuda")
+
+
+def test_fused_kernels_match_reference():
+    from wan4step.dit import fused
+
+    x = torch.randn(2, 300, 5120, device=DEV, dtype=torch.bfloat16)
+    sh, sc = torch.randn(2, 5120, device=DEV, dtype=torch.bfloat16), torch.randn(2, 5120, device=DEV, dtype=torch.bfloat16)
+    torch.testing.assert_close(fused.ln_modulate(x, sh, sc), fused.ln_modulate_reference(x, sh, sc), atol=2e-2, rtol=1e-2)
+    w = torch.randn(5120, device=DEV, dtype=torch.bfloat16)
+    ang = torch.randn(300, 64, device=DEV)
+    a = fused.rmsnorm_rope(x, w, ang.cos(), ang.sin(), 40)
+    b = fused.rmsnorm_rope_reference(x, w, ang.cos(), ang.sin(), 40)
+    torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("kind", ["fp8", "int8"])
+def test_scaled_linear_cuda_matches_emulation(kind):
+    from wan4step.quant.scaled import quantize_rowwise, scaled_linear
+
+    if kind == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("no FP8 tensor cores")
+    w = torch.randn(1024, 512, device=DEV) / 512**0.5
+    q, s = quantize_rowwise(w, kind)
+    x = torch.randn(4, 300, 512, device=DEV, dtype=torch.bfloat16)
+    b = torch.randn(1024, device=DEV, dtype=torch.bfloat16)
+    out = scaled_linear(x, q, s, b, kind)
+    ref = scaled_linear(x.cpu().float(), q.cpu(), s.cpu(), b.cpu().float(), kind)
+    rel = (out.float().cpu() - ref).norm() / ref.norm()
+    assert rel < 1e-2, rel
+
+
+def test_act_quant_triton_bitexact():
+    from wan4step.quant.act_quant import quantize_act_reference, quantize_act_triton
+
+    x = torch.randn(777, 5120, device=DEV, dtype=torch.bfloat16) * 3
+    for kind in ("int8",) + (("fp8",) if torch.cuda.get_device_capability() >= (8, 9) else ()):
+        qa, sa = quantize_act_triton(x, kind)
+        qb, sb = quantize_act_reference(x, kind)
+        assert torch.equal(sa.float(), sb.float())
+        assert torch.equal(qa.view(torch.uint8), qb.view(torch.uint8))
+
+
+@pytest.mark.parametrize("qname", ["Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q3_K", "Q2_K", "Q4_0", "Q5_1"])
+def test_gguf_cuda_decode_bitexact(qname):
+    import gguf
+
+    from wan4step.quant.gguf_dequant import dequantize
+    from wan4step.quant.gguf_encode import random_raw
+    from wan4step.quant.gguf_matmul import dequantize_on_device
+
+    qt = gguf.GGMLQuantizationType[qname]
+    raw = random_raw(qt, (512, 1024), device=DEV, generator=torch.Generator(device=DEV).manual_seed(0))
+    a = dequantize_on_device(raw, qt, (512, 1024), torch.bfloat16)
+    b = dequantize(raw, qt, (512, 1024), torch.bfloat16)
+    ref = torch.from_numpy(gguf.quants.dequantize(raw.cpu().numpy(), qt).reshape(512, 1024)).to(torch.bfloat16)
+    assert torch.equal(a, b)
+    assert torch.equal(b.cpu(), ref)
+
+
+def test_streamer_cuda_equals_resident_and_never_stalls():
+    from wan4step.offload import stream_modules
+
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList([torch.nn.Linear(1024, 1024, dtype=torch.bfloat16) for _ in range(8)])
+    x = torch.randn(64, 1024, device=DEV, dtype=torch.bfloat16)
+    ref_blocks = [torch.nn.Linear(1024, 1024, dtype=torch.bfloat16, device=DEV) for _ in range(8)]
+    for r, b in zip(ref_blocks, blocks, strict=True):
+        r.load_state_dict(b.state_dict())
+
+    def run(bs, x):
+        for b in bs:
+            x = torch.tanh(b(x))
+        return x
+
+    ref = [run(ref_blocks, x), run(ref_blocks, x * 2)]
+    streamer, wrapped = stream_modules(list(blocks), DEV, prefetch=2)
+    for _ in range(5):
+        assert torch.equal(run(wrapped, x), ref[0])
+        assert torch.equal(run(wrapped, x * 2), ref[1])
+    assert streamer.stats.stalls == 1
+    assert all(p.device.type == "cpu" and p.is_pinned() for p in blocks.parameters())
+    before = torch.cuda.memory_allocated()
+    for _ in range(3):
+        run(wrapped, x)
+    assert torch.cuda.memory_allocated() == before  # no per-block allocations survive
+
+
+def test_streamer_disk_mode_cuda():
+    from wan4step.offload import stream_modules
+
+    torch.manual_seed(1)
+    blocks = [torch.nn.Linear(512, 512, dtype=torch.bfloat16) for _ in range(5)]
+    refs = [torch.nn.Linear(512, 512, dtype=torch.bfloat16, device=DEV) for _ in range(5)]
+    for r, b in zip(refs, blocks, strict=True):
+        r.load_state_dict(b.state_dict())
+    x = torch.randn(32, 512, device=DEV, dtype=torch.bfloat16)
+    ref = x
+    for r in refs:
+        ref = r(ref)
+    streamer, wrapped = stream_modules(blocks, DEV, prefetch=2, disk=True)
+    for _ in range(3):
+        y = x
+        for w in wrapped:
+            y = w(y)
+        assert torch.equal(y, ref)
+    streamer.close()
