@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import block_swap, env_info, model_loader, sampler, text_encoder
+from . import advisor, block_swap, download, env_info, model_loader, sampler, text_encoder
 
-_MODULES = [env_info, model_loader, sampler, block_swap, text_encoder]
+_MODULES = [env_info, model_loader, sampler, block_swap, text_encoder, advisor, download]
 
 
 class Wan4StepExtension(ComfyExtension):

@@ -179,6 +179,7 @@ def _dest_for(spec: FileSpec, repo_path: str) -> str:
 
 def resolve(specs: Sequence[FileSpec], *, endpoint: str | None = None, token: str | bool | None = None) -> list[RemoteFile]:
     """The concrete files behind `specs`, with sizes and hashes from the Hub."""
+    endpoint = _endpoint(endpoint)
     listings: dict[tuple[str, str], object] = {}
     out: list[RemoteFile] = []
     for spec in specs:
@@ -304,13 +305,15 @@ def _fetch(remote: RemoteFile, staging: Path, endpoint, token, on_bytes: Callabl
     Each chunk is on disk before `on_bytes` runs, so a cancel raised there loses nothing.
     """
     import time
-    from urllib.parse import urlparse
+    from urllib.parse import quote, urlparse
 
     import requests
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub import get_hf_file_metadata
     from huggingface_hub.utils import build_hf_headers
 
-    url = hf_hub_url(remote.repo_id, remote.path, revision=remote.revision, endpoint=endpoint)
+    # The Hub's resolve URL, built from the endpoint in use (hf_hub_url fills a template
+    # fixed when huggingface_hub was imported).
+    url = f"{_endpoint(endpoint)}/{remote.repo_id}/resolve/{quote(remote.revision, safe='')}/{quote(remote.path)}"
     meta = get_hf_file_metadata(url, token=token)
     size = meta.size if meta.size is not None else remote.size
     location = meta.location or url
@@ -407,6 +410,7 @@ def download(
     progress: called with (bytes done, bytes total, message); it may raise to cancel
     (ComfyUI's interrupt) and the partial file is kept for resuming.
     """
+    endpoint = _endpoint(endpoint)  # read HF_ENDPOINT once and pass it everywhere explicitly
     report = DownloadReport()
     manifests: dict[Path, _Manifest] = {}
 

@@ -1,0 +1,138 @@
+"""Wan4Step VRAM Advisor: which weights and offload settings fit this machine.
+
+The decision is `wan4step.advisor.recommend` (pure, unit-tested); this node detects the
+machine (the GPU ComfyUI runs on), applies the user's overrides, and hands out typed
+values that wire into the loaders and the block swap. A small HTTP route lets the web
+extension show the advice without running the graph.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from comfy_api.latest import io
+
+from ..wan4step import advisor, cards, hardware
+
+AUTO_GPU = "auto (detected)"
+CPU_ONLY = "none (CPU only)"
+CAPABILITIES = ["auto", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0"]
+PLAN = io.Custom("WAN4STEP_PLAN")
+
+_OVERRIDE = "0 = detected. Type a value to plan for a machine you don't have."
+
+
+def _detect(folder: str | None) -> advisor.Machine:
+    """This machine as ComfyUI sees it: its GPU, plus what ComfyUI already holds (it would free that)."""
+    import psutil
+    import torch
+
+    info = hardware.detect(folder)
+    index, own_vram = None, 0
+    if info.gpus:
+        import comfy.model_management as mm
+
+        dev = mm.get_torch_device()
+        if getattr(dev, "type", "") == "cuda":
+            index = dev.index if dev.index is not None else torch.cuda.current_device()
+            own_vram = int(torch.cuda.memory_reserved(index))
+    own_ram = int(psutil.Process().memory_info().rss)
+    return advisor.machine_from_info(info, gpu_index=index, own_vram_bytes=own_vram, own_ram_bytes=own_ram)
+
+
+def advise(width=832, height=480, frames=81, priority="speed", gpu=AUTO_GPU, vram_gb=0.0, free_vram_gb=0.0,
+           compute_capability="auto", ram_gb=0.0, disk_gb=0.0, attention="auto") -> advisor.Recommendation:
+    """Detect, override, recommend: shared by the node and the web route."""
+    import folder_paths
+
+    dirs = folder_paths.get_folder_paths("diffusion_models")
+    machine = _detect(dirs[0] if dirs else folder_paths.models_dir)
+    g = "none" if gpu == CPU_ONLY else ("" if gpu == AUTO_GPU else gpu)
+    cap = None if compute_capability == "auto" else compute_capability
+    machine = advisor.with_overrides(machine, gpu=g, vram_gb=vram_gb, free_vram_gb=free_vram_gb, capability=cap,
+                                     ram_gb=ram_gb, disk_gb=disk_gb)
+    return advisor.recommend(machine, advisor.Request(width, height, frames, priority, attention))
+
+
+class Wan4StepVRAMAdvisor(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Wan4StepVRAMAdvisor",
+            display_name="Wan4Step VRAM Advisor",
+            category="Wan4Step",
+            description="Detects the GPU, VRAM, RAM and disk and recommends the weights, block swap, text-encoder "
+            "placement, VAE tiling and attention that fit, with predicted peak VRAM and step time and the reason.",
+            inputs=[
+                io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Video width (multiple of 16)."),
+                io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Video height (multiple of 16)."),
+                io.Int.Input("frames", default=81, min=1, max=1001, step=4, tooltip="Frames, 4n+1 (81 = 5 s at 16 fps)."),
+                io.Combo.Input("priority", options=list(advisor.PRIORITIES), default="speed",
+                               tooltip="speed: fastest step at good quality; quality: closest to the BF16 release "
+                               "that fits; fit: leave 15% VRAM free, text encoder on CPU, tiled VAE."),
+                io.Combo.Input("gpu", options=[AUTO_GPU, CPU_ONLY, *cards.card_names()], default=AUTO_GPU,
+                               tooltip="The GPU to plan for: the detected one, or a card from the table."),
+                io.Float.Input("vram_gb", default=0.0, min=0.0, max=1024.0, step=0.5, advanced=True,
+                               tooltip="Total VRAM in GiB. " + _OVERRIDE),
+                io.Float.Input("free_vram_gb", default=0.0, min=0.0, max=1024.0, step=0.5, advanced=True,
+                               tooltip="VRAM the pack may use, in GiB. " + _OVERRIDE),
+                io.Combo.Input("compute_capability", options=CAPABILITIES, default="auto", advanced=True,
+                               tooltip="8.6 = RTX 30xx (no FP8), 8.9 = RTX 40xx/L40S, 9.0 = H100, 12.0 = RTX 50xx."),
+                io.Float.Input("ram_gb", default=0.0, min=0.0, max=4096.0, step=1.0, advanced=True,
+                               tooltip="System RAM in GiB. " + _OVERRIDE),
+                io.Float.Input("disk_gb", default=0.0, min=0.0, max=100000.0, step=1.0, advanced=True,
+                               tooltip="Free disk in GiB for downloads. " + _OVERRIDE),
+                io.Combo.Input("attention", options=list(advisor.ATTENTION_CHOICES), default="auto", advanced=True,
+                               tooltip="auto = SDPA (fastest measured, always available)."),
+            ],
+            outputs=[
+                io.String.Output("report", tooltip="The advice in plain words with the predicted numbers."),
+                io.Combo.Output("model_name", tooltip="Weights for Wan4Step Model Loader's model_name."),
+                io.Combo.Output("text_encoder_name", tooltip="File for Wan4Step UMT5 Loader's text_encoder_name."),
+                io.Combo.Output("text_encoder_device", tooltip="gpu / gpu_then_free / cpu for the UMT5 loader's device."),
+                io.Combo.Output("vae_name", tooltip="File for Wan4Step VAE Loader's vae_name."),
+                io.Int.Output("blocks_to_swap", tooltip="For Wan4Step Block Swap: blocks streamed from RAM (0 = all resident)."),
+                io.Int.Output("prefetch", tooltip="For Wan4Step Block Swap: blocks fetched ahead."),
+                io.Boolean.Output("vae_tiled", tooltip="Decode the VAE in tiles (needed when VRAM is short)."),
+                io.Combo.Output("attention", tooltip="Attention backend the advice assumes."),
+                PLAN.Output("plan", tooltip="Wire into Wan4Step Download to fetch exactly these files."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, **inputs) -> io.NodeOutput:
+        rec = advise(**inputs)
+        text = rec.report()
+        plan = {"weights": rec.weights_key, "text_encoder": rec.text_encoder_key, "vae": rec.vae_key,
+                "fits": rec.fits}
+        return io.NodeOutput(text, rec.model_name, rec.text_encoder_name, rec.text_encoder_device, rec.vae_name,
+                             rec.blocks_to_swap, rec.prefetch, rec.vae_tiled, rec.attention, plan, ui={"text": [text]})
+
+
+def _register_route() -> None:
+    """POST /wan4step/advisor {inputs} -> {report, recommendation}: advice without running the graph."""
+    server = sys.modules.get("server")
+    inst = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if inst is None:  # imported outside a running ComfyUI (tests): nothing to register on
+        return
+    from aiohttp import web
+
+    from ..wan4step.errors import Wan4StepError
+
+    names = {"width", "height", "frames", "priority", "gpu", "vram_gb", "free_vram_gb", "compute_capability",
+             "ram_gb", "disk_gb", "attention"}
+
+    @inst.routes.post("/wan4step/advisor")
+    async def _advice(request):
+        body = await request.json()
+        try:
+            rec = advise(**{k: v for k, v in body.items() if k in names})
+        except (Wan4StepError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"report": rec.report(), "recommendation": rec.as_dict()})
+
+
+_register_route()
+
+NODES = [Wan4StepVRAMAdvisor]
