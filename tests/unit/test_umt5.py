@@ -465,3 +465,29 @@ def test_quantized_embedding_decodes_only_looked_up_rows(files):
     rows = model.shared(torch.tensor([[3, 4, 3]]))
     full = f.state["shared.weight"].dequantize(torch.float32)
     torch.testing.assert_close(rows[0], full[[3, 4, 3]])
+
+
+def test_wan_names_in_a_safetensors_file_load(tmp_path, sd):
+    """e.g. Kijai's umt5-xxl-enc-bf16.safetensors: LightX2V/Wan names, safetensors container."""
+    from safetensors.torch import save_file
+
+    p = tmp_path / "umt5-xxl-enc-bf16.safetensors"
+    save_file({from_canonical(k, "wan"): v.to(torch.bfloat16) for k, v in sd.items()}, str(p))
+    f = read_umt5(p)
+    assert (f.container, f.layout, f.encoding, f.config) == ("safetensors", "wan", "bf16", TINY_UMT5)
+
+
+def test_unsupported_comfy_quant_format_is_named(tmp_path, sd):
+    import json
+
+    from safetensors.torch import save_file
+
+    from wan4step.errors import UnsupportedQuantError
+
+    out = {k: v.half() for k, v in sd.items()}
+    layer = "encoder.block.0.layer.0.SelfAttention.q"
+    out[layer + ".comfy_quant"] = torch.tensor(list(json.dumps({"format": "nvfp4"}).encode()), dtype=torch.uint8)
+    p = tmp_path / "umt5_nvfp4.safetensors"
+    save_file(out, str(p))
+    with pytest.raises(UnsupportedQuantError, match=f"layer '{layer}' uses ComfyUI quantization format 'nvfp4'"):
+        read_umt5(p)

@@ -138,41 +138,6 @@ def sniff_container(path: Path) -> str:
     )
 
 
-_ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Memory-mapped tensors; the header is checked against the file size first so a
-    truncated download is reported as such (safetensors itself fails later, vaguely)."""
-    from safetensors import safe_open
-
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError):
-            raise FormatError("the safetensors header is damaged", path=path, fix="download the file again.") from None
-    meta = header.pop("__metadata__", None) or {}
-    end = max((e["data_offsets"][1] for e in header.values()), default=0)
-    if 8 + n + end > size:
-        raise FormatError("the file is truncated", path=path, expected=f"{8 + n + end:,} bytes",
-                          found=f"{size:,} bytes",
-                          fix="the download was interrupted; delete the file and download it again.")
-    for name, e in header.items():
-        if e["dtype"] not in _ST_DTYPES:
-            raise FormatError(f"tensor '{name}' has dtype {e['dtype']}, which this loader cannot read", path=path)
-    out: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt") as f:
-        for k in f.keys():
-            out[k] = f.get_tensor(k)
-    return out, meta
-
-
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:
     """`torch.load(weights_only=True)`: tensors only; a pickle with code is refused, not run."""
     try:
@@ -365,7 +330,9 @@ def read_umt5(path: str | Path) -> UMT5File:
     if container == "gguf":
         raw, meta = _read_gguf(path)
     elif container == "safetensors":
-        raw, meta = _read_safetensors(path)
+        from ..formats.safetensors_file import open_safetensors  # zero-copy mmap views, truncation checked
+
+        raw, meta = open_safetensors(path)
     else:
         raw = _read_pth(path)
     spiece = raw.pop("spiece_model", None)
