@@ -165,3 +165,11 @@ def test_explicit_tokenizer_folder_and_missing_tokenizer(comfy, pack, te_dir):
     with pytest.raises(MissingFileError) as e:
         load(pack, "no_tokenizer.pth")
     assert "no_tokenizer.pth" in str(e.value) and "spiece.model" in str(e.value)
+
+
+def test_registered_in_a_running_comfyui(comfy_server):
+    info = comfy_server.object_info()["Wan4StepUMT5Loader"]
+    assert (info["display_name"], info["category"], info["output"]) == ("Wan4Step UMT5 Loader", "Wan4Step", ["CLIP"])
+    req = info["input"]["required"]
+    assert set(req) == {"text_encoder_name", "tokenizer", "device"}
+    assert all(spec[1].get("tooltip") for spec in req.values()) and info["output_tooltips"][0]
