@@ -75,7 +75,7 @@ class Request:
     frames: int = 81
     priority: str = "speed"
     attention: str = "auto"
-    prefetch: int = 1
+    prefetch: int = 2  # Wan4Step Block Swap's default: a ring of 3 block slots
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:

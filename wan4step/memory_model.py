@@ -219,6 +219,36 @@ class MemoryModel:
                 return k
         return None
 
+    def auto_blocks_to_swap(
+        self,
+        *,
+        block_bytes: int,
+        non_block_bytes: int,
+        n_blocks: int,
+        kind: str,
+        tokens: int,
+        free_bytes: int,
+        prefetch: int = 2,
+        attention: str = "sdpa",
+    ) -> int:
+        """The advisor's blocks_to_swap for a model already loaded (Wan4Step Block Swap's "auto").
+
+        Sizes come from the real modules; activations, scratch and allocator overhead from this
+        model; the headroom is the advisor's. `free_bytes` is what the GPU has free now: the
+        CUDA context exists already and is not counted again. Returns n_blocks when even
+        streaming everything does not fit (the sampler's OOM message then says what to change).
+        """
+        act = self.activation_bytes(kind, tokens, attention)
+        scratch = int(self._fmt(kind)["scratch_bytes"])
+        headroom = max(int(self.decision("headroom_min_bytes")), int(self.decision("headroom_frac") * free_bytes))
+        for k in range(n_blocks + 1):
+            ring = min(k, max(prefetch, 0) + 1) * block_bytes
+            overhead = int(self.data["allocator_overhead_frac"] * (act + ring + scratch))
+            need = non_block_bytes + (n_blocks - k) * block_bytes + ring + act + scratch + overhead
+            if need <= free_bytes - headroom:
+                return k
+        return n_blocks
+
     def text_encoder_vram(self, te_bytes: int) -> int:
         """GPU bytes while the text encoder runs alone on the GPU."""
         return int(te_bytes + self.data["text_encoder"]["activation_bytes"] + self.context_bytes)

@@ -306,3 +306,16 @@ def test_bad_requests_are_settings_errors():
         recommend(m, Request(832, 480, 80))
     with pytest.raises(SettingsError, match="priority"):
         Request(priority="fastest")
+
+
+@pytest.mark.parametrize("free_gib", [6, 9, 14, 20, 40])
+def test_block_swap_auto_uses_the_advisors_arithmetic(free_gib):
+    """Wan4Step Block Swap's auto (sizes measured from the loaded modules) = the advisor's k."""
+    fp8 = catalog.WEIGHTS["lightx2v_fp8"]
+    free = int(free_gib * GiB)
+    k = MODEL.auto_blocks_to_swap(block_bytes=MODEL.block_bytes(fp8), non_block_bytes=MODEL.non_block_bytes(fp8),
+                                  n_blocks=40, kind="fp8", tokens=32_760, free_bytes=free, prefetch=2)
+    headroom = max(MODEL.decision("headroom_min_bytes"), int(MODEL.decision("headroom_frac") * free))
+    expect = MODEL.min_blocks_to_swap(fp8, 32_760, free - headroom + MODEL.context_bytes, prefetch=2)
+    assert k == (40 if expect is None else expect)
+    assert (k == 0) == (free_gib >= 20) and (k == 40) == (free_gib <= 6)
