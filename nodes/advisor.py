@@ -8,6 +8,7 @@ extension show the advice without running the graph.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from comfy_api.latest import io
@@ -36,6 +37,8 @@ def _detect(folder: str | None) -> advisor.Machine:
         if getattr(dev, "type", "") == "cuda":
             index = dev.index if dev.index is not None else torch.cuda.current_device()
             own_vram = int(torch.cuda.memory_reserved(index))
+        elif getattr(dev, "type", "") == "cpu":  # ComfyUI runs with --cpu: plan for what will run
+            info = dataclasses.replace(info, gpus=[])
     own_ram = int(psutil.Process().memory_info().rss)
     return advisor.machine_from_info(info, gpu_index=index, own_vram_bytes=own_vram, own_ram_bytes=own_ram)
 
