@@ -38,7 +38,7 @@ def make_ops(store: dict):
                 if w is None:
                     missing_keys.append(key)
                     return
-                self.set_weight(w, store.get(prefix + "bias", state_dict.get(prefix + "bias")))
+                self.assign_weight(w, store.get(prefix + "bias", state_dict.get(prefix + "bias")))
 
     return Wan4StepOps
 

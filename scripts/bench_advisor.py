@@ -80,16 +80,16 @@ def build_model(pack, kind: str, tier: str | None, streamed: set[int], device, c
         if name.startswith("blocks.") and kind == "gguf":
             qt = gguf.GGMLQuantizationType[GGUF_BLOCK_TYPE[tier]]
             raw = random_raw(qt, (out_f, in_f), device=device, generator=g)
-            m.set_weight(QuantWeight(GGUF, raw.to(dst), (out_f, in_f), qtype=int(qt)), bias.to(dst))
+            m.assign_weight(QuantWeight(GGUF, raw.to(dst), (out_f, in_f), qtype=int(qt)), bias.to(dst))
             del raw
         else:
             w = torch.randn(out_f, in_f, device=device, generator=g) / in_f**0.5
             if name.startswith("blocks.") and kind in ("fp8", "int8"):
                 q, s = quantize_rowwise(w, kind)
-                m.set_weight(QuantWeight(kind, q.to(dst), (out_f, in_f), s.to(dst)), bias.to(dst))
+                m.assign_weight(QuantWeight(kind, q.to(dst), (out_f, in_f), s.to(dst)), bias.to(dst))
                 del q, s
             else:
-                m.set_weight(w.to(torch.bfloat16).to(dst), bias.to(dst))
+                m.assign_weight(w.to(torch.bfloat16).to(dst), bias.to(dst))
             del w
         done.update(id(p) for p in m.parameters(recurse=False))
     for name, p in model.named_parameters():  # norms, modulation, patch embedding: small

@@ -65,13 +65,13 @@ def build(fmt: str, device, cfg: dict, pack, ggml=None):
             w = torch.randn(out_f, in_f, device=device, generator=g) / in_f**0.5
             if fmt in ("fp8", "int8") and is_block:
                 q, s = quantize_rowwise(w, fmt)
-                m.set_weight(QuantWeight(fmt, q, (out_f, in_f), s), bias)
+                m.assign_weight(QuantWeight(fmt, q, (out_f, in_f), s), bias)
             elif fmt in GGUF_FORMATS and is_block:
                 qt = gguf.GGMLQuantizationType[GGUF_FORMATS[fmt]]
-                m.set_weight(QuantWeight(GGUF, random_raw(qt, (out_f, in_f), device=device, generator=g), (out_f, in_f),
+                m.assign_weight(QuantWeight(GGUF, random_raw(qt, (out_f, in_f), device=device, generator=g), (out_f, in_f),
                                          qtype=int(qt)), bias)
             else:
-                m.set_weight(w.to(torch.bfloat16), bias)
+                m.assign_weight(w.to(torch.bfloat16), bias)
             del w
         else:
             m.weight = torch.nn.Parameter((torch.randn(out_f, in_f, device=device, generator=g) / in_f**0.5).to(torch.bfloat16),

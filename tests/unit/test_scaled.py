@@ -225,7 +225,7 @@ def test_quant_linear_forward_with_lightx2v_weights(kind):
     assert torch.allclose(y.double(), ref, rtol=2**-8, atol=1e-3)
     # the same module fed a QuantWeight directly
     lin2 = QuantLinear(256, 512)
-    lin2.set_weight(QuantWeight(kind, q, tuple(q.shape), scale.float()), b)
+    lin2.assign_weight(QuantWeight(kind, q, tuple(q.shape), scale.float()), b)
     assert torch.equal(lin2(x), y)
 
 

@@ -18,9 +18,9 @@ class Block(torch.nn.Module):
         w = torch.randn(d, d, generator=g) / d**0.5
         if quant:
             q, s = quantize_rowwise(w, INT8)
-            self.a.set_weight(QuantWeight(INT8, q, (d, d), s), torch.randn(d, generator=g))
+            self.a.assign_weight(QuantWeight(INT8, q, (d, d), s), torch.randn(d, generator=g))
         else:
-            self.a.set_weight(w.to(torch.bfloat16), torch.randn(d, generator=g).to(torch.bfloat16))
+            self.a.assign_weight(w.to(torch.bfloat16), torch.randn(d, generator=g).to(torch.bfloat16))
         self.norm = torch.nn.LayerNorm(d)
         self.mod = torch.nn.Parameter(torch.randn(1, d, generator=g))
 

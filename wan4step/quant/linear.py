@@ -41,7 +41,7 @@ class QuantLinear(torch.nn.Module):
         self.compute_dtype: torch.dtype | None = None
 
     # -- loading -------------------------------------------------------------
-    def set_weight(self, w: torch.Tensor | QuantWeight, bias: torch.Tensor | None = None) -> None:
+    def assign_weight(self, w: torch.Tensor | QuantWeight, bias: torch.Tensor | None = None) -> None:
         if isinstance(w, QuantWeight):
             self.qkind, self.qtype, self.logical_shape = w.kind, w.qtype, tuple(w.shape)
             self.weight = torch.nn.Parameter(w.data, requires_grad=False)
@@ -68,7 +68,7 @@ class QuantLinear(torch.nn.Module):
         if scale is not None and not isinstance(w, QuantWeight):
             kind = FP8 if w.dtype == torch.float8_e4m3fn else INT8
             w = QuantWeight(kind, w, tuple(w.shape), scale)
-        self.set_weight(w, state_dict.get(prefix + "bias"))
+        self.assign_weight(w, state_dict.get(prefix + "bias"))
 
     def extra_repr(self) -> str:
         enc = self.qkind or (str(self.weight.dtype) if self.weight is not None else "empty")

@@ -348,7 +348,7 @@ class UMT5Encoder(torch.nn.Module):
                                   fix="the file is damaged or mixes two models; download it again.")
             mod = modules[key.rsplit(".", 1)[0]]
             if isinstance(mod, QuantLinear):
-                mod.set_weight(value)
+                mod.assign_weight(value)
             elif isinstance(mod, TokenEmbedding):
                 mod.assign(value)
             else:
