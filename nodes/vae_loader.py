@@ -26,8 +26,9 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..wan4step.vae.formats import read_vae_state_dict
-from ..wan4step.vae.model import WanVAE
+from ..wan4step.vae.formats import VAEFile, read_vae_state_dict
+from ..wan4step.vae.model import MEMORY_MARGIN, WanVAE
+from ..wan4step.vae.tiled import encode_vram_bytes
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TILING = ("auto", "on", "off")
@@ -52,11 +53,19 @@ class _Progress:
 def make_comfy_vae(path: str, dtype: str = "auto", tiling: str = "auto", tile_size: int = 512,
                    tile_overlap: int = 64, disable_dynamic: bool = False):
     """A `comfy.sd.VAE` for the Wan2.1 VAE file at `path` that computes with the pack's engine."""
+    file = read_vae_state_dict(path)  # the pack's reader: clear errors for wrong/truncated files
+    vae = comfy_vae_from(file, dtype, tiling, tile_size, tile_overlap, disable_dynamic)
+    vae.patcher.cached_patcher_init = (_reload_patcher, (path, dtype, tiling, tile_size, tile_overlap))
+    return vae
+
+
+def comfy_vae_from(file: VAEFile, dtype: str = "auto", tiling: str = "auto", tile_size: int = 512,
+                   tile_overlap: int = 64, disable_dynamic: bool = False):
+    """make_comfy_vae for an already read file (the H100 bench builds one from random weights)."""
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.sd
 
-    file = read_vae_state_dict(path)  # the pack's reader: clear errors for wrong/truncated files
     vae = comfy.sd.VAE(sd=file.state_dict, dtype=DTYPES[dtype])
     vae.throw_exception_if_invalid()
     theirs = vae.first_stage_model.state_dict()
@@ -77,19 +86,18 @@ def make_comfy_vae(path: str, dtype: str = "auto", tiling: str = "auto", tile_si
     patcher_cls = comfy.model_patcher.ModelPatcher if disable_dynamic else comfy.model_patcher.CoreModelPatcher
     vae.first_stage_model = ours
     vae.patcher = patcher_cls(ours, load_device=vae.device, offload_device=mm.vae_offload_device())
-    vae.patcher.cached_patcher_init = (_reload_patcher, (path, dtype, tiling, tile_size, tile_overlap))
     vae.size = None
     vae.model_size()
     vae.handles_tiling = True
 
+    # what ComfyUI frees before a decode; "auto" asks for the untiled peak (so the DiT is
+    # unloaded when that makes room) and tiles only if it still does not fit
     def memory_decode(shape, dt):
         tile = ours.tile if tiling == "on" else None
-        return ours.decode_vram_bytes(shape, mm.dtype_size(dt), tile=tile)
+        return int(ours.decode_vram_bytes(shape, mm.dtype_size(dt), tile=tile) * MEMORY_MARGIN * 1.05)
 
     def memory_encode(shape, dt):
-        from ..wan4step.vae.tiled import encode_vram_bytes
-
-        return encode_vram_bytes(ours, tuple(shape), mm.dtype_size(dt))
+        return int(encode_vram_bytes(ours, tuple(shape), mm.dtype_size(dt)) * MEMORY_MARGIN)
 
     vae.memory_used_decode = memory_decode
     vae.memory_used_encode = memory_encode

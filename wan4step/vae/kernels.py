@@ -24,6 +24,7 @@ except Exception:  # pragma: no cover - depends on the install
     triton = None
 
 EPS = 1e-12
+USE_TRITON = True  # a switch for A/B benchmarks (scripts/bench_vae.py --no-triton)
 
 
 def rms_norm_eager(x: torch.Tensor, gamma: torch.Tensor, *, silu: bool, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -86,7 +87,7 @@ def rms_norm_triton(x: torch.Tensor, gamma: torch.Tensor, *, silu: bool, out: to
 
 def rms_norm(x: torch.Tensor, gamma: torch.Tensor, *, silu: bool, out: torch.Tensor | None = None) -> torch.Tensor:
     """y = RMSNorm(x) (* sigmoid), written into `out` if given. Fused on CUDA, eager elsewhere."""
-    if x.is_cuda and x.numel():
+    if USE_TRITON and x.is_cuda and x.numel():
         y = rms_norm_triton(x, gamma, silu=silu, out=out)
         if y is not None:
             return y

@@ -43,6 +43,7 @@ from torch import nn
 from . import kernels
 
 CACHE_FRAMES = 2  # history a 3-tap causal conv needs
+MEMORY_MARGIN = 1.1  # on top of the memory model (allocator rounding, cuDNN workspaces)
 
 # The latent normalization of Wan2.1 (per channel). The DiT works on (z - mean) / std; the VAE on z.
 # ComfyUI applies it in `comfy/latent_formats.py: Wan21.process_in/process_out`, called by the
@@ -579,8 +580,8 @@ class WanVAE(WanVAEModel):
     tile sizes, encode with `device`), so the node adapter can hand this module to ComfyUI as is.
     Settings (attributes): `tiling` "off" | "on" | "auto" for decode() ("auto": tile only when
     the untiled decode would not fit in free VRAM), `tile` (latent px, h, w), `overlap` (latent
-    px), `max_pass_elements`, `cudnn_benchmark`, `output_device`/`output_dtype` (None: the
-    latent's device, float32), `progress(done, total)`.
+    px), `max_pass_elements`, `cudnn_benchmark`, `channels_last` (None: on CUDA),
+    `output_device`/`output_dtype` (None: the latent's device, float32), `progress(done, total)`.
     """
 
     def __init__(self, cfg: VAEConfig = WAN21_VAE) -> None:
@@ -590,6 +591,7 @@ class WanVAE(WanVAEModel):
         self.overlap = 8
         self.max_pass_elements = 48 * 2**20
         self.cudnn_benchmark = True
+        self.channels_last: bool | None = None  # None: on CUDA
         self.output_device: torch.device | None = None
         self.output_dtype: torch.dtype = torch.float32
         self.progress = None
@@ -628,7 +630,7 @@ class WanVAE(WanVAEModel):
         need = self.decode_vram_bytes(z.shape, z.element_size())
         free, _ = torch.cuda.mem_get_info(z.device)
         free += torch.cuda.memory_reserved(z.device) - torch.cuda.memory_allocated(z.device)
-        return need < 0.9 * free
+        return need * MEMORY_MARGIN <= free
 
     @torch.no_grad()
     def _decode(self, z, tile, overlap, output_buffer):
@@ -639,7 +641,8 @@ class WanVAE(WanVAEModel):
         with _compute_setup(self, dev):
             return decode_video(self, z, tile=tile, overlap=overlap, out=output_buffer,
                                 out_dtype=self.output_dtype, out_device=self.output_device or dev,
-                                max_pass_elements=self.max_pass_elements, progress=self.progress)
+                                max_pass_elements=self.max_pass_elements, channels_last=self.channels_last,
+                                progress=self.progress)
 
     # -- encode -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, device: torch.device | str | None = None, **_options) -> torch.Tensor:
@@ -659,7 +662,7 @@ class WanVAE(WanVAEModel):
         dev = torch.device(device) if device is not None else self.conv1.weight.device
         with _compute_setup(self, dev):
             return encode_video(self, x, device=dev, dtype=self.conv1.weight.dtype, tile=tile, overlap=overlap,
-                                progress=self.progress)
+                                channels_last=self.channels_last, progress=self.progress)
 
 
 class _compute_setup:
@@ -671,7 +674,7 @@ class _compute_setup:
 
     def __enter__(self):
         if self.cuda:
-            self.model.use_channels_last(True)
+            self.model.use_channels_last(self.model.channels_last is not False)
             self.prev = torch.backends.cudnn.benchmark
             torch.backends.cudnn.benchmark = self.prev or self.model.cudnn_benchmark
         return self

@@ -150,6 +150,7 @@ class FrameSink:
         if not self.staged:
             self._apply(piece[0], b, t0, y0, x0, rules)
             return
+        piece = piece.contiguous()  # one layout on both sides: a plain async memcpy
         host = self._host(piece)
         host.copy_(piece, non_blocking=True)
         event = torch.cuda.Event()
