@@ -96,7 +96,8 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                 io.Combo.Output("vae_name", tooltip="File for Wan4Step VAE Loader's vae_name."),
                 io.Int.Output("blocks_to_swap", tooltip="For Wan4Step Block Swap: blocks streamed from RAM (0 = all resident)."),
                 io.Int.Output("prefetch", tooltip="For Wan4Step Block Swap: blocks fetched ahead."),
-                io.Boolean.Output("vae_tiled", tooltip="Decode the VAE in tiles (needed when VRAM is short)."),
+                io.Combo.Output("vae_tiling", tooltip="on / off for Wan4Step VAE Loader's tiling: tiles when the "
+                                "untiled decode would not fit beside what stays on the GPU."),
                 io.Combo.Output("attention", tooltip="Attention backend the advice assumes."),
                 PLAN.Output("plan", tooltip="Wire into Wan4Step Download to fetch exactly these files."),
             ],
@@ -110,7 +111,8 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
         plan = {"weights": rec.weights_key, "text_encoder": rec.text_encoder_key, "vae": rec.vae_key,
                 "fits": rec.fits}
         return io.NodeOutput(text, rec.model_name, rec.text_encoder_name, rec.text_encoder_device, rec.vae_name,
-                             rec.blocks_to_swap, rec.prefetch, rec.vae_tiled, rec.attention, plan, ui={"text": [text]})
+                             rec.blocks_to_swap, rec.prefetch, "on" if rec.vae_tiled else "off", rec.attention, plan,
+                             ui={"text": [text]})
 
 
 def _register_route() -> None:

@@ -29,7 +29,8 @@ from .memory_model import GiB, MemoryModel, VramBreakdown, video_tokens
 
 PRIORITIES = ("speed", "quality", "fit")
 TE_DEVICES = ("gpu", "gpu_then_free", "cpu")
-ATTENTION_CHOICES = ("auto", "sdpa", "sageattention", "flash_attn")
+# The pack's backend names (wan4step/attention.py BACKENDS), so the output wires into the loader.
+ATTENTION_CHOICES = ("auto", "sdpa", "sage", "flash")
 PLACEMENTS = ("gpu", "stream", "disk")
 STEPS = 4  # the distilled recipe
 
@@ -86,7 +87,7 @@ class Request:
             raise SettingsError(
                 f"unknown attention backend {self.attention!r}",
                 expected=" / ".join(ATTENTION_CHOICES),
-                fix="pick auto unless you installed sageattention or flash-attn.",
+                fix="pick auto unless you installed sageattention (sage) or flash-attn (flash).",
             )
 
 

@@ -88,6 +88,7 @@ class ComponentChoice:
 
 def _lightx2v_dir(sub: str, label: str, kind: str, quality: int) -> WeightsChoice:
     dest = f"{LIGHTX2V_DIR}/{sub}"
+    # The model loader lists a block folder by its path with a trailing "/".
     return WeightsChoice(
         key=f"lightx2v_{kind}",
         label=label,
@@ -96,7 +97,7 @@ def _lightx2v_dir(sub: str, label: str, kind: str, quality: int) -> WeightsChoic
         # 40 x ~352 MB blocks (14.1 GB) + non_block.safetensors (0.93 GB)
         size_bytes=int(14.1 * GB + 0.93 * GB),
         quality=quality,
-        model_name=dest,
+        model_name=dest + "/",
         files=(
             FileSpec(LIGHTX2V_REPO, f"{sub}/block_*.safetensors", DIFFUSION_MODELS, dest, count=NUM_BLOCKS),
             FileSpec(LIGHTX2V_REPO, f"{sub}/non_block.safetensors", DIFFUSION_MODELS, f"{dest}/non_block.safetensors"),

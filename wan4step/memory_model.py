@@ -170,7 +170,7 @@ class MemoryModel:
             raise SettingsError(
                 f"unknown attention backend {attention!r}",
                 expected="one of " + ", ".join(self.data["attention"]),
-                fix="pick sdpa unless you installed sageattention or flash-attn.",
+                fix="pick sdpa unless you installed sageattention (sage) or flash-attn (flash).",
             ) from None
         per_token = act["bytes_per_token"] + self._fmt(kind)["act_extra_bytes_per_token"] + att["bytes_per_token"]
         return int(act["fixed_bytes"] + per_token * tokens)

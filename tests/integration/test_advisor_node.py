@@ -47,7 +47,7 @@ def test_advisor_node_outputs_wire_into_the_pack_nodes(comfy, pack):
     assert "RTX 3090" in report and "INT8" in report and out.ui["text"] == [report]
     assert model_name == catalog.WEIGHTS["lightx2v_int8"].model_name
     assert te_name == catalog.TEXT_ENCODERS_TABLE["umt5_fp8"].name and vae_name == "wan_2.1_vae.safetensors"
-    assert te_device in ("gpu", "gpu_then_free", "cpu") and isinstance(tiled, bool) and attention == "sdpa"
+    assert te_device in ("gpu", "gpu_then_free", "cpu") and tiled in ("on", "off") and attention == "sdpa"
     assert isinstance(k, int) and 0 <= k <= 40 and isinstance(prefetch, int)
     assert plan == {"weights": "lightx2v_int8", "text_encoder": "umt5_fp8", "vae": "wan_2.1_vae", "fits": True}
     # the values are legal inputs of the nodes they wire into (where those nodes exist yet)
@@ -59,6 +59,12 @@ def test_advisor_node_outputs_wire_into_the_pack_nodes(comfy, pack):
         node = getattr(mod, "Wan4StepUMT5Loader", None)
         if node is not None and _schema_input(node, "device") is not None:
             assert te_device in _schema_input(node, "device").options
+        loader = getattr(mod, "Wan4StepModelLoader", None)
+        if loader is not None and _schema_input(loader, "attention") is not None:
+            assert attention in _schema_input(loader, "attention").options
+        vae = getattr(mod, "Wan4StepVAELoader", None)
+        if vae is not None and _schema_input(vae, "tiling") is not None:
+            assert tiled in _schema_input(vae, "tiling").options
 
 
 def test_advisor_node_on_this_machine_and_with_overrides(comfy, pack):
@@ -100,6 +106,12 @@ def test_download_node_fetches_the_advisors_files_into_comfyui_folders(comfy, pa
         hub.log.clear()
         again = node.execute(weights="gguf_Q5_K_M", text_encoder="umt5_fp8", vae="wan_2.1_vae").result[3]
         assert "0 downloaded" in again and hub.gets() == []
+        # a LightX2V block folder: its model_name is what the pack's model loader lists
+        blocks = {f"distill_int8/block_{i}.safetensors": fh._data(f"i{i}", 64) for i in range(40)}
+        hub.add(catalog.LIGHTX2V_REPO, blocks | {"distill_int8/non_block.safetensors": fh._data("nb", 64)})
+        folder = node.execute(weights="lightx2v_int8", text_encoder="none", vae="none").result[0]
+        listed = pack.nodes.model_files.list_models(("diffusion_models", "unet"), folder_marker="non_block.safetensors")
+        assert folder == catalog.WEIGHTS["lightx2v_int8"].model_name and folder in listed and model_name in listed
     finally:
         hub.close()
 
@@ -136,7 +148,7 @@ def test_nodes_are_registered_with_tooltips(comfy_server):
                 assert spec[1].get("tooltip"), (node_id, inp)
         assert all(node["output_tooltips"]), node_id
     adv = info["Wan4StepVRAMAdvisor"]
-    assert adv["output"][:9] == ["STRING", "COMBO", "COMBO", "COMBO", "COMBO", "INT", "INT", "BOOLEAN", "COMBO"]
+    assert adv["output"][:9] == ["STRING", "COMBO", "COMBO", "COMBO", "COMBO", "INT", "INT", "COMBO", "COMBO"]
     assert adv["output"][9] == info["Wan4StepDownload"]["input"]["optional"]["plan"][0] == "WAN4STEP_PLAN"
 
 
