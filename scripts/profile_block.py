@@ -1,0 +1,88 @@
+"""Profile one Wan2.1-14B block at 480p: ComfyUI's block code vs the pack's, kernel by kernel.
+
+    python scripts/profile_block.py [--tokens 32760] [--attention sdpa]
+
+Prints the wall time of each variant, the attention time per SDPA backend, and
+torch.profiler's top CUDA kernels for both forwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _comfy_import import import_comfy, import_pack  # noqa: E402
+
+
+def ms(fn, iters=5) -> float:
+    for _ in range(2):
+        fn()
+    torch.cuda.synchronize()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(iters):
+        fn()
+    e.record()
+    torch.cuda.synchronize()
+    return s.elapsed_time(e) / iters
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=32760)
+    ap.add_argument("--attention", default="sdpa")
+    args = ap.parse_args()
+    import_comfy()
+    pack = import_pack()
+    from bench_forward import build
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev = torch.device("cuda")
+    cfg = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=1, text_dim=4096, freq_dim=256, in_dim=16, out_dim=16)
+    model = build("bf16", dev, cfg, pack)
+    blk = model.blocks[0]
+    L, C = args.tokens, 5120
+    x = torch.randn(1, L, C, device=dev, dtype=torch.bfloat16)
+    e0 = torch.randn(1, 1, 6, C, device=dev, dtype=torch.bfloat16) * 0.1
+    ctx = torch.randn(1, 512, C, device=dev, dtype=torch.bfloat16)
+    t, h, w = 21, 30, 52
+    freqs = model.rope_encode(t, h * 2, w * 2, device=dev, dtype=torch.bfloat16)[:, :L]
+    fast = pack.nodes.fast_forward.FastBlocks(model, args.attention, dev)
+    from wan4step.dit.block import block_forward
+
+    rope = fast.rope(freqs)
+    with torch.inference_mode():
+        comfy_fn = lambda: blk(x, e=e0, freqs=freqs, context=ctx, transformer_options={})  # noqa: E731
+        ours_fn = lambda: block_forward(blk, x, e0, rope, ctx, fast.fn)  # noqa: E731
+        print(f"ComfyUI block: {ms(comfy_fn):7.2f} ms   ours: {ms(ours_fn):7.2f} ms")
+        q = torch.randn(1, 40, L, 128, device=dev, dtype=torch.bfloat16)
+        k, v = torch.randn_like(q), torch.randn_like(q)
+        qt = torch.randn(1, L, 40, 128, device=dev, dtype=torch.bfloat16).transpose(1, 2)
+        kt, vt = torch.randn_like(qt), torch.randn_like(qt)
+        F = torch.nn.functional.scaled_dot_product_attention
+        print(f"sdpa default  contiguous {ms(lambda: F(q, k, v)):6.2f} ms  transposed {ms(lambda: F(qt, kt, vt)):6.2f} ms")
+        for be in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+            try:
+                with sdpa_kernel([be]):
+                    a, b = ms(lambda: F(q, k, v)), ms(lambda: F(qt, kt, vt))
+                print(f"sdpa {be.name:20s} contiguous {a:6.2f} ms  transposed {b:6.2f} ms")
+            except RuntimeError as exc:
+                print(f"sdpa {be.name}: {exc}")
+        from torch.profiler import ProfilerActivity, profile
+
+        for name, fn in (("ComfyUI", comfy_fn), ("ours", ours_fn)):
+            fn()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                fn()
+                torch.cuda.synchronize()
+            print(f"\n== {name} block: top CUDA kernels")
+            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    main()
