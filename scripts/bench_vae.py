@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--no-triton", action="store_true", help="engine: eager RMS norm instead of the fused kernel")
     ap.add_argument("--no-channels-last", action="store_true", help="engine: NCDHW activations")
     ap.add_argument("--no-cudnn-benchmark", action="store_true")
-    ap.add_argument("--pass-elements", type=int, default=None, help="engine: largest activation per pass")
+    ap.add_argument("--pass-elements", type=int, default=None, help="engine: largest activation per untiled pass")
+    ap.add_argument("--tiled-pass-elements", type=int, default=None, help="engine: ... per tiled pass")
     ap.add_argument("--dynamic-vram", action="store_true", help="leave ComfyUI's DynamicVRAM on")
     ap.add_argument("--deadline", type=float, default=170.0, help="seconds; later rows are skipped")
     args = ap.parse_args()
@@ -103,6 +104,8 @@ def main() -> None:
         engine.channels_last = False
     if args.pass_elements:
         engine.max_pass_elements = args.pass_elements
+    if args.tiled_pass_elements:
+        engine.tiled_pass_elements = args.tiled_pass_elements
     weights_bytes = sum(p.numel() * p.element_size() for p in engine.parameters())
     print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, torch {torch.__version__}, dtype {ours.vae_dtype}, "
           f"triton norm {'off' if args.no_triton else 'on'}, channels-last {'off' if args.no_channels_last else 'on'}")

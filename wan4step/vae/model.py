@@ -191,9 +191,27 @@ class CausalConv3d(nn.Conv3d):
         """Convolve a prepared input: history frames + new frames (output = new frames), or a
         single zero-history frame (then only the last temporal tap sees non-zeros)."""
         w, b = _cast(self.weight, buf), _cast(self.bias, buf)
+        # the RGB head in channels-last (the CUDA layout): 3 output channels would miss cuDNN's
+        # tensor-core kernels, so compute 8 and keep 3
+        narrow = self.out_channels % 8 != 0 and buf.shape[1] > 1 and buf.is_contiguous(memory_format=torch.channels_last_3d)
+        if narrow:
+            w, b = self._padded(w, b)
         if self.history and buf.shape[2] == 1:
             w = w[:, :, -1:]
-        return F.conv3d(buf, w, b, self.stride, self.spatial_padding)
+        y = F.conv3d(buf, w, b, self.stride, self.spatial_padding)
+        return y[:, : self.out_channels] if narrow else y
+
+    def _padded(self, w: torch.Tensor, b: torch.Tensor | None):
+        """Weight/bias zero-padded to a multiple of 8 output channels (cached per weight version)."""
+        key = (w.data_ptr(), self.weight._version, w.device, w.dtype)
+        cached = getattr(self, "_pad8", None)
+        if cached is None or cached[0] != key:
+            co = -(-self.out_channels // 8) * 8
+            wp = w.new_zeros((co, *w.shape[1:])).contiguous(memory_format=torch.channels_last_3d)
+            wp[: self.out_channels] = w
+            bp = None if b is None else torch.cat([b, b.new_zeros(co - self.out_channels)])
+            cached = self._pad8 = (key, wp, bp)
+        return cached[1], cached[2]
 
     def forward(self, x: torch.Tensor, st: Stream | None = None) -> torch.Tensor:  # noqa: D102
         if self.history == 0:
@@ -514,25 +532,25 @@ class WanVAEModel(nn.Module):
             x = layer(x, st)
         yield from self.decode_upsample(x, st, caps, stage + 1)
 
-    def stage_shapes(self) -> list[tuple[int, int, int]]:
-        """Per decoder stage: (elements per latent pixel per frame at its widest tensor, spatial
-        scale of its input vs the latent, frame multiplier of its input vs latent frames)."""
+    def stage_shapes(self) -> list[tuple[int, int, int, int]]:
+        """Per decoder stage, in elements per latent pixel per input frame of the stage:
+        (residual activation, widest upsample tensor, output, frame multiplier)."""
         out = []
-        scale, tmul = 1, 1
+        scale = 1
         dec = self.decoder
         for start, stop in dec.stages:
             layers = list(dec.upsamples[start:stop])
             width = max(b.residual[2].out_channels for b in layers if isinstance(b, ResidualBlock))
-            widest = width * scale * scale  # residual activations
+            px = scale * scale
             last = layers[-1]
             if isinstance(last, Resample):
-                # upsampled frames (C/2 channels at 4x pixels, x2 frames for upsample3d)
                 tgrow = 2 if last.mode == "upsample3d" else 1
-                widest = max(widest, (width // 2) * 4 * scale * scale * tgrow, 2 * width * scale * scale)
-            out.append((widest, scale, tmul))
-            if isinstance(last, Resample):
+                # time conv out (2C), sub-pixel conv out (4 * C/2 per output frame), result (C/2 at 4x px)
+                up = max(2 * width, 2 * width * tgrow) * px
+                out.append((width * px, up, 2 * width * tgrow * px, tgrow))
                 scale *= 2
-                tmul *= 2 if last.mode == "upsample3d" else 1
+            else:
+                out.append((width * px, 0, width * px, 1))
         return out
 
     # -- encoder pieces -----------------------------------------------------------------------
@@ -549,10 +567,28 @@ class WanVAEModel(nn.Module):
 def pass_caps(model: WanVAEModel, tile_h: int, tile_w: int, max_elements: int) -> list[int]:
     """Frames per pass for each decoder stage so no stage tensor exceeds ~max_elements."""
     caps = []
-    for widest, _scale, _tmul in model.stage_shapes():
-        per_frame = widest * tile_h * tile_w  # widest already includes scale**2
+    for res, up, out, _ in model.stage_shapes():
+        per_frame = max(res, up, out) * tile_h * tile_w
         caps.append(max(1, max_elements // max(1, per_frame)))
     return caps
+
+
+def decoder_activation_bytes(model: WanVAEModel, frames: int, tile_h: int, tile_w: int, caps: list[int],
+                             itemsize: int) -> int:
+    """Peak activations of the depth-first upsampling path for a chunk of `frames` latent frames:
+    the outputs still held by the outer stages plus the working set of the deepest one."""
+    px = tile_h * tile_w
+    held = peak = 0
+    f = frames
+    shapes = model.stage_shapes()
+    for i, ((res, up, out, tgrow), cap) in enumerate(zip(shapes, caps, strict=True)):
+        f = max(1, min(f, cap))
+        work = max((3 * f + 2) * res, int(2.5 * up * f)) * px  # x + [history, x] + conv out | upsample
+        peak = max(peak, held + work)
+        if i + 1 < len(shapes):
+            held += f * out * px
+        f *= tgrow
+    return peak * itemsize
 
 
 def decoder_history_bytes(model: WanVAEModel, tile_h: int, tile_w: int, itemsize: int) -> int:
@@ -589,7 +625,10 @@ class WanVAE(WanVAEModel):
         self.tiling = "auto"
         self.tile: tuple[int, int] = (64, 64)
         self.overlap = 8
-        self.max_pass_elements = 48 * 2**20
+        # largest activation per pass (elements): untiled decodes take bigger passes (fewer history
+        # copies per frame, bigger GEMMs); tiled ones exist to save memory
+        self.max_pass_elements = 96 * 2**20
+        self.tiled_pass_elements = 48 * 2**20
         self.cudnn_benchmark = True
         self.channels_last: bool | None = None  # None: on CUDA
         self.output_device: torch.device | None = None
@@ -618,11 +657,17 @@ class WanVAE(WanVAEModel):
 
     def decode_vram_bytes(self, latent_shape, itemsize: int, tile: tuple[int, int] | None = None,
                           overlap: int | None = None) -> int:
-        from .tiled import decode_vram_bytes
+        from .tiled import decode_vram_bytes, plan_spans
 
-        return decode_vram_bytes(self, tuple(latent_shape), itemsize, tile=tile,
-                                 overlap=self.overlap if overlap is None else overlap,
-                                 max_pass_elements=self.max_pass_elements)
+        overlap = self.overlap if overlap is None else overlap
+        return decode_vram_bytes(self, tuple(latent_shape), itemsize, tile=tile, overlap=overlap,
+                                 max_pass_elements=self._pass_elements(latent_shape, tile, overlap, plan_spans))
+
+    def _pass_elements(self, shape, tile, overlap, plan_spans) -> int:
+        if tile is None:
+            return self.max_pass_elements
+        n = len(plan_spans(shape[-2], tile[0], overlap)) * len(plan_spans(shape[-1], tile[1], overlap))
+        return self.max_pass_elements if n == 1 else self.tiled_pass_elements
 
     def _fits_untiled(self, z: torch.Tensor) -> bool:
         if not z.is_cuda:
@@ -638,11 +683,13 @@ class WanVAE(WanVAEModel):
 
         dev = z.device
         z = z.to(self.conv2.weight.dtype)  # compute in the model's dtype (ComfyUI already casts)
+        from .tiled import plan_spans
+
         with _compute_setup(self, dev):
             return decode_video(self, z, tile=tile, overlap=overlap, out=output_buffer,
                                 out_dtype=self.output_dtype, out_device=self.output_device or dev,
-                                max_pass_elements=self.max_pass_elements, channels_last=self.channels_last,
-                                progress=self.progress)
+                                max_pass_elements=self._pass_elements(z.shape, tile, overlap, plan_spans),
+                                channels_last=self.channels_last, progress=self.progress)
 
     # -- encode -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, device: torch.device | str | None = None, **_options) -> torch.Tensor:
@@ -695,6 +742,7 @@ __all__ = [
     "VAEConfig",
     "WanVAE",
     "WanVAEModel",
+    "decoder_activation_bytes",
     "decoder_history_bytes",
     "denormalize_latent",
     "normalize_latent",

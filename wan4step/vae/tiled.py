@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import SettingsError
-from .model import WanVAEModel, decoder_history_bytes, pass_caps
+from .model import WanVAEModel, decoder_activation_bytes, decoder_history_bytes, pass_caps
 
 DEFAULT_PASS_ELEMENTS = 48 * 2**20  # largest activation per pass (elements); ~100 MB in bf16
 
@@ -344,9 +344,7 @@ def decode_vram_bytes(
     history = decoder_history_bytes(model, th, tw, itemsize)
     mid = cfg.bottleneck_dim * t * h * w * itemsize
     caps = pass_caps(model, th, tw, max_pass_elements)
-    act = 0
-    for (widest, _, _), cap in zip(model.stage_shapes(), caps, strict=True):
-        act = max(act, 4 * widest * th * tw * cap * itemsize)  # x, history+x buffer, conv out, ~1 more
+    act = decoder_activation_bytes(model, max(1, t - 1), th, tw, caps, itemsize)
     out = 0
     if out_on_device:
         out = cfg.image_channels * cfg.frames_out(t) * h * w * cfg.spatial_ratio**2 * 4
