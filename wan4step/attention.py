@@ -1,9 +1,12 @@
 """Attention backends with a safe fallback.
 
-Measured on the H100 at 480p (L = 32,760, 40 heads x 128): PyTorch SDPA 37 ms per
-layer, cuDNN 43, flash-attn 60, sageattention 1.0.6 49 (slower than SDPA on
-Hopper; its paper reports ~2x over FlashAttention2 on an RTX 4090). So `auto`
-picks sageattention only on Ada (sm_89) and Ampere where it wins, SDPA elsewhere.
+Measured on the H100 at 480p (L = 32,760, 40 heads x 128, torch 2.11,
+scripts/profile_block.py): SDPA's cuDNN backend 38-39 ms per layer, its flash
+backend 60-62 ms (what both PyTorch's default order and ComfyUI 0.33's
+flash-first priority pick, i.e. 66 % of ComfyUI's 98 ms block), memory-efficient
+124 ms; sageattention 1.0.6 49 ms (slower than cuDNN on Hopper; its paper reports
+~2x over FlashAttention2 on an RTX 4090). So `sdpa` here asks for cuDNN first, and
+`auto` picks sageattention only on Ampere/Ada where it wins.
 A missing or broken optional package (Windows without Triton: KeyError
 'None-triton') falls back to SDPA with one warning, never a crash.
 """
@@ -21,7 +24,19 @@ BACKENDS = ("auto", "sdpa", "sage", "flash")
 _warned: set[str] = set()
 
 
+try:  # torch >= 2.5: choose the backend order ourselves
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    _ORDER = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    sdpa_kernel(_ORDER, set_priority=True)
+except (ImportError, TypeError):  # older torch: its own order
+    sdpa_kernel = None
+
+
 def _sdpa(q, k, v):
+    if sdpa_kernel is not None and q.is_cuda:
+        with sdpa_kernel(_ORDER, set_priority=True):
+            return F.scaled_dot_product_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
 
