@@ -29,8 +29,9 @@ def vae_dir(comfy, tmp_path_factory):
 def both(comfy, pack, vae_dir):
     import nodes as comfy_nodes
 
-    core = comfy_nodes.VAELoader().load_vae("tiny_wan21_vae.pth")[0]
-    ours = pack.nodes.vae_loader.Wan4StepVAELoader.execute("tiny_wan21_vae.pth", "fp32", "off").result[0]
+    with torch.inference_mode():  # as ComfyUI's executor runs every node
+        core = comfy_nodes.VAELoader().load_vae("tiny_wan21_vae.pth")[0]
+        ours = pack.nodes.vae_loader.Wan4StepVAELoader.execute("tiny_wan21_vae.pth", "fp32", "off").result[0]
     assert core.vae_dtype == torch.float32
     return core, ours
 
@@ -73,8 +74,9 @@ def test_vae_decode_equals_core(both):
 
     core, ours = both
     latent = {"samples": torch.randn(1, 16, 3, 3, 4, generator=torch.Generator().manual_seed(0))}
-    want = comfy_nodes.VAEDecode().decode(core, latent)[0]
-    got = comfy_nodes.VAEDecode().decode(ours, latent)[0]
+    with torch.inference_mode():
+        want = comfy_nodes.VAEDecode().decode(core, latent)[0]
+        got = comfy_nodes.VAEDecode().decode(ours, latent)[0]
     assert got.shape == want.shape == (9, 24, 32, 3)
     assert 0.05 < want.mean() < 0.95
     torch.testing.assert_close(got, want, rtol=0, atol=TOL)
@@ -90,11 +92,13 @@ def test_vae_decode_tiled_node_uses_our_tiling(both):
     orig = ours.first_stage_model.decode_tiled
     ours.first_stage_model.decode_tiled = lambda *a, **k: calls.append(k) or orig(*a, **k)
     try:
-        tiled = comfy_nodes.VAEDecodeTiled().decode(ours, latent, tile_size=128, overlap=32, temporal_size=64,
-                                                    temporal_overlap=8)[0]
+        with torch.inference_mode():
+            tiled = comfy_nodes.VAEDecodeTiled().decode(ours, latent, tile_size=128, overlap=32, temporal_size=64,
+                                                        temporal_overlap=8)[0]
     finally:
         del ours.first_stage_model.decode_tiled
-    full = comfy_nodes.VAEDecode().decode(ours, latent)[0]
+    with torch.inference_mode():
+        full = comfy_nodes.VAEDecode().decode(ours, latent)[0]
     assert calls and (calls[0]["tile_x"], calls[0]["tile_y"], calls[0]["overlap"]) == (16, 16, 4)
     assert tiled.shape == full.shape == (5, 32, 192, 3)
     assert (tiled - full).pow(2).mean().sqrt() < 0.01  # (border exactness/seams: tests/unit/test_vae.py)
@@ -105,20 +109,39 @@ def test_vae_encode_equals_core(both):
 
     core, ours = both
     pixels = torch.rand(9, 16, 24, 3, generator=torch.Generator().manual_seed(2))
-    want = comfy_nodes.VAEEncode().encode(core, pixels)[0]["samples"]
-    got = comfy_nodes.VAEEncode().encode(ours, pixels)[0]["samples"]
+    with torch.inference_mode():
+        want = comfy_nodes.VAEEncode().encode(core, pixels)[0]["samples"]
+        got = comfy_nodes.VAEEncode().encode(ours, pixels)[0]["samples"]
     assert got.shape == want.shape == (1, 16, 3, 2, 3)
     torch.testing.assert_close(got, want, rtol=0, atol=TOL)
     print("VAEEncode max |ours - core|:", (got - want).abs().max().item())
-    tiled = ours.encode_tiled(pixels, tile_x=256, tile_y=256, overlap=64)  # VAEEncodeTiled's path
+    with torch.inference_mode():
+        tiled = ours.encode_tiled(pixels, tile_x=256, tile_y=256, overlap=64)  # VAEEncodeTiled's path
     torch.testing.assert_close(tiled, got, rtol=0, atol=TOL)  # one tile covers it: exact
 
 
 def test_safetensors_bf16_and_options(comfy, pack, vae_dir):
     loader = pack.nodes.vae_loader
-    vae = loader.Wan4StepVAELoader.execute("tiny_wan21_vae.safetensors", "fp32", "on", 128, 32).result[0]
+    with torch.inference_mode():
+        vae = loader.Wan4StepVAELoader.execute("tiny_wan21_vae.safetensors", "fp32", "on", 128, 32).result[0]
     m = vae.first_stage_model
     assert m.tiling == "on" and m.tile == (16, 16) and m.overlap == 4 and vae.vae_dtype == torch.float32
+    # plain VAEDecode tiles with the loader's settings ("on")
+    import nodes as comfy_nodes
+
+    latent = {"samples": torch.randn(1, 16, 1, 4, 24, generator=torch.Generator().manual_seed(3))}
+    calls = []
+    orig = m._decode
+    m._decode = lambda z, tile, overlap, buf: calls.append((tile, overlap)) or orig(z, tile, overlap, buf)
+    try:
+        with torch.inference_mode():
+            tiled = comfy_nodes.VAEDecode().decode(vae, latent)[0]
+            m.tiling = "off"
+            full = comfy_nodes.VAEDecode().decode(vae, latent)[0]
+    finally:
+        del m._decode
+    assert calls == [((16, 16), 4), (None, 4)]
+    assert (tiled - full).pow(2).mean().sqrt() < 0.01
     assert vae.memory_used_decode((1, 16, 21, 60, 104), torch.bfloat16) < vae.memory_used_decode((1, 16, 21, 90, 160), torch.bfloat16) * 1.5
     # the multi-GPU / Select VAE Device factory rebuilds this VAE, not ComfyUI's
     factory, args = vae.patcher.cached_patcher_init

@@ -87,6 +87,23 @@ def test_decode_matches_diffusers(model, oracle):
     torch.testing.assert_close(got.clamp(-1, 1), want, rtol=0, atol=FP32_TOL)
 
 
+def test_decode_and_encode_under_inference_mode(model):
+    """ComfyUI runs nodes under torch.inference_mode(), where tensors have no version counters."""
+    z = torch.randn(1, 16, 2, 2, 3, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        want = model.decode(z)
+    with torch.inference_mode():
+        m = ours()  # weights created in inference mode, as ComfyUI's loader does
+        got = m.decode(z)
+        assert torch.equal(got, m.decode(z))  # cached derived weights reused across calls
+        for p in m.parameters():
+            p.data = p.data * 1.0  # a patcher replacing weights between calls
+        assert torch.equal(m.decode(z), got)
+        x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+        assert m.encode(x).shape == (1, 16, 2, 2, 2)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_decode_is_chunking_invariant(model):
     """Passes of one frame at every stage (the causal history carries across) == default passes."""
     z = torch.randn(2, 16, 3, 2, 3, generator=torch.Generator().manual_seed(2))
@@ -138,10 +155,9 @@ def test_subpixel_upsample_conv_equals_upsample_then_conv(channels_last):
         assert got.shape == (1, 3, 4, 10, 14)
         torch.testing.assert_close(got[:, :, 0::2], want, rtol=0, atol=1e-5)
     k1 = subpixel_weight(conv, x)
-    assert subpixel_weight(conv, x) is k1  # cached
-    with torch.no_grad():
-        conv.weight.mul_(2)
-    assert subpixel_weight(conv, x) is not k1  # ... per weight version
+    assert subpixel_weight(conv, x) is k1  # cached within a call ...
+    conv.weight = torch.nn.Parameter(conv.weight.detach() * 2)  # (what ComfyUI's patchers do)
+    assert subpixel_weight(conv, x) is not k1  # ... per weight tensor
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -171,7 +171,7 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.gamma = nn.Parameter(torch.ones((dim, 1, 1) if images else (dim, 1, 1, 1)))
 
-    def apply(self, x: torch.Tensor, silu: bool, out: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+    def normalize(self, x: torch.Tensor, silu: bool, out: torch.Tensor | None = None) -> torch.Tensor:
         return kernels.rms_norm(x, _cast(self.gamma, x).reshape(-1), silu=silu, out=out)
 
 
@@ -202,8 +202,8 @@ class CausalConv3d(nn.Conv3d):
         return y[:, : self.out_channels] if narrow else y
 
     def _padded(self, w: torch.Tensor, b: torch.Tensor | None):
-        """Weight/bias zero-padded to a multiple of 8 output channels (cached per weight version)."""
-        key = (w.data_ptr(), self.weight._version, w.device, w.dtype)
+        """Weight/bias zero-padded to a multiple of 8 output channels (cached for one decode call)."""
+        key = (w.data_ptr(), w.device, w.dtype)
         cached = getattr(self, "_pad8", None)
         if cached is None or cached[0] != key:
             co = -(-self.out_channels // 8) * 8
@@ -228,7 +228,7 @@ def causal_input(x: torch.Tensor, conv: CausalConv3d, st: Stream, norm: RMSNorm 
     prev = st.slots[conv.slot]
     b, c, t, h, w = x.shape
     if prev is None and t == 1:
-        out = norm.apply(x, silu=True) if norm is not None else x
+        out = norm.normalize(x, silu=True) if norm is not None else x
         st.slots[conv.slot] = out
         return out
     n_hist = conv.history
@@ -239,7 +239,7 @@ def causal_input(x: torch.Tensor, conv: CausalConv3d, st: Stream, norm: RMSNorm 
     if have:
         buf[:, :, n_hist - have : n_hist].copy_(prev)
     if norm is not None:
-        norm.apply(x, silu=True, out=buf[:, :, n_hist:])
+        norm.normalize(x, silu=True, out=buf[:, :, n_hist:])
     else:
         buf[:, :, n_hist:].copy_(x)
     st.slots[conv.slot] = buf[:, :, -CACHE_FRAMES:].clone()
@@ -280,7 +280,7 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor, st: Stream) -> torch.Tensor:
         b, c, t, h, w = x.shape
         f = frames_2d(x)
-        y = F.conv2d(self.norm.apply(f, silu=False), _cast(self.to_qkv.weight, f), _cast(self.to_qkv.bias, f))
+        y = F.conv2d(self.norm.normalize(f, silu=False), _cast(self.to_qkv.weight, f), _cast(self.to_qkv.bias, f))
         # [N, 3C, H, W] -> [N, 1, HW, 3C]; q, k, v are channel slices (views)
         y = y.permute(0, 2, 3, 1).reshape(b * t, 1, h * w, 3 * c)
         q, k, v = y.split(c, dim=-1)
@@ -299,9 +299,10 @@ _PARITY_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
 
 def subpixel_weight(conv: nn.Conv2d, like: torch.Tensor) -> torch.Tensor:
     """conv's 3x3 weight [Co, Ci, 3, 3] as four 2x2 kernels stacked [4*Co, Ci, 2, 2] (parity
-    (a, b) at block 2a+b), summed in float32; cached per weight version and device."""
+    (a, b) at block 2a+b), summed in float32; cached for one decode call (`clear_derived`: no
+    version counters, since ComfyUI's inference-mode tensors have none)."""
     w = conv.weight
-    key = (w.data_ptr(), w._version, like.device, like.dtype)
+    key = (w.data_ptr(), like.device, like.dtype)
     cached = getattr(conv, "_subpixel", None)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -494,6 +495,14 @@ class WanVAEModel(nn.Module):
         if channels_last is None:
             channels_last = device.type == "cuda"
         return Stream(self.n_slots, channels_last)
+
+    def clear_derived(self) -> None:
+        """Drop weights derived from the parameters (sub-pixel kernels, padded head) so a call
+        sees weights patched or moved since the last one."""
+        for m in self.modules():
+            for name in ("_subpixel", "_pad8"):
+                if name in m.__dict__:
+                    del m.__dict__[name]
 
     def use_channels_last(self, on: bool) -> None:
         """Store the 5-D/4-D conv weights channels-last (once; cuDNN would convert them per call)."""
@@ -720,6 +729,7 @@ class _compute_setup:
         self.model, self.cuda = model, device.type == "cuda"
 
     def __enter__(self):
+        self.model.clear_derived()
         if self.cuda:
             self.model.use_channels_last(self.model.channels_last is not False)
             self.prev = torch.backends.cudnn.benchmark
