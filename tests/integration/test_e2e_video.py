@@ -1,0 +1,51 @@
+"""Text to video end to end through a real headless ComfyUI: every DiT format writes a right-sized mp4."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from wan4step.comfy_client import output_files
+from wan4step.tiny import bundle
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_server(comfy_server):
+    bundle.write_tiny_models(comfy_server.base_dir / "models")
+    return comfy_server
+
+
+def _frames(data: bytes) -> tuple[int, int, int]:
+    import av
+
+    with av.open(io.BytesIO(data)) as c:
+        frames = [f for f in c.decode(video=0)]
+        return len(frames), frames[0].width, frames[0].height
+
+
+@pytest.mark.parametrize("model", [bundle.DIT_BF16, bundle.DIT_GGUF, bundle.DIT_FP8, bundle.DIT_INT8])
+def test_t2v_writes_mp4(tiny_server, model):
+    wf = json.loads(WORKFLOW.read_text())
+    wf["1"]["inputs"]["model_name"] = model
+    wf["4"]["inputs"].update(width=64, height=48, length=9)
+    hist = tiny_server.run(wf, timeout=600)
+    files = [f for f in output_files(hist) if f["filename"].endswith(".mp4")]
+    assert len(files) == 1
+    data = tiny_server.view(files[0]["filename"], files[0]["subfolder"], files[0]["type"])
+    assert _frames(data) == (9, 64, 48)
+
+
+def test_bad_size_is_rejected_with_the_nearest_valid_values(tiny_server):
+    from wan4step.comfy_client import ComfyAPIError
+
+    wf = copy.deepcopy(json.loads(WORKFLOW.read_text()))
+    wf["4"]["inputs"].update(width=72, height=48, length=9)  # 72 = 9 latent columns: not a multiple of 16
+    with pytest.raises(ComfyAPIError) as err:
+        tiny_server.run(wf, timeout=300)
+    assert "width 72 is not divisible by 16 (nearest valid: 64 or 80)" in str(err.value)
