@@ -125,12 +125,22 @@ def _write_rules(ys: list[Span], xs: list[Span], iy: int, ix: int, scale: int) -
     return [r for r in rules if r[0] < r[1] and r[2] < r[3]]
 
 
-class FrameSink:
-    """Writes decoded pieces into the output tensor, asynchronously when CUDA -> CPU."""
+class _Done:
+    """Stands in for a CUDA event when staging is exercised on the CPU (tests)."""
 
-    def __init__(self, out: torch.Tensor, compute_device: torch.device, depth: int = 3) -> None:
+    def synchronize(self) -> None:
+        pass
+
+
+class FrameSink:
+    """Writes decoded pieces into the output tensor, asynchronously when CUDA -> CPU: each piece
+    is copied into a pinned buffer (a small reused pool) with an event, and written into `out` by
+    the CPU `depth - 1` pieces later, while the GPU computes the next ones."""
+
+    def __init__(self, out: torch.Tensor, compute_device: torch.device, depth: int = 3, staged: bool | None = None) -> None:
         self.out = out
-        self.staged = out.device.type == "cpu" and compute_device.type == "cuda"
+        self.cuda = compute_device.type == "cuda"
+        self.staged = (out.device.type == "cpu" and self.cuda) if staged is None else staged
         self.depth = depth
         self.pending: collections.deque = collections.deque()
         self.free: list[torch.Tensor] = []
@@ -141,7 +151,7 @@ class FrameSink:
             if buf.dtype == like.dtype and buf.numel() >= n:
                 return self.free.pop(i)[:n].view(like.shape)
         try:
-            return torch.empty(like.shape, dtype=like.dtype, pin_memory=True)
+            return torch.empty(like.shape, dtype=like.dtype, pin_memory=self.cuda)
         except RuntimeError:  # no pinned memory available: plain (synchronous) copies
             return torch.empty(like.shape, dtype=like.dtype)
 
@@ -152,9 +162,10 @@ class FrameSink:
             return
         piece = piece.contiguous()  # one layout on both sides: a plain async memcpy
         host = self._host(piece)
-        host.copy_(piece, non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
+        host.copy_(piece, non_blocking=self.cuda)
+        event = torch.cuda.Event() if self.cuda else _Done()
+        if self.cuda:
+            event.record()
         self.pending.append((event, host, b, t0, y0, x0, rules))
         while len(self.pending) >= self.depth:
             self._drain()
@@ -196,6 +207,7 @@ def decode_video(
     max_pass_elements: int = DEFAULT_PASS_ELEMENTS,
     channels_last: bool | None = None,
     progress: Progress | None = None,
+    _stage_output: bool | None = None,
 ) -> torch.Tensor:
     """VAE-space latent z [B, z_dim, T, h, w] -> video [B, 3, 1+4(T-1), 8h, 8w] (about [-1, 1],
     not clamped). Computes on z's device in z's dtype. tile = (tile_h, tile_w) in latent pixels
@@ -215,7 +227,7 @@ def decode_video(
     xs = plan_spans(w, tile[1] if tile else None, overlap)
     tiled = len(ys) * len(xs) > 1
     wy, wx = blend_weights(ys, r), blend_weights(xs, r)
-    sink = FrameSink(out, z.device)
+    sink = FrameSink(out, z.device, staged=_stage_output)
     total, done = bsz * len(ys) * len(xs) * shape[2], 0
     for b in range(bsz):
         st = model.new_stream(z.device, channels_last)
