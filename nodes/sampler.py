@@ -149,8 +149,8 @@ class Wan4StepSigmas(io.ComfyNode):
             category="Wan4Step",
             description="LightX2V's distilled sigma schedule as SIGMAS, for SamplerCustomAdvanced.",
             inputs=[
-                io.Int.Input("steps", default=4, min=1, max=100),
-                io.Float.Input("shift", default=5.0, min=0.1, max=50.0, step=0.1),
+                io.Int.Input("steps", default=4, min=1, max=100, tooltip="The distilled model is trained for 4 steps."),
+                io.Float.Input("shift", default=5.0, min=0.1, max=50.0, step=0.1, tooltip="Flow time shift; the recipe uses 5.0."),
                 io.String.Input("step_list", default="", tooltip="Optional custom timesteps, e.g. '1000, 750, 500, 250'."),
             ],
             outputs=[io.Sigmas.Output(tooltip="[1.0, 0.9375, 0.8333, 0.625, 0.0] for the default recipe.")],

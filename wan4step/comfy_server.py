@@ -40,11 +40,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare_base_dir(base: Path, extra_custom_nodes: list[Path] = ()) -> Path:
+def prepare_base_dir(base: Path, extra_custom_nodes: list[Path] = (), link_pack: bool = True) -> Path:
     """A throw-away ComfyUI base directory: custom_nodes/ links to this pack (and extras)."""
     cn = base / "custom_nodes"
     cn.mkdir(parents=True, exist_ok=True)
-    links = [(PACK_DIR_NAME, REPO_ROOT)] + [(p.name, p) for p in extra_custom_nodes]
+    links = ([(PACK_DIR_NAME, REPO_ROOT)] if link_pack else []) + [(p.name, p) for p in extra_custom_nodes]
     for name, target in links:
         link = cn / name
         if not link.exists():
