@@ -281,9 +281,10 @@ class AttentionBlock(nn.Module):
         b, c, t, h, w = x.shape
         f = frames_2d(x)
         y = F.conv2d(self.norm.normalize(f, silu=False), _cast(self.to_qkv.weight, f), _cast(self.to_qkv.bias, f))
-        # [N, 3C, H, W] -> [N, 1, HW, 3C]; q, k, v are channel slices (views)
+        # [N, 3C, H, W] -> [N, 1, HW, 3C] -> q, k, v (contiguous, so SDPA may pick its fused
+        # kernels; head dim 384 rules out flash attention but not the memory-efficient one)
         y = y.permute(0, 2, 3, 1).reshape(b * t, 1, h * w, 3 * c)
-        q, k, v = y.split(c, dim=-1)
+        q, k, v = (part.contiguous() for part in y.split(c, dim=-1))
         o = F.scaled_dot_product_attention(q, k, v)
         del y, q, k, v
         o = o.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
