@@ -61,6 +61,7 @@ class ComfyServer:
     comfyui: Path
     base_dir: Path
     extra_args: list[str] = field(default_factory=list)
+    cpu: bool = True  # tests and CPU machines; the demo turns it off when a GPU is present
     port: int = 0
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
@@ -75,7 +76,7 @@ class ComfyServer:
         cmd = [
             sys.executable,
             "main.py",
-            "--cpu",
+            *(["--cpu"] if self.cpu else []),
             "--listen",
             "127.0.0.1",
             "--port",
