@@ -156,3 +156,30 @@ def test_wrong_file_is_named(comfy, pack, vae_dir):
     with pytest.raises(WrongModelError) as e:
         pack.nodes.vae_loader.Wan4StepVAELoader.execute("wan2.2_vae.pth", "auto", "auto", 512, 64)
     assert "wan2.2_vae.pth" in str(e.value) and "Wan2.2 VAE" in str(e.value) and "Fix:" in str(e.value)
+
+
+def test_through_a_real_server(comfy_server):
+    """A queued workflow (API format): loader -> empty video latent -> VAEDecode / VAEDecodeTiled -> SaveImage,
+    run by ComfyUI's executor (inference mode, progress hook); a wrong file fails with our message."""
+    from wan4step.comfy_client import ComfyAPIError, output_files
+
+    vae_dir = comfy_server.base_dir / "models" / "vae"
+    write_tiny_vae(vae_dir / "srv_tiny_wan21_vae.safetensors", "safetensors")
+    prompt = {
+        "1": {"class_type": "Wan4StepVAELoader", "inputs": {"vae_name": "srv_tiny_wan21_vae.safetensors", "dtype": "auto",
+                                                           "tiling": "auto", "tile_size": 512, "tile_overlap": 64}},
+        "2": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 32, "height": 32, "length": 5, "batch_size": 1}},
+        "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 0]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "wan4step_vae"}},
+        "5": {"class_type": "VAEDecodeTiled", "inputs": {"samples": ["2", 0], "vae": ["1", 0], "tile_size": 64,
+                                                         "overlap": 0, "temporal_size": 64, "temporal_overlap": 8}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "wan4step_vae_tiled"}},
+    }
+    hist = comfy_server.run(prompt, timeout=120)
+    files = output_files(hist)
+    assert len([f for f in files if f["node"] == "4"]) == 5 and len([f for f in files if f["node"] == "6"]) == 5
+    torch.save({"decoder.middle.0.residual.0.gamma": torch.ones(8, 1, 1, 1), "conv2.weight": torch.zeros(48, 48, 1, 1, 1)},
+               vae_dir / "srv_wan22.pth")
+    prompt["1"]["inputs"]["vae_name"] = "srv_wan22.pth"
+    with pytest.raises(ComfyAPIError, match="Wan2.2 VAE"):
+        comfy_server.run(prompt, timeout=60)
