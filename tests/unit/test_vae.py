@@ -89,7 +89,7 @@ def test_decode_matches_diffusers(model, oracle):
 
 def test_decode_and_encode_under_inference_mode(model):
     """ComfyUI runs nodes under torch.inference_mode(), where tensors have no version counters."""
-    z = torch.randn(1, 16, 2, 2, 3, generator=torch.Generator().manual_seed(10))
+    z = torch.randn(1, 16, 2, 2, 2, generator=torch.Generator().manual_seed(10))
     with torch.no_grad():
         want = model.decode(z)
     with torch.inference_mode():
@@ -99,8 +99,8 @@ def test_decode_and_encode_under_inference_mode(model):
         for p in m.parameters():
             p.data = p.data * 1.0  # a patcher replacing weights between calls
         assert torch.equal(m.decode(z), got)
-        x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
-        assert m.encode(x).shape == (1, 16, 2, 2, 2)
+        x = torch.rand(1, 3, 5, 16, 8) * 2 - 1
+        assert m.encode(x).shape == (1, 16, 2, 2, 1)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
@@ -302,7 +302,7 @@ def test_tiled_decode_exact_inside_and_seamless_at_borders(small):
     relative: a seam is visible when the tiled frame steps across the band where the untiled one
     doesn't. With the default overlap (8 latent = 64 px) that excess step must stay a small part of
     the frame's own pixel-to-pixel variation and far below a hard (overlap 0) seam's."""
-    z = torch.randn(1, 16, 2, 4, 40, generator=torch.Generator().manual_seed(7))
+    z = torch.randn(1, 16, 2, 2, 40, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         full = small.decode(z)
         hard = tiled.decode_video(small, z, tile=(64, 32), overlap=0)
@@ -327,22 +327,22 @@ def test_tiled_decode_exact_inside_and_seamless_at_borders(small):
 
 
 def test_tiled_decode_2d_grid_and_output_buffer(small):
-    z = torch.randn(1, 16, 2, 7, 10, generator=torch.Generator().manual_seed(8))
+    z = torch.randn(1, 16, 2, 6, 8, generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
         full = small.decode(z)
         buf = torch.full(small.decode_output_shape(z.shape), float("nan"))
-        out = small.decode_tiled(z, tile_x=6, tile_y=4, overlap=1, tile_t=4, overlap_t=1, output_buffer=buf)
+        out = small.decode_tiled(z, tile_x=5, tile_y=4, overlap=1, tile_t=4, overlap_t=1, output_buffer=buf)
     assert out is buf and not buf.isnan().any()  # every pixel written, no zero-fill needed
-    # 4x6-latent tiles are all border (error, not misplacement: that would be ~1.4x the signal)
+    # 4x5-latent tiles are all border (error, not misplacement: that would be ~1.4x the signal)
     assert (out - full).pow(2).mean().sqrt() < 0.5 * full.pow(2).mean().sqrt()
 
 
 def test_tiled_encode_close_to_untiled(small):
-    x = torch.rand(1, 3, 5, 48, 192, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    x = torch.rand(1, 3, 5, 32, 128, generator=torch.Generator().manual_seed(9)) * 2 - 1
     with torch.no_grad():
         full = small.encode(x)
-        tl = small.encode_tiled(x, tile_x=128, tile_y=512, overlap=32)
-    assert tl.shape == full.shape == (1, 16, 2, 6, 24)
+        tl = small.encode_tiled(x, tile_x=80, tile_y=512, overlap=16)
+    assert tl.shape == full.shape == (1, 16, 2, 4, 16)
     assert (tl - full).pow(2).mean().sqrt() < 0.1 * full.pow(2).mean().sqrt()
 
 
