@@ -1,7 +1,8 @@
 """A small client for ComfyUI's HTTP API: queue a prompt, wait, fetch outputs.
 
-Used by the API queue CLI, the demo and the integration tests (against a real
-ComfyUI). Standard library only, so it runs anywhere ComfyUI's API is reachable.
+Used by the API queue CLI (`wan4step.queue`), the demo and the integration tests
+(against a real ComfyUI). Standard library only, so it runs anywhere ComfyUI's API is
+reachable; the queue's websocket progress (aiohttp) builds on `ws_url` and `parse_event`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def format_validation_error(body: dict) -> str:
         for e in info.get("errors", []):
             lines.append(f"  node {node_id} ({info.get('class_type', '?')}): {e.get('message')}: {e.get('details', '')}")
     return "\n".join(lines) or json.dumps(body)
+
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".gif")
 
 
 @dataclass
@@ -76,9 +80,31 @@ class ComfyClient:
     def object_info(self) -> dict:
         return self.get_json("/object_info")
 
-    def queue_prompt(self, prompt: dict) -> str:
-        answer = self.post_json("/prompt", {"prompt": prompt, "client_id": self.client_id})
+    def queue_prompt(self, prompt: dict, extra_data: dict | None = None) -> str:
+        payload = {"prompt": prompt, "client_id": self.client_id}
+        if extra_data:
+            payload["extra_data"] = extra_data
+        answer = self.post_json("/prompt", payload)
         return answer["prompt_id"]
+
+    @property
+    def ws_url(self) -> str:
+        """The websocket that streams progress for prompts queued with this client id."""
+        scheme = "wss" if self.base_url.startswith("https") else "ws"
+        host = self.base_url.split("://", 1)[-1].rstrip("/")
+        return f"{scheme}://{host}/ws?clientId={self.client_id}"
+
+    def queue_state(self) -> dict:
+        """GET /queue: {'queue_running': [...], 'queue_pending': [...]}."""
+        return self.get_json("/queue")
+
+    def alive(self, timeout: float = 5.0) -> bool:
+        """Does the server answer at all (used to tell a dead server from a slow prompt)?"""
+        try:
+            with urllib.request.urlopen(self._url("/queue"), timeout=timeout) as r:
+                return r.status == 200
+        except OSError:
+            return False
 
     def history(self, prompt_id: str) -> dict | None:
         return self.get_json(f"/history/{prompt_id}").get(prompt_id)
@@ -104,6 +130,57 @@ class ComfyClient:
 
     def view(self, filename: str, subfolder: str = "", type: str = "output") -> bytes:
         return self.get_bytes("/view", {"filename": filename, "subfolder": subfolder, "type": type})
+
+    def fetch_outputs(self, history_entry: dict, extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[tuple[dict, bytes]]:
+        """The bytes of every output file of a finished prompt whose name ends with one of `extensions`."""
+        out = []
+        for f in output_files(history_entry):
+            if f.get("type", "output") == "output" and f["filename"].lower().endswith(extensions):
+                out.append((f, self.view(f["filename"], f.get("subfolder", ""), f.get("type", "output"))))
+        return out
+
+
+@dataclass(frozen=True)
+class Event:
+    """One websocket message from ComfyUI, reduced to what a progress display needs.
+
+    kind: "queued" | "start" | "executing" | "progress" | "cached" | "executed" | "done" | "error"
+          | "interrupted" | "status" | "other"; `done` is ComfyUI's execution_success (or the
+          final `executing` with node None), `error` carries the node's exception text.
+    """
+
+    kind: str
+    prompt_id: str | None = None
+    node: str | None = None
+    value: int = 0
+    max: int = 0
+    text: str = ""
+    data: dict = field(default_factory=dict)
+
+
+_KINDS = {"execution_start": "start", "execution_cached": "cached", "executed": "executed",
+          "execution_success": "done", "execution_error": "error", "execution_interrupted": "interrupted",
+          "status": "status", "progress": "progress", "executing": "executing"}
+
+
+def parse_event(message: dict) -> Event:
+    """A decoded JSON websocket message -> Event (binary preview frames never get here)."""
+    typ = message.get("type", "")
+    data = message.get("data") or {}
+    kind = _KINDS.get(typ, "other")
+    pid = data.get("prompt_id")
+    if kind == "executing" and data.get("node") is None and pid:
+        kind = "done"  # ComfyUI's end-of-prompt marker
+    if kind == "progress":
+        return Event(kind, pid, data.get("node"), int(data.get("value", 0)), int(data.get("max", 0)), data=data)
+    if kind == "error":
+        text = f"node {data.get('node_id')} ({data.get('node_type')}) failed: {data.get('exception_type')}: " \
+               f"{str(data.get('exception_message', '')).strip()}"
+        return Event(kind, pid, data.get("node_id"), text=text, data=data)
+    if kind == "status":
+        remaining = ((data.get("status") or {}).get("exec_info") or {}).get("queue_remaining", 0)
+        return Event(kind, None, value=int(remaining or 0), data=data)
+    return Event(kind, pid, data.get("node") or data.get("display_node"), data=data)
 
 
 def execution_error_text(history_entry: dict) -> str:

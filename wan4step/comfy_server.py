@@ -65,6 +65,7 @@ class ComfyServer:
     port: int = 0
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
+    env: dict[str, str] = field(default_factory=dict)  # extra environment, e.g. OMP_NUM_THREADS
 
     @property
     def url(self) -> str:
@@ -88,7 +89,7 @@ class ComfyServer:
             "sqlite:///:memory:",
             *self.extra_args,
         ]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=self.comfyui, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout

@@ -1,0 +1,343 @@
+"""UI-format workflows (what the ComfyUI frontend saves) -> API-format prompts (what /prompt takes).
+
+The UI format stores widget values by position (`widgets_values`) and connections as a
+link table; the API format is `{node id: {class_type, inputs: {name: value | [src id, slot]}}}`.
+The mapping from positions to names is not in the file: it comes from each node's
+definition in ComfyUI's `/object_info`, walked the way the frontend (1.49) builds widgets:
+
+- inputs in `input_order` (required, then optional); a socket type (MODEL, LATENT, ...)
+  or `forceInput` is not a widget;
+- an INT/FLOAT/COMBO with `control_after_generate` is followed by one extra stored value
+  (the "fixed/increment/randomize" choice), which the API does not take;
+- a V3 DynamicCombo (`COMFY_DYNAMICCOMBO_V3`) is followed by the widgets of the option it
+  is set to, named `parent.child` and walked depth-first (SaveVideo: `format`,
+  `format.codec`, `format.codec.encoding`, then its own hidden `codec`);
+- a widget whose input slot has a link sends the link, not the stored value
+  (a widget converted to an input);
+- frontend-only nodes are dropped (Note, MarkdownNote), Reroutes are followed, a legacy
+  PrimitiveNode's value is written into the widget it feeds; muted nodes (mode 2) are
+  dropped and bypassed nodes (mode 4) pass their matching-type input through.
+
+The frontend's own `app.graphToPrompt()` is the oracle: tests/integration/test_browser.py
+compares this converter's output with it for every workflow in `workflows/`.
+
+CLI (regenerates `workflows/api/` from `workflows/`):
+    python -m wan4step.workflow_convert [--server URL | --object-info FILE] [--check] [FILES...]
+Without --server/--object-info it boots a headless ComfyUI (wan4step.comfy_server) to read
+the node definitions, so the pack's and ComfyUI-GGUF's nodes are the installed ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import FormatError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+UI_DIR = REPO_ROOT / "workflows"
+API_DIR = UI_DIR / "api"
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+NOTE_NODES = {"Note", "MarkdownNote"}
+REROUTE = "Reroute"
+PRIMITIVE = "PrimitiveNode"
+FRONTEND_ONLY = NOTE_NODES | {REROUTE, PRIMITIVE}
+MODE_MUTED, MODE_BYPASS = 2, 4
+
+
+class WorkflowError(FormatError):
+    """A UI workflow that cannot be converted: unknown node types, values that do not match the schema."""
+
+
+# --------------------------------------------------------------------------------------
+# widget layout
+# --------------------------------------------------------------------------------------
+def _spec(entry: Any) -> tuple[Any, dict]:
+    typ = entry[0]
+    opts = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+    return typ, opts
+
+
+def is_widget(entry: Any) -> bool:
+    """Does the frontend draw this input as a widget (its value is stored in widgets_values)?"""
+    typ, opts = _spec(entry)
+    if opts.get("forceInput"):
+        return False
+    return isinstance(typ, list) or typ in WIDGET_TYPES or typ == DYNAMIC_COMBO
+
+
+def _ordered(section: Mapping, order: Mapping | None) -> Iterator[tuple[str, Any]]:
+    for kind in ("required", "optional"):
+        names = (order or {}).get(kind) or list((section.get(kind) or {}).keys())
+        for name in names:
+            entry = (section.get(kind) or {}).get(name)
+            if entry is not None:
+                yield name, entry
+
+
+def _option_inputs(entry: Any, value: Any) -> dict | None:
+    _, opts = _spec(entry)
+    for option in opts.get("options", []):
+        if option.get("key") == value:
+            return option.get("inputs") or {}
+    return None
+
+
+def read_widget_values(node_def: Mapping, values: list | dict, where: str = "", strict: bool = True) -> dict[str, Any]:
+    """Positional `widgets_values` -> {widget name: value} for one node definition.
+
+    Raises WorkflowError when the stored values do not fit the schema (too few values, or,
+    with strict=True, leftovers: the node changed since the workflow was saved, or a
+    frontend extension stored a display widget's value after the real ones).
+    """
+    if isinstance(values, dict):  # some frontends/extensions save them by name
+        return {k: v for k, v in values.items()}
+    out: dict[str, Any] = {}
+    pos = 0
+
+    def take(name: str) -> Any:
+        nonlocal pos
+        if pos >= len(values):
+            raise WorkflowError(
+                f"{where}: widgets_values has {len(values)} values, the node's schema needs more",
+                expected=f"a value for widget '{name}'",
+                found=repr(values),
+                fix="open the workflow in ComfyUI, check the node and save it again (or re-run scripts/build_workflows.py).",
+            )
+        pos += 1
+        return values[pos - 1]
+
+    def walk(section: Mapping, order: Mapping | None, prefix: str) -> None:
+        for name, entry in _ordered(section, order):
+            if not is_widget(entry):
+                continue
+            full = prefix + name
+            value = take(full)
+            out[full] = value
+            typ, opts = _spec(entry)
+            if opts.get("control_after_generate"):
+                take(full + " control_after_generate")
+            if typ == DYNAMIC_COMBO:
+                sub = _option_inputs(entry, value)
+                if sub is None:
+                    keys = [o.get("key") for o in opts.get("options", [])]
+                    raise WorkflowError(f"{where}: widget '{full}' is {value!r}", expected=f"one of {keys}",
+                                        fix="pick one of the listed values in the UI and save again.")
+                walk(sub, None, full + ".")
+
+    walk(node_def.get("input") or {}, node_def.get("input_order"), "")
+    if strict and pos != len(values):
+        raise WorkflowError(
+            f"{where}: widgets_values has {len(values) - pos} value(s) more than the node's widgets",
+            expected=f"{pos} values for {list(out)}",
+            found=repr(values),
+            fix="the node's schema changed since the workflow was saved: open it in ComfyUI and save it again "
+            "(or re-run scripts/build_workflows.py).",
+        )
+    return out
+
+
+def widget_values_for(node_def: Mapping, named: Mapping[str, Any], control: str = "randomize") -> list:
+    """The inverse of read_widget_values: {name: value} (missing names take the schema default) -> the
+    positional list the frontend saves. Used to author workflows by name (scripts/build_workflows.py)."""
+    out: list = []
+
+    def default(entry: Any) -> Any:
+        typ, opts = _spec(entry)
+        if "default" in opts:
+            return opts["default"]
+        if isinstance(typ, list):
+            return typ[0] if typ else ""
+        if typ == "COMBO" or typ == DYNAMIC_COMBO:
+            options = opts.get("options") or []
+            first = options[0] if options else ""
+            return first.get("key") if isinstance(first, dict) else first
+        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(typ)
+
+    def walk(section: Mapping, order: Mapping | None, prefix: str) -> None:
+        for name, entry in _ordered(section, order):
+            if not is_widget(entry):
+                continue
+            full = prefix + name
+            value = named[full] if full in named else default(entry)
+            out.append(value)
+            typ, opts = _spec(entry)
+            if opts.get("control_after_generate"):
+                out.append(named.get(full + ".control_after_generate", control))
+            if typ == DYNAMIC_COMBO:
+                walk(_option_inputs(entry, value) or {}, None, full + ".")
+
+    walk(node_def.get("input") or {}, node_def.get("input_order"), "")
+    unknown = set(named) - set(read_widget_values(node_def, out)) - {k for k in named if k.endswith(".control_after_generate")}
+    if unknown:
+        raise WorkflowError(f"no widget(s) named {sorted(unknown)}", expected=f"widgets of {node_def.get('name')}")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# conversion
+# --------------------------------------------------------------------------------------
+def _links(workflow: Mapping) -> dict[int, tuple[int, int, int, int, str]]:
+    """link id -> (src node, src slot, dst node, dst slot, type); both the list and the object form."""
+    out = {}
+    for link in workflow.get("links") or []:
+        if isinstance(link, dict):
+            out[int(link["id"])] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
+                                    link.get("type"))
+        else:
+            lid, src, sslot, dst, dslot, typ = link[:6]
+            out[int(lid)] = (src, sslot, dst, dslot, typ)
+    return out
+
+
+def to_api(workflow: Mapping, object_info: Mapping[str, Mapping], strict: bool = True) -> dict[str, dict]:
+    """Convert one UI workflow; node ids are kept (as strings), so API ids match the UI's.
+
+    strict=False tolerates extra trailing widget values (workflows saved by users with other
+    frontend extensions); the files shipped in workflows/ are converted strictly."""
+    if (workflow.get("definitions") or {}).get("subgraphs"):
+        raise WorkflowError("workflows with subgraphs are not supported by this converter",
+                            fix="unpack the subgraph in ComfyUI (right click > Unpack Subgraph) and save again.")
+    nodes = {int(n["id"]): n for n in workflow.get("nodes", [])}
+    links = _links(workflow)
+    unknown = sorted({n["type"] for n in nodes.values() if n["type"] not in object_info and n["type"] not in FRONTEND_ONLY})
+    if unknown:
+        raise WorkflowError(f"node types not installed in this ComfyUI: {', '.join(unknown)}",
+                            fix="install the custom nodes that provide them (ComfyUI Manager > Install Missing Nodes).")
+
+    def source(link_id: int | None, seen: frozenset = frozenset()) -> tuple[int, int] | None | str:
+        """Where a link really comes from: (node, slot), None (nothing), or 'primitive'."""
+        if link_id is None or int(link_id) not in links or link_id in seen:
+            return None
+        src, slot, _, _, typ = links[int(link_id)]
+        node = nodes.get(int(src))
+        if node is None:
+            return None
+        seen = seen | {link_id}
+        if node["type"] == REROUTE:
+            ins = node.get("inputs") or []
+            return source(ins[0].get("link") if ins else None, seen)
+        if node["type"] == PRIMITIVE:
+            return "primitive"
+        mode = node.get("mode", 0)
+        if mode == MODE_MUTED:
+            return None
+        if mode == MODE_BYPASS:
+            ins = node.get("inputs") or []
+            out_type = (node.get("outputs") or [{}])[slot].get("type", typ) if slot < len(node.get("outputs") or []) else typ
+            order = ([ins[slot]] if slot < len(ins) else []) + ins
+            for inp in order:
+                if inp.get("link") is not None and inp.get("type") == out_type:
+                    return source(inp["link"], seen)
+            return None
+        return int(src), int(slot)
+
+    api: dict[str, dict] = {}
+    for nid in sorted(nodes):
+        node = nodes[nid]
+        typ = node["type"]
+        if typ in FRONTEND_ONLY or node.get("mode", 0) in (MODE_MUTED, MODE_BYPASS):
+            continue
+        node_def = object_info[typ]
+        where = f"node {nid} ({typ})"
+        inputs: dict[str, Any] = dict(read_widget_values(node_def, node.get("widgets_values") or [], where, strict))
+        for inp in node.get("inputs") or []:
+            src = source(inp.get("link"))
+            name = inp["name"]
+            if src == "primitive":
+                prim = nodes[int(links[int(inp["link"])][0])]
+                inputs[name] = (prim.get("widgets_values") or [inputs.get(name)])[0]
+            elif src is not None:
+                inputs[name] = [str(src[0]), src[1]]
+        api[str(nid)] = {
+            "inputs": inputs,
+            "class_type": typ,
+            "_meta": {"title": node.get("title") or node_def.get("display_name") or typ},
+        }
+    return api
+
+
+def dumps_api(api: Mapping[str, Any]) -> str:
+    """One node per line: small diffs when a workflow changes."""
+    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in api.items())
+    return "{\n" + body + "\n}\n"
+
+
+def api_path_for(ui_path: Path) -> Path:
+    return ui_path.parent / "api" / ui_path.name
+
+
+def is_ui_workflow(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+
+
+def ui_workflows(folder: Path = UI_DIR) -> list[Path]:
+    return sorted(p for p in folder.glob("*.json"))
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+def fetch_object_info(server: str | None = None, object_info_file: str | None = None) -> dict:
+    """Node definitions from a running ComfyUI, a saved /object_info JSON, or a headless one booted here."""
+    if object_info_file:
+        return json.loads(Path(object_info_file).read_text())
+    from .comfy_client import ComfyClient
+
+    if server:
+        return ComfyClient(server, timeout=120).object_info()
+    from .comfy_server import HOW_TO_GET_COMFYUI, ComfyServer, find_comfyui, prepare_base_dir, temp_base_dir
+
+    comfyui = find_comfyui()
+    if comfyui is None:
+        raise SystemExit(HOW_TO_GET_COMFYUI)
+    extras = [p for p in [comfyui / "custom_nodes" / "ComfyUI-GGUF"] if p.is_dir()]
+    base = prepare_base_dir(temp_base_dir("wan4step-convert-"), extras)
+    with ComfyServer(comfyui, base) as client:
+        return client.object_info()
+
+
+def convert_files(paths: list[Path], object_info: Mapping, check: bool = False) -> list[str]:
+    """Write (or with check=True only compare) the API twin of each UI workflow; returns problems."""
+    problems = []
+    for ui in paths:
+        api = dumps_api(to_api(json.loads(ui.read_text()), object_info))
+        out = api_path_for(ui)
+        if check:
+            if not out.is_file() or out.read_text() != api:
+                problems.append(f"{out} is out of date with {ui.name}: run python -m wan4step.workflow_convert")
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(api)
+            print(f"wrote {out.relative_to(REPO_ROOT) if out.is_relative_to(REPO_ROOT) else out}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m wan4step.workflow_convert", description=__doc__.split("\n\n")[0])
+    ap.add_argument("files", nargs="*", type=Path, help="UI workflows (default: every workflows/*.json)")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--server", help="a running ComfyUI to read /object_info from, e.g. http://127.0.0.1:8188")
+    src.add_argument("--object-info", help="a saved /object_info JSON file")
+    ap.add_argument("--check", action="store_true", help="only check that workflows/api/ is up to date (exit 1 if not)")
+    args = ap.parse_args(argv)
+    files = args.files or ui_workflows()
+    info = fetch_object_info(args.server, args.object_info)
+    try:
+        problems = convert_files(files, info, check=args.check)
+    except WorkflowError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
