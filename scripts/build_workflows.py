@@ -219,7 +219,9 @@ class Graph:
             "links": links,
             "groups": groups,
             "config": {},
-            "extra": {"ds": {"scale": 0.75, "offset": [520, 120]}, "frontendVersion": FRONTEND_VERSION},
+            # the view opens on the Note (left edge) at a scale that shows most of the graph
+            "extra": {"ds": {"scale": 0.6, "offset": [120 - min(n.pos[0] for n in self.nodes), 110]},
+                      "frontendVersion": FRONTEND_VERSION},
             "version": 0.4,
         }
 
@@ -251,13 +253,13 @@ def t2v_tail(g: Graph, model_src: tuple[Node, int], clip: Node, vae: Node, size:
                     {"seed": seed, "seed.control_after_generate": seed_control, "steps": 4, "shift": 5.0, "cfg": 1.0,
                      "noise": "comfy", "update": "lcm", "step_list": ""}, id=ids.get("sampler"))
     if tiled_decode:
-        decode = g.add("VAEDecodeTiled", (x0 + 820, 40), (300, 150),
+        decode = g.add("VAEDecodeTiled", (x0 + 900, 40), (300, 150),
                        {"tile_size": 512, "overlap": 64, "temporal_size": 64, "temporal_overlap": 8},
                        id=ids.get("decode"))
     else:
-        decode = g.add("VAEDecode", (x0 + 820, 40), (210, 46), id=ids.get("decode"))
-    video = g.add("CreateVideo", (x0 + 820, 230), (270, 100), {"fps": 16.0, "bit_depth": 8}, id=ids.get("video"))
-    save = g.add("SaveVideo", (x0 + 820, 370), (420, 470),
+        decode = g.add("VAEDecode", (x0 + 900, 40), (210, 46), id=ids.get("decode"))
+    video = g.add("CreateVideo", (x0 + 900, 230), (270, 100), {"fps": 16.0, "bit_depth": 8}, id=ids.get("video"))
+    save = g.add("SaveVideo", (x0 + 900, 370), (420, 470),
                  {"filename_prefix": prefix, "format": "mp4", "format.codec": "h264", "format.codec.encoding": "auto",
                   "codec": "auto"}, id=ids.get("save"))
     g.link(model_src[0], model_src[1], sampler, "model")
@@ -269,7 +271,7 @@ def t2v_tail(g: Graph, model_src: tuple[Node, int], clip: Node, vae: Node, size:
     g.link(decode, 0, video, "images")
     g.link(video, 0, save, "video")
     g.groups += [("Step 2 - Prompt", (x0 - 10, -30, 440, 290)), ("Step 3 - Video size", (x0 - 10, 270, 440, 210)),
-                 ("Step 4 - Sample (4 steps) and save", (x0 + 450, -30, 830, 890))]
+                 ("Step 4 - Sample (4 steps) and save", (x0 + 450, -30, 890, 890))]
     return {"prompt": prompt, "latent": latent, "sampler": sampler, "decode": decode, "video": video, "save": save}
 
 
@@ -284,29 +286,28 @@ def official(name: str, info: dict, *, weights_key: str, title: str, intro: str,
     loader = g.add("Wan4StepModelLoader", (0, 40), (400, 130),
                    {"model_name": w.model_name, "compute_dtype": "bf16", "attention": "auto", "fast_forward": True},
                    models=[model_entry(w.files[0])] if w.kind == "gguf" else None)
-    swap = g.add("Wan4StepBlockSwap", (0, 210), (400, 160),
+    swap = g.add("Wan4StepBlockSwap", (0, 250), (400, 160),
                  {"blocks_to_swap": blocks_to_swap, "prefetch": 2, "pin_memory": True, "source": source,
                   "offload_embeddings": False})
-    te = g.add("Wan4StepUMT5Loader", (0, 410), (400, 110),
+    te = g.add("Wan4StepUMT5Loader", (0, 460), (400, 110),
                {"text_encoder_name": catalog.text_encoder("umt5_fp8").name, "tokenizer": "auto", "device": te_device},
                models=[te_entry()])
-    vae = g.add("Wan4StepVAELoader", (0, 560), (400, 160),
+    vae = g.add("Wan4StepVAELoader", (0, 620), (400, 160),
                 {"vae_name": catalog.vae(catalog.DEFAULT_VAE).name, "dtype": "auto", "tiling": vae_tiling,
                  "tile_size": 512, "tile_overlap": 64}, models=[vae_entry()])
     g.link(dl, 0, loader, "model_name")
     g.link(dl, 1, te, "text_encoder_name")
     g.link(dl, 2, vae, "vae_name")
     g.link(loader, 0, swap, "model")
-    g.groups += [("Step 1 - Models (downloaded on the first run)", (-450, -30, 870, 770))]
+    g.groups += [("Step 1 - Models (downloaded on the first run)", (-450, -30, 870, 850))]
     t2v_tail(g, (swap, 0), te, vae, size, prefix=f"wan4step/{name.removeprefix('wan4step_')}")
     text = (f"## {title}\n\n{intro}\n\n**Files** (about {catalog.download_size(weights_key=weights_key, text_encoder_key='umt5_fp8', vae_key=catalog.DEFAULT_VAE) / 1e9:.0f} GB):\n\n"
             f"{file_lines(weights_key)}\n\n{DOWNLOAD_NOTE}\n\n{RECIPE_NOTE}")
     if extra_note:
         text += "\n\n" + extra_note
-    g.note((-900, -30), (420, 770), text)
+    g.note((-900, -30), (420, 850), text)
     if advisor is not None:
-        adv = g.add("Wan4StepVRAMAdvisor", (-440, 250), (400, 470), advisor)
-        adv.title = "Wan4Step VRAM Advisor (press Advise now)"
+        g.add("Wan4StepVRAMAdvisor", (-440, 260), (400, 560), advisor)
     return g
 
 
@@ -361,18 +362,18 @@ def comfyui_gguf_interop(info):
     tier = "Q4_K_M"
     unet = g.add("UnetLoaderGGUF", (0, 40), (400, 60), {"unet_name": catalog.gguf_file_name(tier)},
                  title="Unet Loader (GGUF) — city96", models=[gguf_entry(tier)])
-    swap = g.add("Wan4StepBlockSwap", (0, 150), (400, 160),
+    swap = g.add("Wan4StepBlockSwap", (0, 160), (400, 160),
                  {"blocks_to_swap": -1, "prefetch": 2, "pin_memory": True, "source": "ram", "offload_embeddings": False})
-    te = g.add("Wan4StepUMT5Loader", (0, 360), (400, 110),
+    te = g.add("Wan4StepUMT5Loader", (0, 370), (400, 110),
                {"text_encoder_name": catalog.text_encoder("umt5_fp8").name, "tokenizer": "auto",
                 "device": "gpu_then_free"}, models=[te_entry()])
-    vae = g.add("Wan4StepVAELoader", (0, 510), (400, 160),
+    vae = g.add("Wan4StepVAELoader", (0, 530), (400, 160),
                 {"vae_name": catalog.vae(catalog.DEFAULT_VAE).name, "dtype": "auto", "tiling": "auto",
                  "tile_size": 512, "tile_overlap": 64}, models=[vae_entry()])
     g.link(unet, 0, swap, "model")
-    g.groups.append(("Step 1 - Models", (-10, -30, 430, 720)))
+    g.groups.append(("Step 1 - Models", (-10, -30, 430, 740)))
     t2v_tail(g, (swap, 0), te, vae, (832, 480, 81), prefix="wan4step/comfyui_gguf")
-    g.note((-460, -30), (420, 720), (
+    g.note((-460, -30), (420, 740), (
         "## ComfyUI-GGUF interop\n\nThe MODEL from city96's **Unet Loader (GGUF)** (custom node pack "
         "[ComfyUI-GGUF](https://github.com/city96/ComfyUI-GGUF)) goes through **Wan4Step Block Swap** and the "
         "**Wan4Step Sampler**: keep your GGUF setup, get the 4-step recipe and streamed blocks.\n\n"
@@ -388,17 +389,17 @@ def tiny_demo(info):
     loader = g.add("Wan4StepModelLoader", (0, 40), (400, 130),
                    {"model_name": bundle.DIT_GGUF, "compute_dtype": "bf16", "attention": "auto", "fast_forward": True},
                    id=1)
-    te = g.add("Wan4StepUMT5Loader", (0, 220), (400, 110),
+    te = g.add("Wan4StepUMT5Loader", (0, 250), (400, 110),
                {"text_encoder_name": bundle.UMT5, "tokenizer": "auto", "device": "cpu"}, id=2)
-    vae = g.add("Wan4StepVAELoader", (0, 380), (400, 160),
+    vae = g.add("Wan4StepVAELoader", (0, 410), (400, 160),
                 {"vae_name": bundle.VAE, "dtype": "auto", "tiling": "auto", "tile_size": 512, "tile_overlap": 64}, id=6)
-    g.groups.append(("Step 1 - Tiny models", (-10, -30, 430, 590)))
+    g.groups.append(("Step 1 - Tiny models", (-10, -30, 430, 620)))
     t2v_tail(g, (loader, 0), te, vae, (64, 48, 9), seed_control="fixed", seed=42, prefix="wan4step/t2v",
              ids={"prompt": 3, "latent": 4, "sampler": 5, "decode": 7, "video": 8, "save": 9})
     for n in g.nodes:
         if n.type == "CLIPTextEncode":
             n.values["text"] = "a red fox running through fresh snow, cinematic"
-    g.note((-460, -30), (420, 590), (
+    g.note((-460, -30), (420, 620), (
         "## Tiny demo (no downloads)\n\nThe real Wan2.1 architecture at toy size (2 blocks, random weights): "
         "checks that everything runs, in seconds on a CPU. The video is noise, not a fox.\n\n"
         "The tiny files are written into `ComfyUI/models/*/wan4step_tiny/` by\n\n"

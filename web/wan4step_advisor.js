@@ -1,6 +1,8 @@
 // Wan4Step VRAM Advisor: show the advice on the node, and get it without running the graph.
 // "Advise now" posts the node's widget values to /wan4step/advisor (nodes/advisor.py) and
-// prints the report; after a normal run the node's own report replaces it.
+// prints the report; after a normal run the node's own report replaces it. The panel and the
+// button are display-only: they are kept out of the saved workflow (widgets_values) and out
+// of the prompt sent to the server, so saved files convert 1:1 to API format.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -8,13 +10,14 @@ const NODE = "Wan4StepVRAMAdvisor";
 
 function show(node, text) {
   if (node.__wan4stepAdvice) node.__wan4stepAdvice.value = text;
+  node.__wan4stepAdviceText = text;
 }
 
-async function adviseNow(node) {
+export async function adviseNow(node) {
   const body = {};
   for (const w of node.widgets ?? []) {
     const v = w.value;
-    if (w.name && w.type !== "button" && ["string", "number", "boolean"].includes(typeof v)) body[w.name] = v;
+    if (w.name && w.serialize !== false && ["string", "number", "boolean"].includes(typeof v)) body[w.name] = v;
   }
   show(node, "Asking the advisor…");
   try {
@@ -25,9 +28,11 @@ async function adviseNow(node) {
     });
     const data = await res.json();
     show(node, data.error ? `Error: ${data.error}` : data.report);
+    node.__wan4stepRecommendation = data.recommendation ?? null;
   } catch (err) {
-    show(node, `Error: ${err}`);
+    show(node, `Could not reach the advisor: ${err}`);
   }
+  return node.__wan4stepAdviceText;
 }
 
 app.registerExtension({
@@ -39,11 +44,17 @@ app.registerExtension({
       const r = created?.apply(this, arguments);
       const area = document.createElement("textarea");
       area.readOnly = true;
+      area.className = "wan4step-advice";
       area.placeholder = "Press “Advise now” to see what fits this machine.";
       area.style.cssText = "width:100%;min-height:140px;font:11px monospace;white-space:pre-wrap;";
       this.__wan4stepAdvice = area;
-      this.addDOMWidget("advice", "wan4step_advice", area, { serialize: false, getValue: () => "", setValue: () => {} });
-      const button = this.addWidget("button", "Advise now", null, () => adviseNow(this));
+      const panel = this.addDOMWidget("advice", "wan4step_advice", area, {
+        serialize: false,
+        getValue: () => "",
+        setValue: () => {},
+      });
+      panel.serialize = false;
+      const button = this.addWidget("button", "Advise now", null, () => adviseNow(this), { serialize: false });
       button.serialize = false;
       return r;
     };
