@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from wan4step.comfy_server import PACK_DIR_NAME as PACK
 from wan4step.tiny import bundle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,6 +77,8 @@ def browser_env(comfy_server, tmp_path_factory):
     console: list[tuple[str, str, str]] = []
     page.on("console", lambda m: console.append((m.type, m.text, m.location.get("url", ""))))
     page.on("pageerror", lambda e: console.append(("pageerror", str(e), "")))
+    responses: list[tuple[int, str]] = []
+    page.on("response", lambda r: responses.append((r.status, r.url)))
     page.goto(comfy_server.base_url)
     page.wait_for_function("() => window.app?.graph?.nodes && window.LiteGraph?.registered_node_types?.Wan4StepSampler",
                            timeout=90_000)
@@ -86,7 +89,7 @@ def browser_env(comfy_server, tmp_path_factory):
         shutil.copy(path, SHOTS / path.name)
         return path
 
-    yield dict(page=page, console=console, server=comfy_server, shot=shot)
+    yield dict(page=page, console=console, server=comfy_server, shot=shot, responses=responses)
     browser.close()
     pw.stop()
 
@@ -228,6 +231,22 @@ def test_queue_the_tiny_demo_from_the_ui(browser_env):
     assert (len(frames), frames[0].width, frames[0].height) == (5, 32, 32)
     page.wait_for_timeout(1000)  # the SaveVideo preview
     browser_env["shot"]("tiny_demo_queued_from_ui")
+
+
+def test_workflows_appear_in_the_template_browser(browser_env):
+    """Templates (sidebar) > Extensions > ComfyUI-Wan4Step lists every workflow with its thumbnail."""
+    page = browser_env["page"]
+    page.keyboard.press("Escape")
+    page.get_by_text("Templates", exact=True).first.click()
+    page.get_by_text(PACK, exact=True).first.click()
+    for path in WORKFLOWS:
+        page.get_by_text(path.stem, exact=True).first.wait_for(timeout=15_000)
+    page.wait_for_timeout(1500)
+    thumbs = {url.rsplit("/", 1)[-1]: status for status, url in browser_env["responses"]
+              if f"/workflow_templates/{PACK}/" in url and url.endswith(".jpg")}
+    assert thumbs == {f"{p.stem}.jpg": 200 for p in WORKFLOWS}
+    browser_env["shot"]("template_browser")
+    page.keyboard.press("Escape")
 
 
 def test_no_console_errors(browser_env):

@@ -167,6 +167,9 @@ def test_workflows_are_listed_and_served_as_custom_node_templates(comfy_server):
     for ui in UI:
         served = json.loads(comfy_server.get_bytes(f"/api/workflow_templates/{PACK_DIR_NAME}/{ui.name}"))
         assert served == json.loads(ui.read_text())
+        # the browser asks for <name>.jpg next to each template (scripts/make_template_thumbnails.py)
+        thumb = comfy_server.get_bytes(f"/api/workflow_templates/{PACK_DIR_NAME}/{ui.stem}.jpg")
+        assert thumb[:3] == b"\xff\xd8\xff" and thumb == ui.with_suffix(".jpg").read_bytes()
 
 
 def test_pyproject_ships_the_workflows():
