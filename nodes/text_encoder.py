@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from comfy_api.latest import io
 
 from ..wan4step.umt5 import file_tokenizer, read_umt5
@@ -10,6 +11,9 @@ from .umt5_clip import DEVICE_MODES, GPU, build_clip
 
 TE_FOLDERS = ("text_encoders",)  # ComfyUI maps the legacy models/clip folder into it
 AUTO = "auto"
+
+
+PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 class Wan4StepUMT5Loader(io.ComfyNode):
@@ -36,6 +40,9 @@ class Wan4StepUMT5Loader(io.ComfyNode):
                                        "needs the memory. cpu: encode on the CPU, the text encoder never uses VRAM "
                                        "(the 8-16 GB card path; slower, seconds per prompt). gpu_then_free: encode on "
                                        "the GPU, then move it off the GPU right away."),
+                io.Combo.Input("precision", options=list(PRECISIONS), default="auto", advanced=True, optional=True,
+                               tooltip="auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX; 4x faster "
+                                       "than fp32 there), fp32 on other CPUs. fp32: ComfyUI's own text-encoder math."),
             ],
             outputs=[io.Clip.Output(tooltip="A ComfyUI CLIP: wire it into CLIPTextEncode. The conditioning is the "
                                             "512-token UMT5 context Wan2.1 expects (padding zeroed), like core CLIPLoader "
@@ -43,13 +50,14 @@ class Wan4StepUMT5Loader(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, text_encoder_name: str, tokenizer: str = AUTO, device: str = GPU) -> io.NodeOutput:
+    def execute(cls, text_encoder_name: str, tokenizer: str = AUTO, device: str = GPU, precision: str = "auto") -> io.NodeOutput:
         import folder_paths
 
         f = read_umt5(resolve(TE_FOLDERS, text_encoder_name))
         folder = None if tokenizer == AUTO else resolve(TE_FOLDERS, tokenizer)
         tok = file_tokenizer(f, folder)
-        clip = build_clip(f, tok, device, embedding_directory=folder_paths.get_folder_paths("embeddings"))
+        clip = build_clip(f, tok, device, embedding_directory=folder_paths.get_folder_paths("embeddings"),
+                          compute_dtype=PRECISIONS[precision])
         return io.NodeOutput(clip)
 
 

@@ -34,6 +34,7 @@ import comfy.sd1_clip
 import comfy.text_encoders.wan as comfy_wan
 import torch
 
+from ..wan4step.hardware import cpu_fast_bf16
 from ..wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
 from ..wan4step.umt5.model import WAN_TEXT_LEN
 
@@ -57,9 +58,11 @@ class UMT5Transformer(UMT5Encoder):
         if not isinstance(intermediate_output, (int, type(None))):
             intermediate_output = None  # "all"/lists are for LLM encoders; ComfyUI's T5 ignores them too
         dev = embeds.device if embeds is not None else input_ids.device
-        # bf16 on GPUs (Wan's and LightX2V's T5 precision, 3-5x faster than fp32 there),
-        # fp32 on the CPU (ComfyUI's choice; bf16 matmuls are slow on most CPUs)
-        run_dtype = self.compute_dtype or (torch.bfloat16 if dev.type == "cuda" else dtype or torch.float32)
+        # bf16 on GPUs (Wan's and LightX2V's T5 precision, 3-5x faster than fp32 there) and on CPUs
+        # with native bf16 units (4.2x faster than fp32 on the H100 host's CPU); fp32 on other CPUs
+        # (ComfyUI's choice: they emulate bf16)
+        fast_bf16 = dev.type == "cuda" or cpu_fast_bf16()
+        run_dtype = self.compute_dtype or (torch.bfloat16 if fast_bf16 else dtype or torch.float32)
         return super().forward(input_ids, attention_mask, embeds=embeds, dtype=run_dtype,
                                intermediate_output=intermediate_output,
                                final_layer_norm_intermediate=final_layer_norm_intermediate)

@@ -110,3 +110,20 @@ def detect(disk_path: str | None = None) -> MachineInfo:
         torch_version=torch.__version__,
         cuda_version=torch.version.cuda,
     )
+
+
+def cpu_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX).
+
+    Measured on the H100 host's CPU (16 cores): a UMT5-XXL encode took 2.1 s in bf16
+    against 8.6 s in fp32; CPUs without these units emulate bf16 and are faster in fp32.
+    """
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    for name in probes:
+        fn = getattr(torch.cpu, name, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except RuntimeError:
+            continue
+    return False

@@ -175,6 +175,13 @@ class MemoryModel:
         per_token = act["bytes_per_token"] + self._fmt(kind)["act_extra_bytes_per_token"] + att["bytes_per_token"]
         return int(act["fixed_bytes"] + per_token * tokens)
 
+    def overhead_bytes(self, transient: int, resident: int) -> int:
+        """What the caching allocator reserves beyond the allocated peak (calibrated on the H100):
+        a share of the activations + ring, a share of the resident weights, and a fixed part."""
+        return int(self.data["allocator_overhead_frac"] * transient
+                   + self.data.get("resident_overhead_frac", 0.0) * resident
+                   + self.data.get("fixed_overhead_bytes", 0))
+
     # -- phases ---------------------------------------------------------------------
     def sampling_vram(
         self,
@@ -192,7 +199,7 @@ class MemoryModel:
         ring = min(k, max(prefetch, 0) + 1) * block
         act = self.activation_bytes(choice.kind, tokens, attention)
         scratch = int(self._fmt(choice.kind)["scratch_bytes"])
-        overhead = int(self.data["allocator_overhead_frac"] * (act + ring + scratch))
+        overhead = self.overhead_bytes(act + ring + scratch, (n - k) * block + self.non_block_bytes(choice))
         return VramBreakdown(
             non_block=self.non_block_bytes(choice),
             resident_blocks=(n - k) * block,
@@ -243,8 +250,8 @@ class MemoryModel:
         headroom = max(int(self.decision("headroom_min_bytes")), int(self.decision("headroom_frac") * free_bytes))
         for k in range(n_blocks + 1):
             ring = min(k, max(prefetch, 0) + 1) * block_bytes
-            overhead = int(self.data["allocator_overhead_frac"] * (act + ring + scratch))
-            need = non_block_bytes + (n_blocks - k) * block_bytes + ring + act + scratch + overhead
+            resident = non_block_bytes + (n_blocks - k) * block_bytes
+            need = resident + ring + act + scratch + self.overhead_bytes(act + ring + scratch, resident)
             if need <= free_bytes - headroom:
                 return k
         return n_blocks

@@ -67,8 +67,9 @@ def core_wan_clip(comfy, path):
                          model_options={"umt5xxl_model_config": size})
 
 
-def load(pack, name, tokenizer="auto", device="cpu"):
-    return pack.nodes.text_encoder.Wan4StepUMT5Loader.execute(name, tokenizer, device).result[0]
+def load(pack, name, tokenizer="auto", device="cpu", precision="fp32"):
+    # fp32: the comparisons below are against ComfyUI's own (fp32) text-encoder math
+    return pack.nodes.text_encoder.Wan4StepUMT5Loader.execute(name, tokenizer, device, precision).result[0]
 
 
 def encode(clip, text):

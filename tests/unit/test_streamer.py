@@ -106,16 +106,3 @@ def test_spread_picks_exactly_k_distinct_blocks():
         for k in range(n + 1):
             idx = spread(k, n)
             assert len(idx) == k and len(set(idx)) == k and all(0 <= i < n for i in idx)
-
-
-def test_auto_blocks_fit_the_budget():
-    from wan4step.offload.plan import auto_blocks_to_swap
-
-    GiB = 1024**3
-    block, nonblock, act = 352 * 2**20, int(0.93e9), 4 * GiB
-    assert auto_blocks_to_swap(80 * GiB, block, nonblock, 40, act) == 0
-    k8 = auto_blocks_to_swap(8 * GiB, block, nonblock, 40, act)
-    k16 = auto_blocks_to_swap(16 * GiB, block, nonblock, 40, act)
-    assert 40 >= k8 > k16 > 0
-    ring = 3 * block
-    assert nonblock + (40 - k16) * block + ring + act <= 16 * GiB

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .plan import auto_blocks_to_swap, spread
+from .plan import spread
 from .wrap import StreamedModule, stream_modules
 
 log = logging.getLogger("wan4step")
@@ -18,15 +18,15 @@ def module_bytes(m: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(m.parameters()) + list(m.buffers()))
 
 
-def activation_bytes(latent_shape: tuple[int, ...], dim: int, ffn_dim: int, itemsize: int = 2) -> int:
-    """Peak activation memory of one Wan block forward (coarse; the advisor has the calibrated model).
-
-    tokens = T * H/2 * W/2; the FFN intermediate (tokens x ffn) and ~8 tokens x dim
-    tensors (x, normed x, q, k, v, attention out, residual, modulated) dominate.
-    """
-    b, _, t, h, w = latent_shape
-    tokens = b * t * (h // 2) * (w // 2)
-    return tokens * (ffn_dim + 8 * dim) * itemsize
+def weights_kind(block: torch.nn.Module) -> str:
+    """The memory model's format name for a block's linears (fp8 / int8 / gguf / bf16)."""
+    for m in block.modules():
+        kind = getattr(m, "qkind", None)
+        if kind:
+            return kind
+        if getattr(getattr(m, "weight", None), "tensor_type", None) is not None:  # ComfyUI-GGUF
+            return "gguf"
+    return "bf16"
 
 
 @dataclass
@@ -61,12 +61,20 @@ def choose_k(dm: torch.nn.Module, requested: int, device: torch.device, latent_s
         return min(requested, n)
     if device.type != "cuda":
         return 0
+    from ..memory_model import MemoryModel
+
     free, _ = torch.cuda.mem_get_info(device)
     blocks = [original(b) for b in dm.blocks]
-    block = max(module_bytes(b) for b in blocks)
-    nonblock = sum(module_bytes(original(m)) for name, m in dm.named_children() if name != "blocks")
-    act = activation_bytes(tuple(latent_shape), dm.dim, dm.ffn_dim)
-    return auto_blocks_to_swap(free, block, nonblock, n, act, prefetch)
+    b, _, t, h, w = tuple(latent_shape)
+    return MemoryModel.load().auto_blocks_to_swap(
+        block_bytes=max(module_bytes(x) for x in blocks),
+        non_block_bytes=sum(module_bytes(original(m)) for name, m in dm.named_children() if name != "blocks"),
+        n_blocks=n,
+        kind=weights_kind(blocks[0]),
+        tokens=b * t * (h // 2) * (w // 2),
+        free_bytes=free,
+        prefetch=prefetch,
+    )
 
 
 def plan_swap(
