@@ -1,0 +1,57 @@
+"""LoRA through ComfyUI's own LoRA loader on the pack's MODELs, including quantized weights."""
+
+from __future__ import annotations
+
+import safetensors.torch
+import torch
+
+from wan4step.formats import load_dit
+from wan4step.formats.gguf_file import write_gguf
+from wan4step.formats.lightx2v_dir import write_lightx2v_dir
+from wan4step.tiny.dit import tiny_dit_state_dict
+
+
+def _lora(rank=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for i in range(2):
+        for lin, (o, n) in {"self_attn.q": (256, 256), "ffn.0": (512, 256), "ffn.2": (256, 512)}.items():
+            key = f"diffusion_model.blocks.{i}.{lin}"
+            out[key + ".lora_down.weight"] = torch.randn(rank, n, generator=g) * 0.1
+            out[key + ".lora_up.weight"] = torch.randn(o, rank, generator=g) * 0.1
+    return out
+
+
+def _forward(comfy, mp):
+    g = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(1, 16, 3, 8, 8, generator=g), torch.randn(1, 16, 4096, generator=g) * 0.3
+    comfy.mm.load_models_gpu([mp])  # applies the patches the way sampling does
+    with torch.no_grad():
+        return mp.model.diffusion_model(x, torch.tensor([900.0]), ctx).float()
+
+
+def test_lora_on_bf16_equals_comfyui_and_on_quantized_follows(comfy, pack, tmp_path):
+    sd = tiny_dit_state_dict()
+    bf16 = tmp_path / "bf16.safetensors"
+    safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in sd.items()}, str(bf16))
+    lora = _lora()
+
+    def with_lora(mp):
+        return comfy.sd.load_lora_for_models(mp, None, lora, 1.0, 0)[0]
+
+    core = comfy.sd.load_diffusion_model(str(bf16), model_options={"dtype": torch.bfloat16})
+    ours = pack.nodes.comfy_model.build_model(load_dit(bf16), torch.float32)
+    base = _forward(comfy, ours)
+    want = _forward(comfy, with_lora(core))
+    got = _forward(comfy, with_lora(ours))
+    assert ((want - base).norm() / base.norm()) > 0.05  # the LoRA really changes the output
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert torch.equal(_forward(comfy, ours), base)  # unpatched again afterwards
+
+    for path in (write_lightx2v_dir(tmp_path / "distill_fp8", sd, "fp8"), write_gguf(tmp_path / "q8.gguf", sd, "Q8_0")):
+        q = pack.nodes.comfy_model.build_model(load_dit(path), torch.float32)
+        before = q.model.diffusion_model.blocks[0].self_attn.q.weight.clone()
+        got_q = _forward(comfy, with_lora(q))
+        assert torch.equal(q.model.diffusion_model.blocks[0].self_attn.q.weight, before)  # stored bytes untouched
+        rel = ((got_q - want).norm() / want.norm()).item()
+        assert rel < 0.05, (path.name, rel)
