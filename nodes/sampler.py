@@ -14,10 +14,11 @@ import comfy.model_management
 import comfy.sample
 import comfy.samplers
 import latent_preview
+import torch
 from comfy_api.latest import io
 
 from ..wan4step import sampling, schedule
-from ..wan4step.errors import SettingsError, WrongModelError
+from ..wan4step.errors import OutOfMemoryError, SettingsError, WrongModelError
 
 log = logging.getLogger("wan4step")
 
@@ -75,6 +76,17 @@ def check_text_only(conditioning) -> None:
             )
 
 
+def out_of_memory(latent_image) -> OutOfMemoryError:
+    _, _, t, h, w = latent_image.shape
+    size = f"{w * 8}x{h * 8}, {(t - 1) * 4 + 1} frames"
+    return OutOfMemoryError(
+        f"the GPU ran out of memory while sampling {size}",
+        fix="put a 'Wan4Step Block Swap' node (blocks_to_swap -1 = auto, or 40) between the loader and this "
+            "sampler, set the UMT5 loader's device to 'cpu', pick a smaller GGUF tier, or lower the size/frames; "
+            "'Wan4Step VRAM Advisor' computes settings that fit this card.",
+    )
+
+
 class Wan4StepSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -130,10 +142,13 @@ class Wan4StepSampler(io.ComfyNode):
                        else comfy.samplers.KSAMPLER(_lightx2v_loop, extra_options={"update": update}))
 
         callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
-        samples = comfy.sample.sample_custom(
-            model, noise_t, cfg, sampler, sigmas, positive, neg, latent_image,
-            noise_mask=latent.get("noise_mask"), callback=callback, seed=seed,
-        )
+        try:
+            samples = comfy.sample.sample_custom(
+                model, noise_t, cfg, sampler, sigmas, positive, neg, latent_image,
+                noise_mask=latent.get("noise_mask"), callback=callback, seed=seed,
+            )
+        except torch.OutOfMemoryError as exc:
+            raise out_of_memory(latent_image) from exc
         out = latent.copy()
         out.pop("downscale_ratio_spacial", None)
         out["samples"] = samples
