@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .comfy_client import ComfyAPIError, ComfyClient, Event, parse_event
+from .errors import Wan4StepError
 
 # class_type -> names of its inputs (seed, steps, positive, negative, latent, model)
 SAMPLERS = {
@@ -515,6 +516,7 @@ class Scheduler:
             return
         if ev.kind == "progress":
             job.value, job.max = ev.value, ev.max
+            self._emit("progress", job, url)
         elif ev.kind == "executing" and ev.node:
             job.node, job.value, job.max = self._title(job, ev.node), 0, 0
         elif ev.kind == "start":
@@ -646,10 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         api = load_workflow(args.workflow, servers[0])
         batch = read_batch(args.batch) if args.batch else None
         jobs = make_jobs(api, base, batch)
-    except (WorkflowRoleError, OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ComfyAPIError as err:
+    except (WorkflowRoleError, OSError, ValueError, ComfyAPIError, Wan4StepError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     display = Display(len(jobs), quiet=args.quiet)

@@ -89,21 +89,39 @@ def _option_inputs(entry: Any, value: Any) -> dict | None:
     return None
 
 
+def widget_default(entry: Any) -> Any:
+    """The value the frontend gives a widget that has no stored value."""
+    typ, opts = _spec(entry)
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(typ, list):
+        return typ[0] if typ else ""
+    if typ == "COMBO" or typ == DYNAMIC_COMBO:
+        options = opts.get("options") or []
+        first = options[0] if options else ""
+        return first.get("key") if isinstance(first, dict) else first
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(typ)
+
+
 def read_widget_values(node_def: Mapping, values: list | dict, where: str = "", strict: bool = True) -> dict[str, Any]:
     """Positional `widgets_values` -> {widget name: value} for one node definition.
 
-    Raises WorkflowError when the stored values do not fit the schema (too few values, or,
-    with strict=True, leftovers: the node changed since the workflow was saved, or a
-    frontend extension stored a display widget's value after the real ones).
+    Raises WorkflowError when the stored values do not fit the schema. strict=True (the files
+    shipped in workflows/) refuses any difference: the node changed since the file was written.
+    strict=False does what the frontend does when it opens an older file: widgets without a
+    stored value take their default, extra trailing values (a frontend extension's display
+    widget) are ignored.
     """
     if isinstance(values, dict):  # some frontends/extensions save them by name
         return {k: v for k, v in values.items()}
     out: dict[str, Any] = {}
     pos = 0
 
-    def take(name: str) -> Any:
+    def take(name: str, entry: Any = None) -> Any:
         nonlocal pos
         if pos >= len(values):
+            if not strict:
+                return widget_default(entry) if entry is not None else None
             raise WorkflowError(
                 f"{where}: widgets_values has {len(values)} values, the node's schema needs more",
                 expected=f"a value for widget '{name}'",
@@ -118,7 +136,7 @@ def read_widget_values(node_def: Mapping, values: list | dict, where: str = "", 
             if not is_widget(entry):
                 continue
             full = prefix + name
-            value = take(full)
+            value = take(full, entry)
             out[full] = value
             typ, opts = _spec(entry)
             if opts.get("control_after_generate"):
@@ -148,24 +166,12 @@ def widget_values_for(node_def: Mapping, named: Mapping[str, Any], control: str 
     positional list the frontend saves. Used to author workflows by name (scripts/build_workflows.py)."""
     out: list = []
 
-    def default(entry: Any) -> Any:
-        typ, opts = _spec(entry)
-        if "default" in opts:
-            return opts["default"]
-        if isinstance(typ, list):
-            return typ[0] if typ else ""
-        if typ == "COMBO" or typ == DYNAMIC_COMBO:
-            options = opts.get("options") or []
-            first = options[0] if options else ""
-            return first.get("key") if isinstance(first, dict) else first
-        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(typ)
-
     def walk(section: Mapping, order: Mapping | None, prefix: str) -> None:
         for name, entry in _ordered(section, order):
             if not is_widget(entry):
                 continue
             full = prefix + name
-            value = named[full] if full in named else default(entry)
+            value = named[full] if full in named else widget_default(entry)
             out.append(value)
             typ, opts = _spec(entry)
             if opts.get("control_after_generate"):
@@ -199,8 +205,8 @@ def _links(workflow: Mapping) -> dict[int, tuple[int, int, int, int, str]]:
 def to_api(workflow: Mapping, object_info: Mapping[str, Mapping], strict: bool = True) -> dict[str, dict]:
     """Convert one UI workflow; node ids are kept (as strings), so API ids match the UI's.
 
-    strict=False tolerates extra trailing widget values (workflows saved by users with other
-    frontend extensions); the files shipped in workflows/ are converted strictly."""
+    strict=False converts like the frontend opens an older or foreign file (see read_widget_values);
+    the files shipped in workflows/ are converted strictly."""
     if (workflow.get("definitions") or {}).get("subgraphs"):
         raise WorkflowError("workflows with subgraphs are not supported by this converter",
                             fix="unpack the subgraph in ComfyUI (right click > Unpack Subgraph) and save again.")

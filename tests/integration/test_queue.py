@@ -130,8 +130,11 @@ def test_server_killed_mid_batch_loses_no_job(server_a, server_b, tmp_path):
     jobs = queue.make_jobs(api, queue.Patch(width=32, height=32, frames=5, seed=500), batch)
     killed = threading.Event()
     done_on_b_before_kill = []
+    progress = []
 
     def on_event(kind, job, server):
+        if kind == "progress":
+            progress.append((job.node, job.value, job.max))
         if kind == "done" and server == server_b.base_url and not killed.is_set():
             done_on_b_before_kill.append(job.index)
             server_b.server.proc.kill()  # SIGKILL: no goodbye, in-flight jobs vanish with it
@@ -147,3 +150,16 @@ def test_server_killed_mid_batch_loses_no_job(server_a, server_b, tmp_path):
     assert requeued and all(j.server == server_a.base_url for j in requeued)
     files = sorted(tmp_path.glob("*.mp4"))
     assert len(files) == 12 and all(_frames(f) == (5, 32, 32) for f in files)
+    # progress came over /ws: the sampler's 4 steps, per job
+    assert ("Wan4Step Sampler (LCM 4-step)", 4, 4) in progress
+
+
+def test_polling_fallback_without_websocket(server_a, tmp_path):
+    api = json.loads(TINY_API.read_text())
+    jobs = queue.make_jobs(api, queue.Patch(width=32, height=32, frames=5, seed=3),
+                           [{"prompt": "polled one"}, {"prompt": "polled two"}])
+    seen = []
+    report = queue.run_jobs(jobs, [server_a.base_url], tmp_path, use_ws=False,
+                            on_event=lambda kind, job, server: seen.append(kind))
+    assert report.ok and sorted(p.name for p in tmp_path.glob("*.mp4")) == ["000_polled_one_3.mp4", "001_polled_two_4.mp4"]
+    assert "progress" not in seen and seen.count("done") == 2

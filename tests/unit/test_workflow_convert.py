@@ -55,6 +55,8 @@ def test_value_count_mismatch_names_the_node_and_the_fix():
     with pytest.raises(WorkflowError, match="1 value\\(s\\) more than the node's widgets.*save it again"):
         read_widget_values(INFO["Sampler"], [7, "fixed", 4, 0.5, "panel text"], "node 3 (Sampler)")
     assert read_widget_values(INFO["Sampler"], [7, "fixed", 4, 0.5, "panel text"], strict=False)["extra"] == 0.5
+    # an older file, saved before the node grew its last widget: the frontend uses the default
+    assert read_widget_values(INFO["Sampler"], [7, "fixed", 4], strict=False) == {"seed": 7, "steps": 4, "extra": 0.5}
     with pytest.raises(WorkflowError, match="no widget"):
         widget_values_for(INFO["Sampler"], {"sed": 1})
 
