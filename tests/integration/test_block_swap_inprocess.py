@@ -48,3 +48,25 @@ def test_fast_forward_matches_comfy_block_and_streams(comfy, pack, tmp_path):
     torch.testing.assert_close(out, ref, rtol=2e-4, atol=2e-4)
     swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(fast, 2, 1, True, "ram", False).result[0]
     assert torch.equal(_sample(pack, swapped), out)  # streaming never changes a bit
+
+
+def test_ram_stays_flat_across_five_swapped_runs(comfy, pack, tmp_path):
+    import gc
+
+    import psutil
+
+    p = tmp_path / "tiny.safetensors"
+    safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
+    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(base, 2, 1, True, "ram", True).result[0]
+    proc = psutil.Process()
+    rss = []
+    outs = []
+    for _ in range(5):
+        outs.append(_sample(pack, swapped))
+        gc.collect()
+        rss.append(proc.memory_info().rss)
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    growth = max(rss[1:]) - rss[1]
+    assert growth < 32 * 2**20, [r / 2**20 for r in rss]  # no per-run host allocations survive
+    assert swapped.wan4step_swap.plan.streamer.slots == []  # device ring released after each run
