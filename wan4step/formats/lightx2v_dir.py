@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 from pathlib import Path
 
 import torch
@@ -41,6 +40,7 @@ from ..errors import FormatError, MissingFileError
 from ..quant.scaled import quantize_rowwise
 from ..quant.weights import FP8, INT8, QuantWeight
 from ..wan_config import BLOCK_LINEARS, T2V_14B, block_index, detect_config
+from .safetensors_file import read_header
 
 NON_BLOCK = "non_block.safetensors"
 INDEX = "diffusion_pytorch_model.safetensors.index.json"
@@ -69,33 +69,7 @@ def is_lightx2v_dir(path: str | Path) -> bool:
 
 def _header(path: Path) -> dict[str, dict]:
     """The safetensors header ({name: {dtype, shape, data_offsets}}), checked against the file size."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-        if n <= 0 or n > 100_000_000 or 8 + n > size:
-            raise FormatError(
-                "file is truncated or not a safetensors file",
-                path=path,
-                expected="a safetensors header",
-                found=f"{size:,} bytes",
-                fix=_TRUNCATED_FIX,
-            )
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError):
-            raise FormatError("not a safetensors file (header is not JSON)", path=path, fix=_DOWNLOAD_FIX) from None
-    header.pop("__metadata__", None)
-    end = max((e["data_offsets"][1] for e in header.values()), default=0)
-    if 8 + n + end > size:
-        raise FormatError(
-            "file is truncated",
-            path=path,
-            expected=f"{8 + n + end:,} bytes",
-            found=f"{size:,} bytes",
-            fix=_TRUNCATED_FIX,
-        )
-    return header
+    return read_header(path)[0]
 
 
 def _unprefixed(key: str) -> str:

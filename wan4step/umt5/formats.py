@@ -19,11 +19,9 @@ Quantized weights come back as `QuantWeight`; nothing is dequantized here.
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import struct
 import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FormatError, UnsupportedQuantError, WrongModelError
+from ..formats.pth_file import read_pth
 from ..quant.weights import FP8, GGUF, INT8, QuantWeight
 from .model import UMT5Config, block_index, config_from_shapes
 
@@ -140,32 +139,7 @@ def sniff_container(path: Path) -> str:
 
 def _read_pth(path: Path) -> dict[str, torch.Tensor]:
     """`torch.load(weights_only=True)`: tensors only; a pickle with code is refused, not run."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as exc:
-        raise FormatError(
-            "refused to load: the .pth file contains pickled Python code/objects, not only tensors",
-            path=path,
-            found=str(exc).splitlines()[0][:200],
-            fix="use the official LightX2V/Wan file (models_t5_umt5-xxl-enc-*.pth) or a .safetensors UMT5; "
-            "never load .pth files of unknown origin.",
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise FormatError(
-            "cannot read the .pth file: it is truncated or not a PyTorch checkpoint",
-            path=path,
-            found=str(exc).splitlines()[0][:200],
-            fix="the download was probably interrupted; delete the file and download it again.",
-        ) from None
-    for key in ("state_dict", "model", "module"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise FormatError("the .pth file does not hold a flat dict of tensors", path=path,
-                          expected="a state dict (name -> tensor)", found=type(obj).__name__)
-    return obj
+    return read_pth(path, "use the official LightX2V/Wan file (models_t5_umt5-xxl-enc-*.pth) or a .safetensors UMT5")
 
 
 def _read_gguf(path: Path) -> tuple[dict[str, torch.Tensor | QuantWeight], dict]:

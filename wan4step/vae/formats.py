@@ -19,7 +19,6 @@ code is refused, never executed.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from ..errors import FormatError, WrongModelError
+from ..formats.pth_file import read_pth
 from .model import VAEConfig, WanVAE, WanVAEModel
 
 GET_IT = (
@@ -133,26 +133,7 @@ def sniff_container(path: str | Path) -> str:
 
 
 def _read_torch(path: Path) -> dict:
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except pickle.UnpicklingError as e:
-        raise FormatError(
-            "refusing to load: the file contains pickled Python code, which could run anything",
-            path=path, expected="plain tensors (torch.load(weights_only=True))",
-            found=str(e).splitlines()[0][:200], fix=f"{GET_IT}; never run code from a model file you don't trust",
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise FormatError(
-            "the file is truncated or corrupt (an interrupted download?)", path=path,
-            expected="a complete torch checkpoint", found=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}",
-            fix=f"download it again; {GET_IT}",
-        ) from None
-    return obj
+    return read_pth(path, GET_IT)
 
 
 def _read_safetensors(path: Path) -> dict:
