@@ -60,9 +60,9 @@ class QuantWeight:
     def dequantize(self, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
         """Decode on the device the data lives on."""
         if self.kind == GGUF:
-            from .gguf_dequant import dequantize
+            from .gguf_matmul import dequantize_on_device  # Triton decoders on CUDA, torch elsewhere
 
-            return dequantize(self.data, self.qtype, self.shape, dtype)
+            return dequantize_on_device(self.data, self.qtype, self.shape, dtype)
         from .scaled import dequantize_rowwise
 
         return dequantize_rowwise(self.data, self.scale, dtype).reshape(self.shape)
