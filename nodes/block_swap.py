@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import comfy.model_management
+import comfy.model_patcher
 import comfy.patcher_extension
 from comfy_api.latest import io
 
@@ -27,12 +28,16 @@ class _Swap:
         patcher = executor.class_obj.model_patcher
         if not self.planned:
             self._make_plan(patcher, tuple(noise.shape))
+        attached = []
         if self.plan is not None:
             self._apply(patcher)
+            attached = self._attach_patches(patcher)
             self.plan.streamer.ensure_device()
         try:
             return executor(noise, *args, **kwargs)
         finally:
+            for module, name, fn in attached:
+                getattr(module, name).remove(fn)
             if self.plan is not None:
                 self.plan.streamer.release_device()
                 stats = self.plan.streamer.stats
@@ -46,8 +51,27 @@ class _Swap:
         if k == 0 and not self.embeddings:
             log.info("Wan4Step Block Swap: everything fits on %s; no blocks streamed", device)
             return
+        # Another clone of this model (e.g. the same model with a LoRA, sampled before) may have
+        # baked its patches into the shared weights; unload it so the pinned copies are pristine.
+        comfy.model_management.unload_model_and_clones(patcher)
         self.plan = plan_swap(dm, k, device, self.prefetch, self.pin, self.disk, self.embeddings)
         log.info(self.plan.describe(len(dm.blocks)))
+
+    def _attach_patches(self, patcher) -> list:
+        """ComfyUI never sees the streamed modules' weights, so it cannot patch them; give their
+        LoRA (and other weight) patches to them as use-time weight functions instead, the way
+        ComfyUI's own lowvram mode does, and take them off again after sampling."""
+        attached = []
+        for name, wrapped in self.plan.patches.items():
+            for sub, m in wrapped.inner.named_modules():
+                for param in ("weight", "bias"):
+                    key = ".".join(p for p in ("diffusion_model", name, sub, param) if p)
+                    funcs = getattr(m, f"{param}_function", None)
+                    if key in patcher.patches and isinstance(funcs, list):
+                        fn = comfy.model_patcher.LowVramPatch(key, patcher.patches)
+                        funcs.append(fn)
+                        attached.append((m, f"{param}_function", fn))
+        return attached
 
     def _apply(self, patcher) -> None:
         """Swap the streamed modules in (object patches: ComfyUI puts them in place at load and

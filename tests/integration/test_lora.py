@@ -55,3 +55,31 @@ def test_lora_on_bf16_equals_comfyui_and_on_quantized_follows(comfy, pack, tmp_p
         assert torch.equal(q.model.diffusion_model.blocks[0].self_attn.q.weight, before)  # stored bytes untouched
         rel = ((got_q - want).norm() / want.norm()).item()
         assert rel < 0.05, (path.name, rel)
+
+
+def test_lora_reaches_streamed_blocks(comfy, pack, tmp_path):
+    """Block Swap hides streamed weights from ComfyUI's patcher; their LoRA must still apply."""
+    sd = tiny_dit_state_dict()
+    bf16 = tmp_path / "bf16.safetensors"
+    safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in sd.items()}, str(bf16))
+    lora = _lora()
+    g = torch.Generator().manual_seed(0)
+    cond = [[torch.randn(1, 512, 4096, generator=g) * 0.1, {}]]
+
+    def sample(mp):
+        latent = {"samples": torch.zeros(1, 16, 3, 8, 8)}
+        return pack.nodes.sampler.Wan4StepSampler.execute(mp, cond, latent, seed=3, steps=4, shift=5.0, cfg=1.0,
+                                                          noise="comfy", update="lcm").result[0]["samples"]
+
+    for base in (pack.nodes.comfy_model.build_model(load_dit(bf16), torch.bfloat16),
+                 pack.nodes.comfy_model.set_shift(comfy.sd.load_diffusion_model(str(bf16)), 5.0)):  # ours and core's
+        plain = sample(base)
+        lora_model = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0)[0]
+        want = sample(lora_model)
+        swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(lora_model, 2, 1, True, "ram", False).result[0]
+        got = sample(swapped)
+        assert ((want - plain).norm() / plain.norm()) > 0.01
+        rel = ((got - want).norm() / want.norm()).item()
+        assert rel < 5e-3, rel  # baked (bf16-rounded) vs applied at use time (fp32): rounding only
+        assert torch.equal(sample(swapped), got)  # patches removed after each run, re-added next run
+        assert torch.equal(sample(base), plain)
