@@ -36,8 +36,8 @@ class _Swap:
         try:
             return executor(noise, *args, **kwargs)
         finally:
-            for module, name, fn in attached:
-                getattr(module, name).remove(fn)
+            for undo in attached:
+                undo()
             if self.plan is not None:
                 self.plan.streamer.release_device()
                 stats = self.plan.streamer.stats
@@ -61,17 +61,27 @@ class _Swap:
         """ComfyUI never sees the streamed modules' weights, so it cannot patch them; give their
         LoRA (and other weight) patches to them as use-time weight functions instead, the way
         ComfyUI's own lowvram mode does, and take them off again after sampling."""
-        attached = []
+        undo = []
         for name, wrapped in self.plan.patches.items():
             for sub, m in wrapped.inner.named_modules():
                 for param in ("weight", "bias"):
                     key = ".".join(p for p in ("diffusion_model", name, sub, param) if p)
+                    if key not in patcher.patches:
+                        continue
+                    tensor = getattr(m, param, None)
                     funcs = getattr(m, f"{param}_function", None)
-                    if key in patcher.patches and isinstance(funcs, list):
+                    if getattr(tensor, "tensor_type", None) is not None:
+                        # ComfyUI-GGUF applies patches listed on its GGMLTensor after decoding
+                        old = list(getattr(tensor, "patches", []))
+                        tensor.patches = old + [(patcher.patches[key], key)]
+                        undo.append(lambda t=tensor, o=old: setattr(t, "patches", o))
+                    elif isinstance(funcs, list):
                         fn = comfy.model_patcher.LowVramPatch(key, patcher.patches)
                         funcs.append(fn)
-                        attached.append((m, f"{param}_function", fn))
-        return attached
+                        undo.append(lambda f=funcs, fn=fn: f.remove(fn))
+                    else:
+                        log.warning("Wan4Step Block Swap: cannot apply the patch of %s to a streamed block", key)
+        return undo
 
     def _apply(self, patcher) -> None:
         """Swap the streamed modules in (object patches: ComfyUI puts them in place at load and

@@ -55,3 +55,22 @@ def test_unet_loader_gguf_model_swaps_and_samples_like_ours(comfy, pack, gguf_no
     for out in (_sample(pack, fast), _sample(pack, ours)):
         rel = ((out - ref).norm() / ref.norm()).item()
         assert rel < 2e-3, rel
+
+
+def test_lora_on_comfyui_gguf_model_reaches_streamed_blocks(comfy, pack, gguf_nodes, tmp_path):
+    path = write_gguf(tmp_path / "tiny-Q8_0.gguf", tiny_dit_state_dict(), "Q8_0")
+    comfy.folder_paths.add_model_folder_path("unet", str(tmp_path))
+    theirs = pack.nodes.comfy_model.set_shift(gguf_nodes.UnetLoaderGGUF().load_unet(path.name)[0].clone(), 5.0)
+    g = torch.Generator().manual_seed(2)
+    lora = {}
+    for i in range(2):
+        key = f"diffusion_model.blocks.{i}.ffn.0"
+        lora[key + ".lora_down.weight"] = torch.randn(4, 256, generator=g) * 0.1
+        lora[key + ".lora_up.weight"] = torch.randn(512, 4, generator=g) * 0.1
+    plain = _sample(pack, theirs)
+    with_lora = comfy.sd.load_lora_for_models(theirs, None, lora, 1.0, 0)[0]
+    want = _sample(pack, with_lora)
+    swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(with_lora, 2, 1, True, "ram", False).result[0]
+    got = _sample(pack, swapped)
+    assert ((want - plain).norm() / plain.norm()) > 0.01
+    assert ((got - want).norm() / want.norm()) < 1e-3
