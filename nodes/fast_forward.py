@@ -13,7 +13,7 @@ import comfy.model_management
 from ..wan4step import attention as attn
 from ..wan4step.dit.block import block_forward, supports
 from ..wan4step.dit.fused import rope_tables
-from ..wan4step.offload.wrap import StreamedModule
+from ..wan4step.offload.wrap import on_device
 
 KEY = "wan4step_fast"
 
@@ -37,16 +37,8 @@ class FastBlocks:
             patches = topts.get("patches", {})
             if not supports(args["vec"]) or "attn1_patch" in patches or "attn2_patch" in patches:
                 return extra["original_block"](args)
-            blk = self.dm.blocks[i]
-            if isinstance(blk, StreamedModule):
-                blk.streamer.enter(blk.index)
-                try:
-                    out = block_forward(blk.inner, args["img"], args["vec"], self.rope(args["pe"]), args["txt"], self.fn)
-                finally:
-                    blk.streamer.exit(blk.index)
-            else:
-                out = block_forward(blk, args["img"], args["vec"], self.rope(args["pe"]), args["txt"], self.fn)
-            return {"img": out}
+            with on_device(self.dm.blocks[i]) as blk:
+                return {"img": block_forward(blk, args["img"], args["vec"], self.rope(args["pe"]), args["txt"], self.fn)}
 
         return replace
 

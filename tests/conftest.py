@@ -78,6 +78,23 @@ def pack(comfy) -> types.ModuleType:
 
 
 @pytest.fixture(scope="session")
+def comfyui_gguf(comfy) -> types.ModuleType:
+    """city96's ComfyUI-GGUF package from the ComfyUI checkout (skipped when absent)."""
+    import importlib.util
+
+    root = comfy.path / "custom_nodes" / "ComfyUI-GGUF"
+    if not (root / "nodes.py").is_file():
+        pytest.skip(f"ComfyUI-GGUF is not installed in {root.parent}")
+    name = "comfyui_gguf_under_test"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+@pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
     """A headless ComfyUI subprocess (CPU) with this pack and ComfyUI-GGUF, on a free port."""
     path = require_comfyui()

@@ -8,8 +8,6 @@ the same there (it recognises the arch, keeps the 5-D patch embedding and the
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
 
 import pytest
 import torch
@@ -20,14 +18,8 @@ from wan4step.tiny.dit import tiny_dit_state_dict
 
 
 @pytest.fixture(scope="module")
-def comfy_gguf(comfy):
-    root = comfy.path / "custom_nodes" / "ComfyUI-GGUF"
-    if not (root / "loader.py").is_file():
-        pytest.skip(f"ComfyUI-GGUF is not installed in {root.parent}")
-    name = "comfyui_gguf_under_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
-        sys.modules[name] = importlib.util.module_from_spec(spec)  # package shell only; its nodes stay unregistered
+def comfy_gguf(comfyui_gguf):
+    name = comfyui_gguf.__name__
     return importlib.import_module(name + ".loader"), importlib.import_module(name + ".dequant")
 
 

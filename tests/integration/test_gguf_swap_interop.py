@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 import torch
 
@@ -14,17 +11,8 @@ from wan4step.tiny.dit import tiny_dit_state_dict
 
 
 @pytest.fixture(scope="module")
-def gguf_nodes(comfy):
-    root = comfy.path / "custom_nodes" / "ComfyUI-GGUF"
-    if not (root / "nodes.py").is_file():
-        pytest.skip(f"ComfyUI-GGUF is not installed in {root.parent}")
-    name = "comfyui_gguf_nodes_under_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name].nodes
+def gguf_nodes(comfyui_gguf):
+    return comfyui_gguf.nodes
 
 
 def _sample(pack, model, seed=3):

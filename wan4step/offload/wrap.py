@@ -8,6 +8,9 @@ never moves them; only the streamer does.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from .streamer import BlockStreamer
@@ -21,11 +24,8 @@ class StreamedModule(torch.nn.Module):
         self.index = index
 
     def forward(self, *args, **kwargs):
-        self.streamer.enter(self.index)
-        try:
-            return self.inner(*args, **kwargs)
-        finally:
-            self.streamer.exit(self.index)
+        with on_device(self) as block:
+            return block(*args, **kwargs)
 
     def __getattr__(self, name: str):
         # attribute reads (dim, num_heads, ...) go to the real block
@@ -36,6 +36,20 @@ class StreamedModule(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"streams {type(self.inner).__name__} #{self.index}"
+
+
+@contextmanager
+def on_device(block: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The real module with its weights on the compute device for the duration of the block:
+    a streamed stand-in is entered and exited around it, anything else is yielded as is."""
+    if not isinstance(block, StreamedModule):
+        yield block
+        return
+    block.streamer.enter(block.index)
+    try:
+        yield block.inner
+    finally:
+        block.streamer.exit(block.index)
 
 
 def stream_modules(
