@@ -35,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=32760)
     ap.add_argument("--attention", default="sdpa")
+    ap.add_argument("--formats", default="bf16,fp8")
     args = ap.parse_args()
     import_comfy()
     pack = import_pack()
@@ -52,13 +53,28 @@ def main() -> None:
     t, h, w = 21, 30, 52
     freqs = model.rope_encode(t, h * 2, w * 2, device=dev, dtype=torch.bfloat16)[:, :L]
     fast = pack.nodes.fast_forward.FastBlocks(model, args.attention, dev)
+    from wan4step.dit import block as fast_block
     from wan4step.dit.block import block_forward
 
     rope = fast.rope(freqs)
+    profiled = []
     with torch.inference_mode():
         comfy_fn = lambda: blk(x, e=e0, freqs=freqs, context=ctx, transformer_options={})  # noqa: E731
-        ours_fn = lambda: block_forward(blk, x, e0, rope, ctx, fast.fn)  # noqa: E731
-        print(f"ComfyUI block: {ms(comfy_fn):7.2f} ms   ours: {ms(ours_fn):7.2f} ms")
+        print(f"ComfyUI block (bf16): {ms(comfy_fn):7.2f} ms")
+        profiled.append(("ComfyUI bf16", comfy_fn))
+        for fmt in args.formats.split(","):
+            b = blk if fmt == "bf16" else build(fmt, dev, cfg, pack).blocks[0]
+            fn = (lambda b=b: block_forward(b, x, e0, rope, ctx, fast.fn))  # noqa: E731
+            line = f"ours {fmt:6s} block: {ms(fn):7.2f} ms"
+            if fmt in ("fp8", "int8"):
+                real = fast_block._shared_w8a8
+                fast_block._shared_w8a8 = lambda *a: None
+                try:
+                    line += f"   (each linear quantizing its own input: {ms(fn):7.2f} ms)"
+                finally:
+                    fast_block._shared_w8a8 = real
+            print(line)
+            profiled.append((f"ours {fmt}", fn))
         q = torch.randn(1, 40, L, 128, device=dev, dtype=torch.bfloat16)
         k, v = torch.randn_like(q), torch.randn_like(q)
         qt = torch.randn(1, L, 40, 128, device=dev, dtype=torch.bfloat16).transpose(1, 2)
@@ -74,7 +90,7 @@ def main() -> None:
                 print(f"sdpa {be.name}: {exc}")
         from torch.profiler import ProfilerActivity, profile
 
-        for name, fn in (("ComfyUI", comfy_fn), ("ours", ours_fn)):
+        for name, fn in profiled:
             fn()
             torch.cuda.synchronize()
             with profile(activities=[ProfilerActivity.CUDA]) as prof:

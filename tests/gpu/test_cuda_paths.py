@@ -128,3 +128,23 @@ def test_cudnn_first_sdpa_matches_math_backend():
     assert torch.isfinite(ours).all()
     rel = (ours.float() - ref).norm() / ref.norm()
     assert rel < 2e-2, rel
+
+
+@pytest.mark.parametrize("kind", ["fp8", "int8"])
+def test_fused_quantizing_kernels_cuda(kind):
+    """LayerNorm+modulate -> codes is bit-exact to the two-pass path; GELU -> codes within GELU's ulps."""
+    from wan4step.dit import fused
+    from wan4step.quant.act_quant import quantize_act
+
+    if kind == "fp8" and torch.cuda.get_device_capability() < (8, 9):
+        pytest.skip("no FP8 in Triton below sm_89")
+    x = torch.randn(1, 999, 5120, device=DEV, dtype=torch.bfloat16) * 3
+    sh, sc = torch.randn(1, 5120, device=DEV, dtype=torch.bfloat16), torch.randn(1, 5120, device=DEV, dtype=torch.bfloat16)
+    q, s = fused.ln_modulate_quant(x, sh, sc, kind)
+    rq, rs = quantize_act(fused.ln_modulate(x, sh, sc).view(-1, 5120), kind)
+    assert torch.equal(q.view(torch.uint8), rq.view(torch.uint8)) and torch.equal(s, rs)
+    h = torch.randn(999, 13824, device=DEV, dtype=torch.bfloat16) * 3
+    q, s = fused.gelu_quant(h, kind)
+    rq, rs = fused.gelu_quant_reference(h, kind)
+    assert (q.float() == rq.float()).float().mean() > 0.999
+    torch.testing.assert_close(s, rs, rtol=8e-3, atol=0)

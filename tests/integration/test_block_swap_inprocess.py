@@ -70,3 +70,22 @@ def test_ram_stays_flat_across_five_swapped_runs(comfy, pack, tmp_path):
     growth = max(rss[1:]) - rss[1]
     assert growth < 32 * 2**20, [r / 2**20 for r in rss]  # no per-run host allocations survive
     assert swapped.wan4step_swap.plan.streamer.slots == []  # device ring released after each run
+
+
+def test_w8a8_shared_codes_equal_per_linear_quantization(comfy, pack, tmp_path, monkeypatch):
+    """The fast block quantizes q/k/v's input once (in the LayerNorm kernel) and the FFN's hidden
+    state in the GELU pass; every linear must see exactly the codes it would have made itself."""
+    from wan4step.dit import block as fast_block
+    from wan4step.formats.lightx2v_dir import write_lightx2v_dir
+
+    for kind in ("fp8", "int8"):
+        folder = write_lightx2v_dir(tmp_path / f"distill_{kind}", tiny_dit_state_dict(), kind)
+        fast = pack.nodes.fast_forward.install(pack.nodes.comfy_model.build_model(load_dit(folder), torch.bfloat16), "sdpa")
+        shared = _sample(pack, fast)
+        calls = []
+        real = fast_block._shared_w8a8
+        monkeypatch.setattr(fast_block, "_shared_w8a8", lambda x, *lins, c=calls, r=real: c.append(r(x, *lins)))
+        separate = _sample(pack, fast)  # every linear quantizes its own input
+        monkeypatch.undo()
+        assert kind in calls  # the fused path was on before
+        assert torch.equal(shared, separate), kind

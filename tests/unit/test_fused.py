@@ -45,6 +45,24 @@ a = fused.rmsnorm_rope(x, w, ang.cos(), ang.sin(), 2); b = fused.rmsnorm_rope_re
 assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
 a = fused.rmsnorm_rope(x, w, None, None, 2); b = fused.rmsnorm_rope_reference(x, w, None, None, 2)
 assert torch.allclose(a, b, atol=1e-5)
+# quantizing twins: the codes of quantize_act(ln_modulate(x)) bit for bit; GELU within its rounding
+from wan4step.quant.act_quant import quantize_act_reference
+xb = (torch.randn(2, 5, 200) * 3).to(torch.bfloat16)
+sh, sc = torch.randn(2, 200).to(torch.bfloat16), torch.randn(2, 200).to(torch.bfloat16)
+h = (torch.randn(7, 300) * 4).to(torch.bfloat16)
+h[0] = 0  # an all-zero row: scale 0, codes 0
+for kind in ("fp8", "int8"):
+    q, s = fused.ln_modulate_quant(xb, sh, sc, kind)
+    rq, rs = quantize_act_reference(fused.ln_modulate(xb, sh, sc).reshape(10, 200), kind)
+    assert torch.equal(q.view(torch.uint8) if kind == "fp8" else q, rq.view(torch.uint8) if kind == "fp8" else rq)
+    assert torch.equal(s, rs), kind
+    q, s = fused.gelu_quant(h, kind)
+    rq, rs = fused.gelu_quant_reference(h, kind)
+    assert torch.equal(s[0], rs[0]) and not q[0].float().any()
+    torch.testing.assert_close(s, rs, rtol=8e-3, atol=0)  # amax may move by one bf16 ulp
+    same = (q.float() == rq.float()).float().mean().item()
+    assert same > 0.99, (kind, same)
+    torch.testing.assert_close(q.float() * s, rq.float() * rs, rtol=0, atol=float((rs * 2 * (16 if kind == "fp8" else 1)).max()))
 print("ok")
 """
 

@@ -265,9 +265,9 @@ def test_native_call_paths_on_cpu_kernels(kind, m):
     w, b = weights()
     q, scale = quantize_rowwise(w, kind)
     x = torch.randn(m, 256, generator=torch.Generator().manual_seed(m)).to(torch.bfloat16)
-    native = scaled._fp8_scaled_mm if kind == FP8 else scaled._int8_int_mm
+    xq, sa = scaled.quantize_act(x, kind)
     try:
-        y = native(x, q, scale, b)
+        y = scaled._fp8_scaled_mm(xq, sa, q, scale, b) if kind == FP8 else scaled._int8_int_mm(xq, sa, q, scale, b, x.dtype)
     except (RuntimeError, NotImplementedError) as e:
         pytest.skip(f"this torch has no CPU {kind} kernel: {e}")
     assert y.shape == (m, 512) and y.dtype == torch.bfloat16

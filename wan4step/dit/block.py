@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..attention import attention
 from ..quant.linear import QuantLinear
-from .fused import ln_modulate, rmsnorm_rope
+from .fused import gelu_quant, ln_modulate, ln_modulate_quant, rmsnorm_rope
 
 
 def _param(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -40,6 +40,12 @@ def linear_gelu(linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.gelu(linear(x), approximate="tanh")
 
 
+def _shared_w8a8(x: torch.Tensor, *linears: torch.nn.Module) -> str | None:
+    """The W8A8 kind when every linear would quantize `x` per token the same way itself."""
+    kinds = {lin.w8a8_kind(x) if isinstance(lin, QuantLinear) else None for lin in linears}
+    return kinds.pop() if len(kinds) == 1 else None
+
+
 def supports(e0: torch.Tensor) -> bool:
     """The fast path handles one timestep per sample (T2V); per-frame timesteps go to ComfyUI's block."""
     return e0.ndim == 4 and e0.shape[1] == 1
@@ -59,12 +65,22 @@ def block_forward(
     cos, sin = rope
     sa, ca = block.self_attn, block.cross_attn
 
-    # self-attention
-    y = ln_modulate(x, e[:, 0], e[:, 1])
-    q = rmsnorm_rope(sa.q(y), _param(sa.norm_q.weight, y), cos, sin, heads)
-    k = rmsnorm_rope(sa.k(y), _param(sa.norm_k.weight, y), cos, sin, heads)
-    a = attention(q, k, sa.v(y), heads, attn_fn)
-    del q, k, y
+    # self-attention; with W8A8 weights, q/k/v take one set of codes made by the LayerNorm kernel
+    kind = _shared_w8a8(x, sa.q, sa.k, sa.v)
+    if kind is not None:
+        yq = ln_modulate_quant(x, e[:, 0], e[:, 1], kind)
+        qo, ko, vo = (lin.forward_quantized(*yq, x) for lin in (sa.q, sa.k, sa.v))
+        del yq
+    else:
+        y = ln_modulate(x, e[:, 0], e[:, 1])
+        qo, ko, vo = sa.q(y), sa.k(y), sa.v(y)
+        del y
+    q = rmsnorm_rope(qo, _param(sa.norm_q.weight, x), cos, sin, heads)
+    del qo
+    k = rmsnorm_rope(ko, _param(sa.norm_k.weight, x), cos, sin, heads)
+    del ko
+    a = attention(q, k, vo, heads, attn_fn)
+    del q, k, vo
     x = torch.addcmul(x, sa.o(a), e[:, 2:3])
     del a
 
@@ -75,8 +91,18 @@ def block_forward(
     x = x + ca.o(attention(q, k, ca.v(context), heads, attn_fn))
     del q, k, xn
 
-    # feed-forward
-    y = ln_modulate(x, e[:, 3], e[:, 4])
-    h = linear_gelu(block.ffn[0], y)
-    del y
-    return torch.addcmul(x, block.ffn[2](h), e[:, 5:6])
+    # feed-forward; W8A8: LayerNorm and GELU each write codes, never a bf16 activation
+    ffn0, ffn2 = block.ffn[0], block.ffn[2]
+    kind2 = _shared_w8a8(x, ffn2)
+    if _shared_w8a8(x, ffn0) is not None:
+        h, gelu_done = ffn0.forward_quantized(*ln_modulate_quant(x, e[:, 3], e[:, 4], ffn0.qkind), x), False
+    else:
+        y = ln_modulate(x, e[:, 3], e[:, 4])
+        h, gelu_done = (linear_gelu(ffn0, y), True) if kind2 is None else (ffn0(y), False)
+        del y
+    if kind2 is not None:
+        out = ffn2.forward_quantized(*gelu_quant(h, kind2), x)
+    else:
+        out = ffn2(h if gelu_done else F.gelu(h, approximate="tanh"))
+    del h
+    return torch.addcmul(x, out, e[:, 5:6])

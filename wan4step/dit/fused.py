@@ -9,13 +9,22 @@ rounding once.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
+from ..quant.act_quant import empty_codes, num_warps, quantize_act, triton_failed
+from ..quant.act_quant import use_triton as use_act_triton
+from ..quant.weights import INT8
+
+log = logging.getLogger("wan4step")
+
 try:
     import triton
     import triton.language as tl
+
+    from ..quant.act_quant import quantize_row, round_to
 
     _TRITON = True
 except ImportError:  # optional: CPU-only installs, Windows without triton
@@ -39,8 +48,7 @@ def ln_modulate_reference(x: torch.Tensor, shift: torch.Tensor, scale: torch.Ten
 if _TRITON:
 
     @triton.jit
-    def _ln_modulate_kernel(X, SHIFT, SCALE, Y, L, C, eps, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
+    def _ln_modulate_row(X, SHIFT, SCALE, row, L, C, eps, BLOCK: tl.constexpr):
         b = row // L
         offs = tl.arange(0, BLOCK)
         mask = offs < C
@@ -51,8 +59,23 @@ if _TRITON:
         rstd = 1.0 / tl.sqrt(var + eps)
         sh = tl.load(SHIFT + b * C + offs, mask=mask, other=0.0).to(tl.float32)
         sc = tl.load(SCALE + b * C + offs, mask=mask, other=0.0).to(tl.float32)
-        y = d * rstd * (1.0 + sc) + sh
-        tl.store(Y + row * C + offs, y.to(Y.dtype.element_ty), mask=mask)
+        return d * rstd * (1.0 + sc) + sh, offs, mask
+
+    @triton.jit
+    def _ln_modulate_kernel(X, SHIFT, SCALE, Y, L, C, eps, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        y, offs, mask = _ln_modulate_row(X, SHIFT, SCALE, row, L, C, eps, BLOCK)
+        tl.store(Y + row * C + offs, round_to(y, Y.dtype.element_ty).to(Y.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _ln_modulate_quant_kernel(X, SHIFT, SCALE, Q, S, L, C, eps, BLOCK: tl.constexpr, IS_INT8: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        y, offs, mask = _ln_modulate_row(X, SHIFT, SCALE, row, L, C, eps, BLOCK)
+        # round to the activation dtype first: the codes are those of quantize_act(ln_modulate(x))
+        y = tl.where(mask, round_to(y, X.dtype.element_ty), 0.0)
+        q, scale = quantize_row(y, IS_INT8)
+        tl.store(Q + row * C + offs, q, mask=mask)
+        tl.store(S + row, scale)
 
 
 def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -62,10 +85,96 @@ def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: 
     x = x.contiguous()
     y = torch.empty_like(x)
     block = triton.next_power_of_2(C)
+    # no FMA contraction, so the fused quantizing twin below rounds exactly as this kernel does
     _ln_modulate_kernel[(B * L,)](
-        x, shift.contiguous(), scale.contiguous(), y, L, C, eps, BLOCK=block, num_warps=8 if block >= 4096 else 4
+        x, shift.contiguous(), scale.contiguous(), y, L, C, eps, BLOCK=block,
+        num_warps=8 if block >= 4096 else 4, enable_fp_fusion=False,
     )
     return y
+
+
+def ln_modulate_quant(
+    x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, kind: str, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`quantize_act(ln_modulate(x))` in one pass: per-token W8A8 codes [B*L, C] and scales [B*L, 1].
+
+    The bf16 LayerNorm output is never written: the kernel rounds it to x's dtype in
+    registers and quantizes the row it already holds (saves a write and a read of
+    B*L*C activations per use, and one quantizer pass per linear that shares it).
+    """
+    B, L, C = x.shape
+    if not _fused_quant(x, kind):
+        return quantize_act(ln_modulate(x, shift, scale, eps).reshape(B * L, C), kind)
+    x = x.contiguous()
+    q, s = empty_codes(B * L, C, kind, x.device)
+    block = triton.next_power_of_2(C)
+    try:
+        _ln_modulate_quant_kernel[(B * L,)](
+            x, shift.contiguous(), scale.contiguous(), q, s, L, C, eps, BLOCK=block,
+            IS_INT8=(kind == INT8), num_warps=num_warps(block), enable_fp_fusion=False,
+        )
+    except Exception as e:  # a Triton that cannot build this for the GPU: the unfused pair is the same math
+        _fused_failed(kind, e)
+        return quantize_act(ln_modulate(x, shift, scale, eps).reshape(B * L, C), kind)
+    return q, s
+
+
+def _fused_quant(x: torch.Tensor, kind: str) -> bool:
+    if not _use_triton(x) or kind in triton_failed:
+        return False
+    return (not x.is_cuda) or use_act_triton(x, kind)
+
+
+def _fused_failed(kind: str, e: Exception) -> None:
+    triton_failed.add(kind)
+    log.warning("wan4step: fused %s quantizing kernels unavailable (%s); using separate passes", kind, e)
+
+
+# ---------------------------------------------------------------------------- GELU + quantize
+def gelu_quant_reference(h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return quantize_act(torch.nn.functional.gelu(h, approximate="tanh").reshape(-1, h.shape[-1]), kind)
+
+
+if _TRITON:
+
+    @triton.jit
+    def _gelu_quant_kernel(H, Q, S, K, BLOCK: tl.constexpr, IS_INT8: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < K
+        h = tl.load(H + row * K + offs, mask=mask, other=0.0).to(tl.float32)
+        # gelu_tanh = 0.5 h (1 + tanh u), u = sqrt(2/pi) (h + 0.044715 h^3); 1 + tanh u = 2 / (1 + e^-2u)
+        # has no cancellation for negative h (torch's 1 + tanh has; they differ there by ulps)
+        u = 0.7978845608028654 * (h + 0.044715 * h * h * h)
+        g = h / (1.0 + tl.exp(-2.0 * u))
+        g = tl.where(mask, round_to(g, H.dtype.element_ty), 0.0)
+        q, scale = quantize_row(g, IS_INT8)
+        tl.store(Q + row * K + offs, q, mask=mask)
+        tl.store(S + row, scale)
+
+
+def gelu_quant(h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """`quantize_act(gelu_tanh(h))` in one pass (the FFN's hidden state never round-trips as bf16).
+
+    Same math as torch's tanh-GELU in fp32, rounded to h's dtype, then the shared
+    per-token quantizer; it can differ from torch's GELU by an ulp of tanh, i.e. on
+    rare rounding ties of the bf16 value (tests bound it).
+    """
+    k = h.shape[-1]
+    h2 = h.reshape(-1, k)
+    if not _fused_quant(h, kind) or k > 65536:
+        return gelu_quant_reference(h2, kind)
+    h2 = h2.contiguous()
+    q, s = empty_codes(h2.shape[0], k, kind, h2.device)
+    block = triton.next_power_of_2(k)
+    try:
+        _gelu_quant_kernel[(h2.shape[0],)](
+            h2, q, s, k, BLOCK=block, IS_INT8=(kind == INT8), num_warps=num_warps(block), enable_fp_fusion=False
+        )
+    except Exception as e:
+        _fused_failed(kind, e)
+        return gelu_quant_reference(h2, kind)
+    return q, s
 
 
 # ---------------------------------------------------------------------------- RMSNorm (+ RoPE)

@@ -115,11 +115,22 @@ if HAVE_TRITON:
         return (r.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
 
     @triton.jit
-    def _act_quant_kernel(X, Q, S, K, stride_xm, stride_qm, BLOCK: tl.constexpr, IS_INT8: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        offs = tl.arange(0, BLOCK)
-        mask = offs < K
-        x = tl.load(X + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+    def round_to(v, DTYPE: tl.constexpr):
+        """fp32 -> nearest DTYPE value (ties to even), kept as fp32: what storing v as DTYPE gives.
+
+        bf16 is rounded with integer arithmetic because Triton's CPU interpreter truncates
+        fp32 -> bf16 casts (the GPU rounds to nearest); the tests run kernels there.
+        """
+        if DTYPE == tl.bfloat16:
+            bits = v.to(tl.int32, bitcast=True)
+            r = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
+            return r.to(tl.float32, bitcast=True)
+        else:
+            return v.to(DTYPE).to(tl.float32)
+
+    @triton.jit
+    def quantize_row(x, IS_INT8: tl.constexpr):
+        """One row (fp32, masked lanes 0) -> (codes, fp32 scale); shared by every fused quantizer."""
         amax = tl.max(tl.abs(x), axis=0)
         safe = tl.maximum(amax, 1e-30)
         if IS_INT8:
@@ -134,16 +145,31 @@ if HAVE_TRITON:
             inv = tl.where(amax > 0.0, tl.math.div_rn(1.0, tl.maximum(scale, 1e-30)), 0.0)
             v = tl.minimum(tl.maximum(x * inv, -448.0), 448.0)
             q = _round_to_e4m3_grid(v).to(tl.float8e4nv)
+        return q, scale
+
+    @triton.jit
+    def _act_quant_kernel(X, Q, S, K, stride_xm, stride_qm, BLOCK: tl.constexpr, IS_INT8: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        offs = tl.arange(0, BLOCK)
+        mask = offs < K
+        x = tl.load(X + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+        q, scale = quantize_row(x, IS_INT8)
         tl.store(Q + row * stride_qm + offs, q, mask=mask)
         tl.store(S + row, scale)
 
 
-def _num_warps(block: int) -> int:
+def num_warps(block: int) -> int:
     if block <= 1024:
         return 4
     if block <= 8192:
         return 8
     return 16
+
+
+def empty_codes(m: int, k: int, kind: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output buffers of a per-token quantizer: codes [m, k] and fp32 scales [m, 1]."""
+    qdtype = torch.float8_e4m3fn if kind == FP8 else torch.int8
+    return torch.empty((m, k), dtype=qdtype, device=device), torch.empty((m, 1), dtype=torch.float32, device=device)
 
 
 def quantize_act_triton(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,24 +187,23 @@ def quantize_act_triton(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch
     if x.stride(1) != 1:
         x = x.contiguous()
     m, k = x.shape
-    qdtype = torch.float8_e4m3fn if kind == FP8 else torch.int8
-    q = torch.empty((m, k), dtype=qdtype, device=x.device)
-    scale = torch.empty((m, 1), dtype=torch.float32, device=x.device)
+    q, scale = empty_codes(m, k, kind, x.device)
     if m == 0:
         return q, scale
     block = triton.next_power_of_2(k)
     _act_quant_kernel[(m,)](
         x, q, scale, k, x.stride(0), q.stride(0),
-        BLOCK=block, IS_INT8=(kind == INT8), num_warps=_num_warps(block), enable_fp_fusion=False,
+        BLOCK=block, IS_INT8=(kind == INT8), num_warps=num_warps(block), enable_fp_fusion=False,
     )
     return q, scale
 
 
-_triton_failed: set[str] = set()  # kinds whose kernel failed to compile or launch here
+triton_failed: set[str] = set()  # kinds whose kernels failed to compile or launch here
 
 
-def _use_triton(x: torch.Tensor, kind: str) -> bool:
-    if not HAVE_TRITON or x.device.type != "cuda" or kind in _triton_failed or x.shape[-1] > 65536:
+def use_triton(x: torch.Tensor, kind: str) -> bool:
+    """Whether the fused Triton quantizers can run for `x` (the torch reference runs otherwise)."""
+    if not HAVE_TRITON or x.device.type != "cuda" or kind in triton_failed or x.shape[-1] > 65536:
         return False
     # Triton has no float8e4nv below sm_89 (FP8 then runs emulated, with the torch quantizer)
     return kind == INT8 or torch.cuda.get_device_capability(x.device) >= (8, 9)
@@ -189,10 +214,10 @@ def quantize_act(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor
 
     Both give the same codes and scales bit for bit (tests/unit/test_scaled.py).
     """
-    if _use_triton(x, kind):
+    if use_triton(x, kind):
         try:
             return quantize_act_triton(x, kind)
         except Exception as e:  # a Triton that cannot build for this GPU: stay correct, just slower
-            _triton_failed.add(kind)
+            triton_failed.add(kind)
             log.warning("wan4step: fused %s activation quantizer unavailable (%s); using torch", kind, e)
     return quantize_act_reference(x, kind)

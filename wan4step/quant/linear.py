@@ -95,6 +95,26 @@ class QuantLinear(torch.nn.Module):
             b = f(b)
         return b
 
+    def w8a8_kind(self, x: torch.Tensor) -> str | None:
+        """FP8/INT8 when this layer would quantize `x` per token itself, so a caller may hand it
+        codes made once for several layers (`forward_quantized`) with the same result."""
+        if (
+            self.qkind in (FP8, INT8)
+            and not self.weight_function
+            and self.weight is not None
+            and self.weight.device == x.device
+            and (self.compute_dtype is None or self.compute_dtype == x.dtype)
+        ):
+            return self.qkind
+        return None
+
+    def forward_quantized(self, xq: torch.Tensor, sa: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """forward(x) from x's per-token codes `xq` [M, in] and scales `sa` [M, 1]; `like` is x."""
+        from .scaled import scaled_matmul
+
+        y = scaled_matmul(xq, sa, self.weight, self.weight_scale, self._bias(like.dtype, xq.device), self.qkind, like.dtype)
+        return y.view(*like.shape[:-1], y.shape[-1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.compute_dtype or x.dtype
         if x.dtype != dtype:

@@ -131,31 +131,59 @@ def scaled_linear(
     x: [..., in] float; q: [out, in] float8_e4m3fn or int8; scale: [out, 1] any
     float dtype; bias: [out] or None. Returns x.dtype.
     """
-    if kind not in (FP8, INT8):
-        raise UnsupportedQuantError(f"scaled_linear cannot compute with kind {kind!r}", expected="'fp8' or 'int8'")
+    _check_kind(kind)
     n, k = q.shape
     if x.shape[-1] != k:
         raise ValueError(f"input has {x.shape[-1]} features, the weight expects {k}")
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, k)
-    if q.device != x.device:
-        q, scale = q.to(x.device), scale.to(x.device)
-    path = pick_path(x.device, kind, k, n)
+    xq, sa = quantize_act(x.reshape(-1, k), kind)
+    return scaled_matmul(xq, sa, q, scale, bias, kind, x.dtype).reshape(*lead, n)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in (FP8, INT8):
+        raise UnsupportedQuantError(f"scaled_linear cannot compute with kind {kind!r}", expected="'fp8' or 'int8'")
+
+
+def scaled_matmul(
+    xq: torch.Tensor,
+    sa: torch.Tensor,
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    kind: str,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """The matmul half of `scaled_linear`, on activations already quantized by `quantize_act`
+    (or a fused kernel that gives the same codes): [M, out] in `out_dtype`.
+
+    Split out so one quantized activation can feed several linears (q/k/v share
+    their input) and so quantization can ride in the kernel that makes the input.
+    """
+    _check_kind(kind)
+    n, k = q.shape
+    if xq.shape[-1] != k:
+        raise ValueError(f"input has {xq.shape[-1]} features, the weight expects {k}")
+    if q.device != xq.device:
+        q, scale = q.to(xq.device), scale.to(xq.device)
+    path = pick_path(xq.device, kind, k, n)
     y = None
     if path != _EMULATE:
         try:
-            y = _fp8_scaled_mm(x2, q, scale, bias) if path == _SCALED_MM else _int8_int_mm(x2, q, scale, bias)
+            if path == _SCALED_MM:
+                y = _fp8_scaled_mm(xq, sa, q, scale, bias)
+            else:
+                y = _int8_int_mm(xq, sa, q, scale, bias, out_dtype)
         except RuntimeError as e:  # an old cuBLASLt, or a shape the library refuses
-            index = x.device.index if x.device.index is not None else torch.cuda.current_device()
+            index = xq.device.index if xq.device.index is not None else torch.cuda.current_device()
             _broken.add((index, kind))
-            log.warning("wan4step: native %s matmul failed on %s (%s); using W8A8 emulation", kind, x.device, e)
+            log.warning("wan4step: native %s matmul failed on %s (%s); using W8A8 emulation", kind, xq.device, e)
     if y is None:
-        y = _emulated(x2, q, scale, bias, kind)
-    return y.to(x.dtype).reshape(*lead, n)
+        y = _emulated(xq, sa, q, scale, bias, out_dtype)
+    return y.to(out_dtype)
 
 
-def _fp8_scaled_mm(x2, q, scale, bias):
-    xq, sa = quantize_act(x2, FP8)
+def _fp8_scaled_mm(xq, sa, q, scale, bias):
     sb = scale.reshape(1, -1).to(torch.float32)
     b = bias.to(torch.bfloat16) if bias is not None else None
     return torch._scaled_mm(
@@ -163,19 +191,16 @@ def _fp8_scaled_mm(x2, q, scale, bias):
     )
 
 
-def _int8_int_mm(x2, q, scale, bias):
-    xq, sa = quantize_act(x2, INT8)
+def _int8_int_mm(xq, sa, q, scale, bias, out_dtype):
     m = xq.shape[0]
     if m <= 16:  # cuBLASLt int8 wants more than 16 rows
         xq = torch.cat([xq, xq.new_zeros(32 - m, xq.shape[1])])
     acc = torch._int_mm(xq, q.t())[:m]
-    out_dtype = x2.dtype if x2.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-    return rescale(acc, sa, scale, bias, out_dtype)
+    return rescale(acc, sa, scale, bias, out_dtype if out_dtype.is_floating_point else torch.bfloat16)
 
 
-def _emulated(x2, q, scale, bias, kind):
-    xq, sa = quantize_act(x2, kind)
-    if x2.device.type == "cuda":
+def _emulated(xq, sa, q, scale, bias, out_dtype):
+    if xq.device.type == "cuda":
         # codes are exact in bf16; accumulate in fp32 where this torch can
         try:
             acc = torch.mm(xq.to(torch.bfloat16), q.to(torch.bfloat16).t(), out_dtype=torch.float32)
@@ -183,8 +208,7 @@ def _emulated(x2, q, scale, bias, kind):
             acc = (xq.to(torch.bfloat16) @ q.to(torch.bfloat16).t()).float()
     else:
         acc = xq.to(torch.float32) @ q.to(torch.float32).t()
-    out_dtype = x2.dtype if x2.dtype.is_floating_point else torch.float32
-    return rescale(acc, sa, scale, bias, out_dtype)
+    return rescale(acc, sa, scale, bias, out_dtype if out_dtype.is_floating_point else torch.float32)
 
 
 def rescale(
