@@ -105,6 +105,18 @@ def timed(fn, device, iters: int) -> tuple[float, float]:
     return statistics.median(times), peak
 
 
+def profile_once(fn, title: str) -> None:
+    """Where one whole forward's GPU time goes (blocks, and what is outside them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    print(f"== {title}: top kernels of one forward")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--formats", default="bf16,fp8,int8,q4_k,q8_0,comfyui-gguf:Q4_K,comfyui-gguf:Q8_0")
@@ -113,6 +125,7 @@ def main() -> None:
     ap.add_argument("--attention", default="sdpa")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tiny", action="store_true", help="2 blocks of dim 256: a smoke test of the script")
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler's top kernels of one forward per row")
     args = ap.parse_args()
     device = torch.device(args.device)
     comfy_path = import_comfy(() if device.type == "cuda" else ("--cpu",))
@@ -163,6 +176,8 @@ def main() -> None:
                         base[sname] = sec
                     rows.append((label, sname, sec, peak))
                     print(f"{label:22s} {sname:6s} {sec:8.3f} s  peak {peak:6.2f} GiB", flush=True)
+                    if args.profile and device.type == "cuda":
+                        profile_once(fn, f"{label} {sname}")
                 if len(outs) == 2:
                     a, b = outs.values()
                     print(f"    fused vs ComfyUI block code: rel diff {((a - b).norm() / b.norm()).item():.2e}")

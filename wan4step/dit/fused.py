@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from ..quant.act_quant import empty_codes, num_warps, quantize_act, triton_failed
+from ..quant.act_quant import empty_codes, quantize_act, triton_failed
 from ..quant.act_quant import use_triton as use_act_triton
 from ..quant.weights import INT8
 
@@ -24,11 +24,16 @@ try:
     import triton
     import triton.language as tl
 
-    from ..quant.act_quant import quantize_row, round_to
+    from ..quant.act_quant import quant_codes, quant_scale, quantize_row, round_to
 
     _TRITON = True
 except ImportError:  # optional: CPU-only installs, Windows without triton
     _TRITON = False
+
+
+# (chunk, warps) per kernel family: chunk 0 = the whole row in registers. Picked on an
+# H100 at the 14B shapes by scripts/bench_fused.py (which also overrides it to compare).
+TUNING: dict[str, tuple[int, int]] = {"ln": (0, 8), "ln_quant": (0, 16), "gelu_quant": (0, 16)}
 
 
 def _use_triton(x: torch.Tensor) -> bool:
@@ -77,6 +82,56 @@ if _TRITON:
         tl.store(Q + row * C + offs, q, mask=mask)
         tl.store(S + row, scale)
 
+    # Chunked twins: a row is walked CHUNK elements at a time (re-read from L1/L2 on every
+    # pass) instead of held in registers; wide rows then keep many rows in flight per SM.
+    @triton.jit
+    def _ln_stats(xrow, C, eps, CHUNK: tl.constexpr):
+        acc = tl.zeros([CHUNK], tl.float32)
+        for off in range(0, C, CHUNK):
+            o = off + tl.arange(0, CHUNK)
+            acc += tl.load(xrow + o, mask=o < C, other=0.0).to(tl.float32)
+        mean = tl.sum(acc, axis=0) / C
+        acc = tl.zeros([CHUNK], tl.float32)
+        for off in range(0, C, CHUNK):
+            o = off + tl.arange(0, CHUNK)
+            m = o < C
+            d = tl.where(m, tl.load(xrow + o, mask=m, other=0.0).to(tl.float32) - mean, 0.0)
+            acc += d * d
+        return mean, 1.0 / tl.sqrt(tl.sum(acc, axis=0) / C + eps)
+
+    @triton.jit
+    def _ln_modulate_chunk(xrow, SHIFT, SCALE, b, C, off, mean, rstd, CHUNK: tl.constexpr):
+        o = off + tl.arange(0, CHUNK)
+        m = o < C
+        x = tl.load(xrow + o, mask=m, other=0.0).to(tl.float32)
+        sh = tl.load(SHIFT + b * C + o, mask=m, other=0.0).to(tl.float32)
+        sc = tl.load(SCALE + b * C + o, mask=m, other=0.0).to(tl.float32)
+        return tl.where(m, (x - mean) * rstd * (1.0 + sc) + sh, 0.0), o, m
+
+    @triton.jit
+    def _ln_modulate_loop_kernel(X, SHIFT, SCALE, Y, L, C, eps, CHUNK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        xrow = X + row * C
+        mean, rstd = _ln_stats(xrow, C, eps, CHUNK)
+        for off in range(0, C, CHUNK):
+            y, o, m = _ln_modulate_chunk(xrow, SHIFT, SCALE, row // L, C, off, mean, rstd, CHUNK)
+            tl.store(Y + row * C + o, round_to(y, Y.dtype.element_ty).to(Y.dtype.element_ty), mask=m)
+
+    @triton.jit
+    def _ln_modulate_quant_loop_kernel(X, SHIFT, SCALE, Q, S, L, C, eps, CHUNK: tl.constexpr, IS_INT8: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        xrow = X + row * C
+        mean, rstd = _ln_stats(xrow, C, eps, CHUNK)
+        amax = tl.zeros([CHUNK], tl.float32)
+        for off in range(0, C, CHUNK):
+            y, o, m = _ln_modulate_chunk(xrow, SHIFT, SCALE, row // L, C, off, mean, rstd, CHUNK)
+            amax = tl.maximum(amax, tl.abs(round_to(y, X.dtype.element_ty)))
+        scale, inv = quant_scale(tl.max(amax, axis=0), IS_INT8)
+        for off in range(0, C, CHUNK):
+            y, o, m = _ln_modulate_chunk(xrow, SHIFT, SCALE, row // L, C, off, mean, rstd, CHUNK)
+            tl.store(Q + row * C + o, quant_codes(round_to(y, X.dtype.element_ty), inv, IS_INT8), mask=m)
+        tl.store(S + row, scale)
+
 
 def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     if not _use_triton(x):
@@ -84,12 +139,17 @@ def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: 
     B, L, C = x.shape
     x = x.contiguous()
     y = torch.empty_like(x)
-    block = triton.next_power_of_2(C)
-    # no FMA contraction, so the fused quantizing twin below rounds exactly as this kernel does
-    _ln_modulate_kernel[(B * L,)](
-        x, shift.contiguous(), scale.contiguous(), y, L, C, eps, BLOCK=block,
-        num_warps=8 if block >= 4096 else 4, enable_fp_fusion=False,
-    )
+    chunk, warps = TUNING["ln"]
+    # no FMA contraction, so the fused quantizing twin below rounds exactly as this kernel does;
+    # both twins must walk rows the same way (same chunk) for their sums to agree bit for bit
+    if TUNING["ln_quant"][0] != chunk:
+        raise RuntimeError("wan4step: TUNING['ln'] and TUNING['ln_quant'] must use the same chunk")
+    if chunk:
+        _ln_modulate_loop_kernel[(B * L,)](x, shift.contiguous(), scale.contiguous(), y, L, C, eps, CHUNK=chunk,
+                                           num_warps=warps, enable_fp_fusion=False)
+    else:
+        _ln_modulate_kernel[(B * L,)](x, shift.contiguous(), scale.contiguous(), y, L, C, eps,
+                                      BLOCK=triton.next_power_of_2(C), num_warps=warps, enable_fp_fusion=False)
     return y
 
 
@@ -107,12 +167,15 @@ def ln_modulate_quant(
         return quantize_act(ln_modulate(x, shift, scale, eps).reshape(B * L, C), kind)
     x = x.contiguous()
     q, s = empty_codes(B * L, C, kind, x.device)
-    block = triton.next_power_of_2(C)
+    chunk, warps = TUNING["ln_quant"]
+    args = (x, shift.contiguous(), scale.contiguous(), q, s, L, C, eps)
     try:
-        _ln_modulate_quant_kernel[(B * L,)](
-            x, shift.contiguous(), scale.contiguous(), q, s, L, C, eps, BLOCK=block,
-            IS_INT8=(kind == INT8), num_warps=num_warps(block), enable_fp_fusion=False,
-        )
+        if chunk:
+            _ln_modulate_quant_loop_kernel[(B * L,)](*args, CHUNK=chunk, IS_INT8=(kind == INT8), num_warps=warps,
+                                                     enable_fp_fusion=False)
+        else:
+            _ln_modulate_quant_kernel[(B * L,)](*args, BLOCK=triton.next_power_of_2(C), IS_INT8=(kind == INT8),
+                                                num_warps=warps, enable_fp_fusion=False)
     except Exception as e:  # a Triton that cannot build this for the GPU: the unfused pair is the same math
         _fused_failed(kind, e)
         return quantize_act(ln_modulate(x, shift, scale, eps).reshape(B * L, C), kind)
@@ -153,6 +216,30 @@ if _TRITON:
         tl.store(S + row, scale)
 
 
+if _TRITON:
+
+    @triton.jit
+    def _gelu_chunk(hrow, K, off, CHUNK: tl.constexpr):
+        o = off + tl.arange(0, CHUNK)
+        m = o < K
+        h = tl.load(hrow + o, mask=m, other=0.0).to(tl.float32)
+        g = h / (1.0 + tl.exp(-2.0 * (0.7978845608028654 * (h + 0.044715 * h * h * h))))
+        return tl.where(m, round_to(g, hrow.dtype.element_ty), 0.0), o, m
+
+    @triton.jit
+    def _gelu_quant_loop_kernel(H, Q, S, K, CHUNK: tl.constexpr, IS_INT8: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        amax = tl.zeros([CHUNK], tl.float32)
+        for off in range(0, K, CHUNK):
+            g, o, m = _gelu_chunk(H + row * K, K, off, CHUNK)
+            amax = tl.maximum(amax, tl.abs(g))
+        scale, inv = quant_scale(tl.max(amax, axis=0), IS_INT8)
+        for off in range(0, K, CHUNK):
+            g, o, m = _gelu_chunk(H + row * K, K, off, CHUNK)
+            tl.store(Q + row * K + o, quant_codes(g, inv, IS_INT8), mask=m)
+        tl.store(S + row, scale)
+
+
 def gelu_quant(h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """`quantize_act(gelu_tanh(h))` in one pass (the FFN's hidden state never round-trips as bf16).
 
@@ -166,11 +253,14 @@ def gelu_quant(h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         return gelu_quant_reference(h2, kind)
     h2 = h2.contiguous()
     q, s = empty_codes(h2.shape[0], k, kind, h2.device)
-    block = triton.next_power_of_2(k)
+    chunk, warps = TUNING["gelu_quant"]
     try:
-        _gelu_quant_kernel[(h2.shape[0],)](
-            h2, q, s, k, BLOCK=block, IS_INT8=(kind == INT8), num_warps=num_warps(block), enable_fp_fusion=False
-        )
+        if chunk:
+            _gelu_quant_loop_kernel[(h2.shape[0],)](h2, q, s, k, CHUNK=chunk, IS_INT8=(kind == INT8), num_warps=warps,
+                                                    enable_fp_fusion=False)
+        else:
+            _gelu_quant_kernel[(h2.shape[0],)](h2, q, s, k, BLOCK=triton.next_power_of_2(k), IS_INT8=(kind == INT8),
+                                               num_warps=warps, enable_fp_fusion=False)
     except Exception as e:
         _fused_failed(kind, e)
         return gelu_quant_reference(h2, kind)
@@ -206,26 +296,23 @@ if _TRITON:
     def _rmsnorm_rope_kernel(X, W, COS, SIN, Y, L, C, HALF_D, eps, ROPE: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         pos = row % L
-        offs = tl.arange(0, BLOCK)  # pair index
-        mask = offs < C // 2
-        base = X + row * C + 2 * offs
-        x0 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
-        x1 = tl.load(base + 1, mask=mask, other=0.0).to(tl.float32)
-        rstd = 1.0 / tl.sqrt(tl.sum(x0 * x0 + x1 * x1, axis=0) / C + eps)
-        v0 = x0 * rstd * tl.load(W + 2 * offs, mask=mask, other=0.0).to(tl.float32)
-        v1 = x1 * rstd * tl.load(W + 2 * offs + 1, mask=mask, other=0.0).to(tl.float32)
+        # one contiguous load of the row, split into (even, odd) pairs in registers
+        offs = tl.arange(0, 2 * BLOCK)
+        mask2 = offs < C
+        x = tl.load(X + row * C + offs, mask=mask2, other=0.0).to(tl.float32)
+        w = tl.load(W + offs, mask=mask2, other=0.0).to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=0) / C + eps)
+        v0, v1 = tl.split(tl.reshape(x * rstd * w, (BLOCK, 2)))
         if ROPE:
-            j = offs % HALF_D
+            pair = tl.arange(0, BLOCK)
+            mask = pair < C // 2
+            j = pair % HALF_D
             c = tl.load(COS + pos * HALF_D + j, mask=mask, other=1.0)
             s = tl.load(SIN + pos * HALF_D + j, mask=mask, other=0.0)
-            y0 = v0 * c - v1 * s
-            y1 = v0 * s + v1 * c
+            y = tl.reshape(tl.join(v0 * c - v1 * s, v0 * s + v1 * c), (2 * BLOCK,))
         else:
-            y0 = v0
-            y1 = v1
-        out = Y + row * C + 2 * offs
-        tl.store(out, y0.to(Y.dtype.element_ty), mask=mask)
-        tl.store(out + 1, y1.to(Y.dtype.element_ty), mask=mask)
+            y = tl.reshape(tl.join(v0, v1), (2 * BLOCK,))
+        tl.store(Y + row * C + offs, round_to(y, Y.dtype.element_ty).to(Y.dtype.element_ty), mask=mask2)
 
 
 def rmsnorm_rope(

@@ -1,0 +1,86 @@
+"""The block's elementwise kernels at the 14B shapes, per launch configuration (H100, one process).
+    python scripts/bench_fused.py                 # M = 32,760 tokens (480x832x81)
+    python scripts/bench_fused.py --tokens 7920   # 288x512x33
+Each row: median CUDA-event time of one call, the bytes it must move (read + write, once each),
+and the achieved bandwidth. `chunk 0` keeps a whole row in registers (one pass over HBM);
+`chunk N` walks the row N elements at a time, re-reading it from L1/L2 on later passes.
+The torch rows are what the kernels replace. wan4step.dit.fused.TUNING holds the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wan4step.dit import fused  # noqa: E402
+from wan4step.quant.act_quant import quantize_act  # noqa: E402
+
+
+def timed(fn, iters: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=32760)
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    M, C, F = args.tokens, 5120, 13824
+    x = torch.randn(1, M, C, device=dev, dtype=torch.bfloat16) * 4
+    sh, sc = (torch.randn(1, C, device=dev, dtype=torch.bfloat16) * 0.1 for _ in range(2))
+    h = torch.randn(M, F, device=dev, dtype=torch.bfloat16) * 2
+    ang = torch.randn(M, 64, device=dev)
+    cos, sin, w = ang.cos(), ang.sin(), torch.randn(C, device=dev, dtype=torch.bfloat16)
+    gate = torch.randn(1, 1, C, device=dev, dtype=torch.bfloat16)
+    rows = []
+
+    def row(name: str, cfg: str, fn, nbytes: int) -> None:
+        try:
+            ms = timed(fn)
+        except Exception as exc:  # a configuration Triton cannot build here
+            print(f"{name} {cfg}: {type(exc).__name__}: {exc}")
+            return
+        rows.append((name, cfg, ms, nbytes / ms / 1e9))
+        print(f"{name:22s} {cfg:18s} {ms:7.3f} ms  {nbytes / ms / 1e9:6.2f} TB/s", flush=True)
+
+    act, act8 = M * C * 2, M * C
+    with torch.inference_mode():
+        row("torch layer_norm+mod", "-", lambda: torch.nn.functional.layer_norm(x, (C,)) * (1 + sc) + sh, 2 * act)
+        row("act_quant fp8", "row", lambda: quantize_act(x.view(M, C), "fp8"), act + act8)
+        row("torch gelu", "-", lambda: torch.nn.functional.gelu(h, approximate="tanh"), 4 * M * F)
+        row("addcmul (residual)", "-", lambda: torch.addcmul(x, x, gate), 3 * act)
+        row("rmsnorm_rope", "row", lambda: fused.rmsnorm_rope(x, w, cos, sin, 40), 2 * act)
+        saved = dict(fused.TUNING)
+        for chunk, warps in ((0, 4), (0, 8), (0, 16), (512, 2), (1024, 4), (1024, 8), (2048, 4), (2048, 8)):
+            cfg = f"chunk {chunk} warps {warps}"
+            fused.TUNING.update(ln=(chunk, warps), ln_quant=(chunk, warps))
+            row("ln_modulate", cfg, lambda: fused.ln_modulate(x, sh[0][None], sc[0][None]), 2 * act)
+            row("ln_modulate_quant", cfg, lambda: fused.ln_modulate_quant(x, sh[0][None], sc[0][None], "fp8"), act + act8)
+        for chunk, warps in ((0, 16), (0, 32), (1024, 4), (2048, 4), (2048, 8), (4096, 8)):
+            fused.TUNING.update(gelu_quant=(chunk, warps))
+            row("gelu_quant", f"chunk {chunk} warps {warps}", lambda: fused.gelu_quant(h, "fp8"), 3 * M * F)
+        fused.TUNING.update(saved)
+    print("\n| kernel | config | ms | TB/s |\n|---|---|---|---|")
+    for name, cfg, ms, bw in rows:
+        print(f"| {name} | {cfg} | {ms:.3f} | {bw:.2f} |")
+    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, M = {M}")
+
+
+if __name__ == "__main__":
+    main()
