@@ -2,8 +2,7 @@
     python scripts/bench_fused.py                 # M = 32,760 tokens (480x832x81)
     python scripts/bench_fused.py --tokens 7920   # 288x512x33
 Each row: median CUDA-event time of one call, the bytes it must move (read + write, once each),
-and the achieved bandwidth. `chunk 0` keeps a whole row in registers (one pass over HBM);
-`chunk N` walks the row N elements at a time, re-reading it from L1/L2 on later passes.
+and the achieved bandwidth, per num_warps (each program holds a whole row in registers).
 The torch rows are what the kernels replace. wan4step.dit.fused.TUNING holds the choice.
 """
 
@@ -67,14 +66,14 @@ def main() -> None:
         row("addcmul (residual)", "-", lambda: torch.addcmul(x, x, gate), 3 * act)
         row("rmsnorm_rope", "row", lambda: fused.rmsnorm_rope(x, w, cos, sin, 40), 2 * act)
         saved = dict(fused.TUNING)
-        for chunk, warps in ((0, 4), (0, 8), (0, 16), (512, 2), (1024, 4), (1024, 8), (2048, 4), (2048, 8)):
-            cfg = f"chunk {chunk} warps {warps}"
-            fused.TUNING.update(ln=(chunk, warps), ln_quant=(chunk, warps))
+        for warps in (4, 8, 16):
+            cfg = f"warps {warps}"
+            fused.TUNING.update(ln=warps, ln_quant=warps)
             row("ln_modulate", cfg, lambda: fused.ln_modulate(x, sh[0][None], sc[0][None]), 2 * act)
             row("ln_modulate_quant", cfg, lambda: fused.ln_modulate_quant(x, sh[0][None], sc[0][None], "fp8"), act + act8)
-        for chunk, warps in ((0, 16), (0, 32), (1024, 4), (2048, 4), (2048, 8), (4096, 8)):
-            fused.TUNING.update(gelu_quant=(chunk, warps))
-            row("gelu_quant", f"chunk {chunk} warps {warps}", lambda: fused.gelu_quant(h, "fp8"), 3 * M * F)
+        for warps in (8, 16, 32):
+            fused.TUNING.update(gelu_quant=warps)
+            row("gelu_quant", f"warps {warps}", lambda: fused.gelu_quant(h, "fp8"), 3 * M * F)
         fused.TUNING.update(saved)
     print("\n| kernel | config | ms | TB/s |\n|---|---|---|---|")
     for name, cfg, ms, bw in rows:

@@ -51,8 +51,7 @@ xb = (torch.randn(2, 5, 200) * 3).to(torch.bfloat16)
 sh, sc = torch.randn(2, 200).to(torch.bfloat16), torch.randn(2, 200).to(torch.bfloat16)
 h = (torch.randn(7, 300) * 4).to(torch.bfloat16)
 h[0] = 0  # an all-zero row: scale 0, codes 0
-for kind, tuning in [(k, t) for k in ("fp8", "int8") for t in ((0, 4), (64, 2))]:
-    fused.TUNING.update(ln=tuning, ln_quant=tuning, gelu_quant=tuning)  # whole-row and chunked kernels
+for kind in ("fp8", "int8"):
     y = fused.ln_modulate(xb, sh, sc)
     assert torch.allclose(y.float(), fused.ln_modulate_reference(xb.float(), sh.float(), sc.float()), atol=4e-2, rtol=1e-2)
     q, s = fused.ln_modulate_quant(xb, sh, sc, kind)

@@ -24,16 +24,17 @@ try:
     import triton
     import triton.language as tl
 
-    from ..quant.act_quant import quant_codes, quant_scale, quantize_row, round_to
+    from ..quant.act_quant import quantize_row, round_to
 
     _TRITON = True
 except ImportError:  # optional: CPU-only installs, Windows without triton
     _TRITON = False
 
 
-# (chunk, warps) per kernel family: chunk 0 = the whole row in registers. Picked on an
-# H100 at the 14B shapes by scripts/bench_fused.py (which also overrides it to compare).
-TUNING: dict[str, tuple[int, int]] = {"ln": (0, 8), "ln_quant": (0, 16), "gelu_quant": (0, 16)}
+# num_warps per kernel, measured on an H100 at the 14B shapes by scripts/bench_fused.py
+# (docs/bench/fused.log). Each program holds a whole row in registers; walking rows in
+# chunks (re-read from L1/L2) was measured too and was 10-45 % slower at these widths.
+TUNING: dict[str, int] = {"ln": 4, "ln_quant": 8, "gelu_quant": 16}
 
 
 def _use_triton(x: torch.Tensor) -> bool:
@@ -82,56 +83,6 @@ if _TRITON:
         tl.store(Q + row * C + offs, q, mask=mask)
         tl.store(S + row, scale)
 
-    # Chunked twins: a row is walked CHUNK elements at a time (re-read from L1/L2 on every
-    # pass) instead of held in registers; wide rows then keep many rows in flight per SM.
-    @triton.jit
-    def _ln_stats(xrow, C, eps, CHUNK: tl.constexpr):
-        acc = tl.zeros([CHUNK], tl.float32)
-        for off in range(0, C, CHUNK):
-            o = off + tl.arange(0, CHUNK)
-            acc += tl.load(xrow + o, mask=o < C, other=0.0).to(tl.float32)
-        mean = tl.sum(acc, axis=0) / C
-        acc = tl.zeros([CHUNK], tl.float32)
-        for off in range(0, C, CHUNK):
-            o = off + tl.arange(0, CHUNK)
-            m = o < C
-            d = tl.where(m, tl.load(xrow + o, mask=m, other=0.0).to(tl.float32) - mean, 0.0)
-            acc += d * d
-        return mean, 1.0 / tl.sqrt(tl.sum(acc, axis=0) / C + eps)
-
-    @triton.jit
-    def _ln_modulate_chunk(xrow, SHIFT, SCALE, b, C, off, mean, rstd, CHUNK: tl.constexpr):
-        o = off + tl.arange(0, CHUNK)
-        m = o < C
-        x = tl.load(xrow + o, mask=m, other=0.0).to(tl.float32)
-        sh = tl.load(SHIFT + b * C + o, mask=m, other=0.0).to(tl.float32)
-        sc = tl.load(SCALE + b * C + o, mask=m, other=0.0).to(tl.float32)
-        return tl.where(m, (x - mean) * rstd * (1.0 + sc) + sh, 0.0), o, m
-
-    @triton.jit
-    def _ln_modulate_loop_kernel(X, SHIFT, SCALE, Y, L, C, eps, CHUNK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        xrow = X + row * C
-        mean, rstd = _ln_stats(xrow, C, eps, CHUNK)
-        for off in range(0, C, CHUNK):
-            y, o, m = _ln_modulate_chunk(xrow, SHIFT, SCALE, row // L, C, off, mean, rstd, CHUNK)
-            tl.store(Y + row * C + o, round_to(y, Y.dtype.element_ty).to(Y.dtype.element_ty), mask=m)
-
-    @triton.jit
-    def _ln_modulate_quant_loop_kernel(X, SHIFT, SCALE, Q, S, L, C, eps, CHUNK: tl.constexpr, IS_INT8: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        xrow = X + row * C
-        mean, rstd = _ln_stats(xrow, C, eps, CHUNK)
-        amax = tl.zeros([CHUNK], tl.float32)
-        for off in range(0, C, CHUNK):
-            y, o, m = _ln_modulate_chunk(xrow, SHIFT, SCALE, row // L, C, off, mean, rstd, CHUNK)
-            amax = tl.maximum(amax, tl.abs(round_to(y, X.dtype.element_ty)))
-        scale, inv = quant_scale(tl.max(amax, axis=0), IS_INT8)
-        for off in range(0, C, CHUNK):
-            y, o, m = _ln_modulate_chunk(xrow, SHIFT, SCALE, row // L, C, off, mean, rstd, CHUNK)
-            tl.store(Q + row * C + o, quant_codes(round_to(y, X.dtype.element_ty), inv, IS_INT8), mask=m)
-        tl.store(S + row, scale)
-
 
 def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     if not _use_triton(x):
@@ -139,17 +90,9 @@ def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: 
     B, L, C = x.shape
     x = x.contiguous()
     y = torch.empty_like(x)
-    chunk, warps = TUNING["ln"]
-    # no FMA contraction, so the fused quantizing twin below rounds exactly as this kernel does;
-    # both twins must walk rows the same way (same chunk) for their sums to agree bit for bit
-    if TUNING["ln_quant"][0] != chunk:
-        raise RuntimeError("wan4step: TUNING['ln'] and TUNING['ln_quant'] must use the same chunk")
-    if chunk:
-        _ln_modulate_loop_kernel[(B * L,)](x, shift.contiguous(), scale.contiguous(), y, L, C, eps, CHUNK=chunk,
-                                           num_warps=warps, enable_fp_fusion=False)
-    else:
-        _ln_modulate_kernel[(B * L,)](x, shift.contiguous(), scale.contiguous(), y, L, C, eps,
-                                      BLOCK=triton.next_power_of_2(C), num_warps=warps, enable_fp_fusion=False)
+    # no FMA contraction, so the fused quantizing twin below rounds exactly as this kernel does
+    _ln_modulate_kernel[(B * L,)](x, shift.contiguous(), scale.contiguous(), y, L, C, eps,
+                                  BLOCK=triton.next_power_of_2(C), num_warps=TUNING["ln"], enable_fp_fusion=False)
     return y
 
 
@@ -167,15 +110,11 @@ def ln_modulate_quant(
         return quantize_act(ln_modulate(x, shift, scale, eps).reshape(B * L, C), kind)
     x = x.contiguous()
     q, s = empty_codes(B * L, C, kind, x.device)
-    chunk, warps = TUNING["ln_quant"]
-    args = (x, shift.contiguous(), scale.contiguous(), q, s, L, C, eps)
     try:
-        if chunk:
-            _ln_modulate_quant_loop_kernel[(B * L,)](*args, CHUNK=chunk, IS_INT8=(kind == INT8), num_warps=warps,
-                                                     enable_fp_fusion=False)
-        else:
-            _ln_modulate_quant_kernel[(B * L,)](*args, BLOCK=triton.next_power_of_2(C), IS_INT8=(kind == INT8),
-                                                num_warps=warps, enable_fp_fusion=False)
+        _ln_modulate_quant_kernel[(B * L,)](
+            x, shift.contiguous(), scale.contiguous(), q, s, L, C, eps, BLOCK=triton.next_power_of_2(C),
+            IS_INT8=(kind == INT8), num_warps=TUNING["ln_quant"], enable_fp_fusion=False,
+        )
     except Exception as e:  # a Triton that cannot build this for the GPU: the unfused pair is the same math
         _fused_failed(kind, e)
         return quantize_act(ln_modulate(x, shift, scale, eps).reshape(B * L, C), kind)
@@ -216,30 +155,6 @@ if _TRITON:
         tl.store(S + row, scale)
 
 
-if _TRITON:
-
-    @triton.jit
-    def _gelu_chunk(hrow, K, off, CHUNK: tl.constexpr):
-        o = off + tl.arange(0, CHUNK)
-        m = o < K
-        h = tl.load(hrow + o, mask=m, other=0.0).to(tl.float32)
-        g = h / (1.0 + tl.exp(-2.0 * (0.7978845608028654 * (h + 0.044715 * h * h * h))))
-        return tl.where(m, round_to(g, hrow.dtype.element_ty), 0.0), o, m
-
-    @triton.jit
-    def _gelu_quant_loop_kernel(H, Q, S, K, CHUNK: tl.constexpr, IS_INT8: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        amax = tl.zeros([CHUNK], tl.float32)
-        for off in range(0, K, CHUNK):
-            g, o, m = _gelu_chunk(H + row * K, K, off, CHUNK)
-            amax = tl.maximum(amax, tl.abs(g))
-        scale, inv = quant_scale(tl.max(amax, axis=0), IS_INT8)
-        for off in range(0, K, CHUNK):
-            g, o, m = _gelu_chunk(H + row * K, K, off, CHUNK)
-            tl.store(Q + row * K + o, quant_codes(g, inv, IS_INT8), mask=m)
-        tl.store(S + row, scale)
-
-
 def gelu_quant(h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """`quantize_act(gelu_tanh(h))` in one pass (the FFN's hidden state never round-trips as bf16).
 
@@ -253,14 +168,9 @@ def gelu_quant(h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         return gelu_quant_reference(h2, kind)
     h2 = h2.contiguous()
     q, s = empty_codes(h2.shape[0], k, kind, h2.device)
-    chunk, warps = TUNING["gelu_quant"]
     try:
-        if chunk:
-            _gelu_quant_loop_kernel[(h2.shape[0],)](h2, q, s, k, CHUNK=chunk, IS_INT8=(kind == INT8), num_warps=warps,
-                                                    enable_fp_fusion=False)
-        else:
-            _gelu_quant_kernel[(h2.shape[0],)](h2, q, s, k, BLOCK=triton.next_power_of_2(k), IS_INT8=(kind == INT8),
-                                               num_warps=warps, enable_fp_fusion=False)
+        _gelu_quant_kernel[(h2.shape[0],)](h2, q, s, k, BLOCK=triton.next_power_of_2(k), IS_INT8=(kind == INT8),
+                                           num_warps=TUNING["gelu_quant"], enable_fp_fusion=False)
     except Exception as e:
         _fused_failed(kind, e)
         return gelu_quant_reference(h2, kind)
