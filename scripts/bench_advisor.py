@@ -3,14 +3,16 @@
 For each budget (8/12/16/24/32 GiB by default) and size, a fresh child process first
 allocates a ballast of (total - budget) bytes, so every memory query sees the smaller
 card; then it asks the advisor for a plan, builds random weights of the real 14B shapes
-in the recommended format (blocks that the plan streams are built on the GPU and moved to
-the CPU one by one, so the build never needs more than the budget), streams them with the
-pack's block streamer and runs the pack's fused forward. One table comes out:
+in the recommended format (each weight is allocated once where the plan puts it, GPU or CPU,
+and filled a few rows at a time on the GPU, so the build holds the resident bytes plus a few
+MiB), streams them with the pack's block streamer and runs the pack's fused forward. A child
+that fails (OOM or anything else) is a row of the table. One table comes out:
 
     python scripts/bench_advisor.py                          # 480p, all budgets (~3-5 min on an H100)
     python scripts/bench_advisor.py --budgets 8,24 --sizes 480p,small --priority fit
     python scripts/bench_advisor.py --plan-only              # the advisor's plans, no GPU needed
-    python scripts/bench_advisor.py --tiny                   # CPU smoke test of the build/stream/forward code
+    python scripts/bench_advisor.py --sizes small,720p --timeout 420   # the other sizes
+    python scripts/bench_advisor.py --tiny --sizes small,720p   # CPU smoke test of the build/stream/forward code
 
 Columns: predicted = the advisor's sampling-phase peak; predicted* = the same memory model fed
 the built model's actual block/non-block bytes (isolates the activation model from file-size
@@ -43,27 +45,71 @@ SIZES = {"480p": (832, 480, 81), "small": (512, 288, 33), "720p": (1280, 720, 81
 GGUF_BLOCK_TYPE = {"Q2_K": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K", "Q4_0": "Q4_0",
                    "Q4_1": "Q4_1", "Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_0": "Q5_0", "Q5_1": "Q5_1",
                    "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K", "Q8_0": "Q8_0"}
+TINY_TOKENS = 8192  # --tiny: frames are cut so the video has at most this many tokens (the grid stays)
 CFG_14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, text_dim=4096, freq_dim=256, in_dim=16, out_dim=16)
 
 
 # ---------------------------------------------------------------------------------------
 # the part that touches the pack's model / streamer APIs
 # ---------------------------------------------------------------------------------------
+CHUNK_ELEMS = 1 << 19  # weights are generated this many elements at a time (2 MiB of fp32)
+
+
+def random_weight(kind: str, qtype: int | None, out_f: int, in_f: int, dst, device, g):
+    """A random [out_f, in_f] weight in its stored encoding, allocated once on `dst`.
+
+    The values are made on `device` (its generator `g`) a few rows at a time and copied
+    into the final tensor, so besides the weight's own bytes the build needs only a few
+    MiB of temporaries: under a ballast-emulated budget nothing but the plan's resident
+    bytes may be held, and fp32 temporaries of a whole 5120x13824 weight (270 MiB) plus
+    the quantizer's intermediates do not fit next to them. The statistics are those of
+    one whole-weight build: N(0, 1/in_f) rows, row-wise FP8/INT8 quantized like LightX2V's
+    converter (fp32 scales, as the pack's loaders store them), GGUF random blocks.
+    """
+    import torch
+
+    from wan4step.quant.gguf_dequant import row_bytes
+    from wan4step.quant.gguf_encode import random_raw
+    from wan4step.quant.scaled import quantize_rowwise
+    from wan4step.quant.weights import GGUF, QuantWeight
+
+    step = max(1, CHUNK_ELEMS // in_f)
+    chunks = [(r, min(out_f, r + step)) for r in range(0, out_f, step)]
+    if kind == GGUF:
+        data = torch.empty(out_f, row_bytes(qtype, (out_f, in_f)), dtype=torch.uint8, device=dst)
+        for r0, r1 in chunks:
+            data[r0:r1].copy_(random_raw(qtype, (r1 - r0, in_f), device=device, generator=g))
+        return QuantWeight(GGUF, data, (out_f, in_f), qtype=int(qtype))
+    if kind in ("fp8", "int8"):
+        data = torch.empty(out_f, in_f, dtype=torch.float8_e4m3fn if kind == "fp8" else torch.int8, device=dst)
+        scale = torch.empty(out_f, 1, dtype=torch.float32, device=dst)
+        for r0, r1 in chunks:
+            q, s = quantize_rowwise(torch.randn(r1 - r0, in_f, device=device, generator=g) / in_f**0.5, kind)
+            data[r0:r1].copy_(q)
+            scale[r0:r1].copy_(s)
+        return QuantWeight(kind, data, (out_f, in_f), scale)
+    data = torch.empty(out_f, in_f, dtype=torch.bfloat16, device=dst)
+    for r0, r1 in chunks:
+        data[r0:r1].copy_(torch.randn(r1 - r0, in_f, device=device, generator=g) / in_f**0.5)
+    return data
+
+
 def build_model(pack, kind: str, tier: str | None, streamed: set[int], device, cfg: dict):
-    """ComfyUI's WanModel with the pack's ops; blocks in `streamed` end up on the CPU, the rest on `device`."""
+    """ComfyUI's WanModel with the pack's ops; blocks in `streamed` end up on the CPU, the rest on `device`.
+
+    Every weight is allocated once, where it ends up, and filled in chunks (`random_weight`).
+    """
     import gguf
     import torch
     from comfy.ldm.wan.model import WanModel
 
-    from wan4step.quant.gguf_encode import random_raw
     from wan4step.quant.linear import QuantLinear
-    from wan4step.quant.scaled import quantize_rowwise
-    from wan4step.quant.weights import GGUF, QuantWeight
 
     ops = pack.nodes.comfy_model.make_ops({})
     with torch.device("cpu"):
         model = WanModel(model_type="t2v", device="cpu", dtype=torch.bfloat16, operations=ops, **cfg).eval()
     g = torch.Generator(device=device).manual_seed(0)
+    qtype = int(gguf.GGMLQuantizationType[GGUF_BLOCK_TYPE[tier]]) if kind == "gguf" else None
 
     def home(name: str):
         if name.startswith("blocks."):
@@ -76,21 +122,9 @@ def build_model(pack, kind: str, tier: str | None, streamed: set[int], device, c
             continue
         out_f, in_f = m.out_features, m.in_features
         dst = home(name)
-        bias = (torch.randn(out_f, device=device, generator=g) * 0.02).to(torch.bfloat16)
-        if name.startswith("blocks.") and kind == "gguf":
-            qt = gguf.GGMLQuantizationType[GGUF_BLOCK_TYPE[tier]]
-            raw = random_raw(qt, (out_f, in_f), device=device, generator=g)
-            m.assign_weight(QuantWeight(GGUF, raw.to(dst), (out_f, in_f), qtype=int(qt)), bias.to(dst))
-            del raw
-        else:
-            w = torch.randn(out_f, in_f, device=device, generator=g) / in_f**0.5
-            if name.startswith("blocks.") and kind in ("fp8", "int8"):
-                q, s = quantize_rowwise(w, kind)
-                m.assign_weight(QuantWeight(kind, q.to(dst), (out_f, in_f), s.to(dst)), bias.to(dst))
-                del q, s
-            else:
-                m.assign_weight(w.to(torch.bfloat16).to(dst), bias.to(dst))
-            del w
+        bias = (torch.randn(out_f, device=device, generator=g) * 0.02).to(torch.bfloat16).to(dst)
+        wkind = kind if name.startswith("blocks.") else "bf16"  # embeddings and head stay bf16, as in the files
+        m.assign_weight(random_weight(wkind, qtype, out_f, in_f, dst, device, g), bias)
         done.update(id(p) for p in m.parameters(recurse=False))
     for name, p in model.named_parameters():  # norms, modulation, patch embedding: small
         if id(p) in done:
@@ -143,14 +177,16 @@ def run_forward(pack, kind: str, tier: str | None, k: int, prefetch: int, disk: 
     with torch.inference_mode():
         for i in range(iters + 1):
             t0 = time.perf_counter()
-            model(x, t, ctx, transformer_options={"patches_replace": patches})
+            y = model(x, t, ctx, transformer_options={"patches_replace": patches})
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i:
                 times.append(time.perf_counter() - t0)
+        finite = bool(torch.isfinite(y).all())
+    del y
     stats = plan.streamer.stats.as_dict() if plan is not None else {}
     return {"block_bytes": block, "non_block_bytes": non_block, "s_per_forward": min(times) if times else None,
-            "stream": stats}
+            "finite": finite, "stream": stats}
 
 
 # ---------------------------------------------------------------------------------------
@@ -164,15 +200,16 @@ def child(args) -> dict:
 
     w, h, f = SIZES[args.size]
     out = {"budget": args.budget, "size": args.size}
-    if args.tiny:
+    if args.tiny:  # a 2-block, dim-256 model at the size's latent grid, fewer frames: CPU only
         device = torch.device("cpu")
         from _comfy_import import import_comfy, import_pack
 
         import_comfy(("--cpu",))
         pack = import_pack()
         cfg = dict(CFG_14B, dim=256, ffn_dim=512, num_heads=2, num_layers=2)
-        res = run_forward(pack, args.kind, args.tier, 1, 1, False, (64, 64, 9), device, 1, "sdpa", cfg)
-        return dict(out, tiny=True, **res)
+        lat = min((f - 1) // 4 + 1, max(1, TINY_TOKENS // ((h // 16) * (w // 16))))
+        res = run_forward(pack, args.kind, args.tier, 1, 1, False, (w, h, 4 * (lat - 1) + 1), device, 1, "sdpa", cfg)
+        return dict(out, tiny=True, kind=args.kind, frames=4 * (lat - 1) + 1, **res)
 
     device = torch.device("cuda")
     torch.cuda.init()
@@ -214,8 +251,10 @@ def child(args) -> dict:
                                             rec.attention, te_bytes).total
         out.update(oom=False, measured=measured, predicted_actual=pred_actual, context=nontorch,
                    max_allocated=torch.cuda.max_memory_allocated() - ballast_bytes, **res)
-    except torch.OutOfMemoryError as exc:
-        out.update(oom=True, error=str(exc).splitlines()[0])
+    except Exception as exc:  # noqa: BLE001  (one row per failure; the plan above stays in it)
+        msg = (str(exc).strip().splitlines() or [""])[0]
+        oom = isinstance(exc, torch.OutOfMemoryError) or "out of memory" in msg.lower()
+        out.update(oom=oom, error=f"{type(exc).__name__}: {msg}"[:400])
     del ballast, te_hold
     return out
 
@@ -258,11 +297,15 @@ def main() -> None:
         print("RESULT " + json.dumps(child(args)), flush=True)
         return
     if args.tiny:
-        cmd = [sys.executable, __file__, "--child", "--tiny", "--kind", args.kind, "--tier", args.tier]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-        line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
-        print(line[-1] if line else r.stdout[-2000:] + r.stderr[-4000:])
-        return
+        bad = 0
+        for s in args.sizes.split(","):
+            cmd = [sys.executable, __file__, "--child", "--tiny", "--size", s, "--kind", args.kind, "--tier", args.tier]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
+            ok = bool(line) and json.loads(line[-1][7:]).get("finite", False)
+            bad += not ok
+            print(line[-1] if line else f"size {s}: no result\n" + r.stdout[-2000:] + r.stderr[-4000:], flush=True)
+        sys.exit(1 if bad else 0)
     rows = []
     for s in args.sizes.split(","):
         for b in args.budgets.split(","):
@@ -282,7 +325,10 @@ def main() -> None:
           "| est s/step |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r and "measured" not in r:
-            print(f"| {r['budget']} | {r['size']} | error: {r['error'].splitlines()[-1] if r['error'] else '?'} |")
+            err = r["error"].strip().splitlines()[-1] if r["error"].strip() else "?"
+            pred = f"{r['predicted'] / GiB:.2f}" if r.get("predicted") else ""
+            print(f"| {r['budget']} | {r['size']} | {r.get('weights', '')} | {r.get('k', '')} | {pred} | | | "
+                  f"| {'YES' if r.get('oom') else 'no'} | error: {err} | |")
             continue
         if not r.get("fits", True):
             print(f"| {r['budget']} | {r['size']} | advisor: does not fit | | {r['predicted'] / GiB:.2f} | | | | | | |")
@@ -292,6 +338,8 @@ def main() -> None:
         meas_s = f"{meas / GiB:.2f}" if meas else "-"
         pa = f"{r['predicted_actual'] / GiB:.2f}" if r.get("predicted_actual") else "-"
         sec = f"{r['s_per_forward']:.2f}" if r.get("s_per_forward") else "-"
+        if r.get("finite") is False:
+            sec += " (non-finite output)"
         est = f"{r['predicted_step']:.2f}" if r.get("predicted_step") else "-"
         print(f"| {r['budget']} | {r['size']} | {r['weights']} | {r['k']} | {r['predicted'] / GiB:.2f} | {pa} | {meas_s} "
               f"| {err} | {'YES' if r.get('oom') else 'no'} | {sec} | {est} |")
