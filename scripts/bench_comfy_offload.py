@@ -129,6 +129,7 @@ def setup_comfy(flags: list[str], cuda: bool, budget_gib: float | None, cfg: dic
         size = total - int(budget_gib * GiB)
         if size > 0:
             ballast = torch.empty(size, dtype=torch.uint8, device="cuda")
+            _HELD.append(ballast)  # alive for the whole child: a dropped ballast is a free card again
             print(f"ballast {size / GiB:.2f} GiB of {total / GiB:.2f} GiB (free before {free / GiB:.2f}): "
                   f"the card looks like {budget_gib:g} GiB", flush=True)
         else:
@@ -165,7 +166,14 @@ def setup_comfy(flags: list[str], cuda: bool, budget_gib: float | None, cfg: dic
         versions = "comfy-aimdo ?"
     print(f"ComfyUI mode: {active}; flags {flags or 'none'}; device {mm.get_torch_device_name(dev)}; "
           f"vram_state {mm.vram_state.name}; torch {torch.__version__}, {versions}", flush=True)
+    if ballast is not None:
+        free_now = torch.cuda.mem_get_info()[0]
+        print(f"after setup ComfyUI sees {mm.get_free_memory(dev) / GiB:.2f} GiB free (cudaMemGetInfo "
+              f"{free_now / GiB:.2f} GiB)", flush=True)
     return torch, (ballast.numel() if ballast is not None else 0), active, shapes
+
+
+_HELD: list = []  # the ballast tensor lives here until the child exits
 
 
 def wan_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
