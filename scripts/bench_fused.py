@@ -68,7 +68,7 @@ def main() -> None:
         saved = dict(fused.TUNING)
         for warps in (4, 8, 16):
             cfg = f"warps {warps}"
-            fused.TUNING.update(ln=warps, ln_quant=warps)
+            fused.TUNING.update(ln=warps)
             row("ln_modulate", cfg, lambda: fused.ln_modulate(x, sh[0][None], sc[0][None]), 2 * act)
             row("ln_modulate_quant", cfg, lambda: fused.ln_modulate_quant(x, sh[0][None], sc[0][None], "fp8"), act + act8)
         for warps in (8, 16, 32):
