@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from comfy_api.latest import io
 
@@ -12,6 +14,7 @@ from .comfy_model import build_model
 from .model_files import list_models, resolve
 
 DIT_FOLDERS = ("diffusion_models", "unet")
+log = logging.getLogger("wan4step")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -37,17 +40,25 @@ class Wan4StepModelLoader(io.ComfyNode):
                 io.Boolean.Input("fast_forward", default=True, advanced=True,
                                  tooltip="Run blocks through the pack's fused forward (same math, fewer passes). Turn off "
                                          "only to compare with ComfyUI's own block code."),
+                io.Boolean.Input("compile", default=False, advanced=True, optional=True,
+                                 tooltip="torch.compile the fused block (needs a C/C++ compiler, and Triton on the GPU). "
+                                         "The first step of each new video size pays the compile (tens of seconds); "
+                                         "one compiled block serves all 40 blocks, also when Block Swap streams them. "
+                                         "If compiling fails it runs uncompiled with one warning."),
             ],
             outputs=[io.Model.Output(tooltip="ComfyUI's own Wan model with this pack's quantized linears; "
                                              "works with KSampler, LoRA loaders and Wan4Step Block Swap.")],
         )
 
     @classmethod
-    def execute(cls, model_name: str, compute_dtype: str, attention: str = "auto", fast_forward: bool = True) -> io.NodeOutput:
+    def execute(cls, model_name: str, compute_dtype: str, attention: str = "auto", fast_forward: bool = True,
+                compile: bool = False) -> io.NodeOutput:
         loaded = load_dit(resolve(DIT_FOLDERS, model_name))
         model = build_model(loaded, DTYPES[compute_dtype])
         if fast_forward:
-            model = fast_forward_mod.install(model, attention)
+            model = fast_forward_mod.install(model, attention, compile)
+        elif compile:
+            log.warning("Wan4Step: compile applies to the fused forward; it is off because fast_forward is off")
         return io.NodeOutput(model)
 
 

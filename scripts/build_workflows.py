@@ -284,7 +284,7 @@ def official(name: str, info: dict, *, weights_key: str, title: str, intro: str,
     dl = g.add("Wan4StepDownload", (-440, 40), (400, 170),
                {"weights": weights_key, "text_encoder": "umt5_fp8", "vae": catalog.DEFAULT_VAE})
     loader = g.add("Wan4StepModelLoader", (0, 40), (400, 130),
-                   {"model_name": w.model_name, "compute_dtype": "bf16", "attention": "auto", "fast_forward": True},
+                   {"model_name": w.model_name, "compute_dtype": "bf16", "attention": "auto", "fast_forward": True, "compile": False},
                    models=[model_entry(w.files[0])] if w.kind == "gguf" else None)
     swap = g.add("Wan4StepBlockSwap", (0, 250), (400, 160),
                  {"blocks_to_swap": blocks_to_swap, "prefetch": 2, "pin_memory": True, "source": source,
@@ -387,7 +387,7 @@ def tiny_demo(info):
     """The embedded tiny model set: runs anywhere in seconds (tests, the README demo, the browser test)."""
     g = Graph("wan4step_t2v_tiny_demo", info)
     loader = g.add("Wan4StepModelLoader", (0, 40), (400, 130),
-                   {"model_name": bundle.DIT_GGUF, "compute_dtype": "bf16", "attention": "auto", "fast_forward": True},
+                   {"model_name": bundle.DIT_GGUF, "compute_dtype": "bf16", "attention": "auto", "fast_forward": True, "compile": False},
                    id=1)
     te = g.add("Wan4StepUMT5Loader", (0, 250), (400, 110),
                {"text_encoder_name": bundle.UMT5, "tokenizer": "auto", "device": "cpu"}, id=2)

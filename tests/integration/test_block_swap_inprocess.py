@@ -89,3 +89,49 @@ def test_w8a8_shared_codes_equal_per_linear_quantization(comfy, pack, tmp_path, 
         monkeypatch.undo()
         assert kind in calls  # the fused path was on before
         assert torch.equal(shared, separate), kind
+
+
+def test_compiled_block_matches_eager_and_survives_block_swap(comfy, pack, tmp_path):
+    """Loader switch `compile`: torch.compile of the fused block (inductor; on this CPU it needs
+    gcc). One graph serves every block, streamed blocks reuse it, and the output is the eager one."""
+    import torch._dynamo
+
+    from wan4step.dit import block as fast_block
+
+    p = tmp_path / "tiny.safetensors"
+    safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
+    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.float32)
+    eager = _sample(pack, pack.nodes.fast_forward.install(base, "sdpa"))
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = pack.nodes.fast_forward.install(base, "sdpa", compile=True)
+    out = _sample(pack, compiled)
+    fast = compiled.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)]
+    assert fast.__closure__ is not None
+    torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
+    graphs = counters["stats"]["unique_graphs"]
+    assert 0 < graphs <= 2, graphs  # one graph for both blocks (not one compile per block)
+    swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(compiled, 2, 1, True, "ram", False).result[0]
+    torch.testing.assert_close(_sample(pack, swapped), out, rtol=1e-5, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == graphs, "streamed blocks recompiled"
+    assert fast_block.block_forward is not None
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning(comfy, pack, tmp_path, monkeypatch, caplog):
+    p = tmp_path / "tiny.safetensors"
+    safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
+    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    eager = _sample(pack, pack.nodes.fast_forward.install(base, "sdpa"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no working C++ compiler")
+
+    monkeypatch.setattr(pack.nodes.fast_forward, "_compiled", broken)
+    model = pack.nodes.fast_forward.install(base, "sdpa", compile=True)
+    with caplog.at_level("WARNING", logger="wan4step"):
+        assert torch.equal(_sample(pack, model), eager)
+        assert torch.equal(_sample(pack, model), eager)
+    warnings = [r for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert len(warnings) == 1 and "no working C++ compiler" in warnings[0].getMessage()
