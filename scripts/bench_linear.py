@@ -123,7 +123,7 @@ def bench_shape(name, n, k, m, device, run, native_fp8, native_int8):
             checks.append(f"{kind} codes {'==' if same else '!='}")
     for kind, q, s in (("fp8", q8, s8), ("int8", qi, si)):
         y = scaled_linear(x, q, s, b, kind).float()
-        e = scaled._emulated(x, q, s, b, kind).float()
+        e = scaled._emulated(*quantize_act_reference(x, kind), q, s, b, x.dtype).float()
         checks.append(f"{kind} {((y - e).norm() / e.norm()).item():.1e}")
     r["check"] = ", ".join(checks)
     return r
