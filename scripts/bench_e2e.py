@@ -2,8 +2,11 @@
 
     python scripts/bench_e2e.py                      # 480x832x81: fp8, gguf q4_k, bf16 + ComfyUI baseline; 720p fp8
     python scripts/bench_e2e.py --runs 480p:fp8
+    python scripts/bench_e2e.py --runs 480p:bf16,480p:fp8,480p:int8,480p:q4_k,480p:q8_0,480p:fp8+swap40,480p:fp8+sage
 
-Every model is resident (an H100 holds them all). The ComfyUI baseline is its own bf16
+Models are resident (an H100 holds them all) unless a run says +swapN (N blocks streamed from
+pinned RAM by the pack's engine, the rest resident); "steps vs our bf16" compares the 4 steps
+with the Wan4Step bf16 row of the same run. The ComfyUI baseline is its own bf16
 WanModel forward (4 steps) + its own Wan VAE decode through VAEDecode, with the pack's
 UMT5 encode time (ComfyUI's encode of the same 512 tokens is ~30 ms either way).
 """
@@ -54,7 +57,10 @@ def clip(model, opts, vae, shape, frames_expected, encode, decode, sig, g, dev):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", default="480p:fp8,480p:q4_k,480p:bf16,480p:comfy,720p:fp8")
+    ap.add_argument("--runs", default="480p:fp8,480p:q4_k,480p:bf16,480p:comfy,720p:fp8",
+                    help="size:format[+swap40][+sage][+compile], format in bf16/fp8/int8/q4_k/q8_0/comfy; "
+                         "+swapN streams N blocks from pinned RAM (Wan4Step Block Swap's engine), +sage asks for "
+                         "sageattention (the row names the backend it got), +compile torch.compiles the block")
     args = ap.parse_args()
     import_comfy()
     import comfy.model_management as mm
@@ -92,18 +98,36 @@ def main() -> None:
     rows = []
     models: dict[str, tuple] = {}
     for run in args.runs.split(","):
-        sname, fmt = run.split(":")
+        sname, spec = run.split(":")
+        fmt, *mods = spec.split("+")
+        swap = next((int(m[4:]) for m in mods if m.startswith("swap")), 0)
+        attention = "sage" if "sage" in mods else "sdpa"
         h, w, f = SIZES[sname]
-        key = "bf16" if fmt == "comfy" else fmt
+        key = ("bf16" if fmt == "comfy" else fmt) + (f"+swap{swap}" if swap else "")
         if key not in models:
             for k in list(models):
                 del models[k]
             gc.collect()
             torch.cuda.empty_cache()
-            model = build(key, dev, CFG, pack)
-            fast = pack.nodes.fast_forward.FastBlocks(model, "sdpa", dev)
-            models[key] = (model, {"dit": {("double_block", i): fast.make(i) for i in range(40)}})
-        model, patches = models[key]
+            if swap:  # blocks built on the CPU, streamed through the pack's engine (as bench_stream.py)
+                from bench_advisor import build_model
+
+                from wan4step.offload.plan import spread
+                from wan4step.offload.wan import plan_swap
+
+                tiers = {"q4_k": "Q4_K_M", "q5_k": "Q5_K_M", "q6_k": "Q6_K", "q8_0": "Q8_0"}
+                kind, tier = ("gguf", tiers[fmt]) if fmt in tiers else (fmt, None)
+                model = build_model(pack, kind, tier, set(spread(swap, 40)), dev, CFG)
+                plan = plan_swap(model, swap, dev, prefetch=2, pin=True)
+                for name, wrapped in plan.patches.items():
+                    model.blocks[int(name.split(".")[1])] = wrapped
+                plan.streamer.ensure_device()
+            else:
+                model = build(key, dev, CFG, pack)
+            models[key] = model
+        model = models[key]
+        fast = pack.nodes.fast_forward.FastBlocks(model, attention, dev, compile="compile" in mods)
+        patches = {"dit": {("double_block", i): fast.make(i) for i in range(40)}}
         opts = {} if fmt == "comfy" else {"patches_replace": patches}
         vae = vae_core if fmt == "comfy" else vae_ours
         sig = schedule.sigmas()
@@ -122,15 +146,20 @@ def main() -> None:
         except torch.OutOfMemoryError as exc:
             print(f"{run}: OOM {exc}")
             continue
-        label = "ComfyUI bf16 + ComfyUI VAE" if fmt == "comfy" else f"Wan4Step {fmt}"
+        label = "ComfyUI bf16 + ComfyUI VAE" if fmt == "comfy" else f"Wan4Step {spec}" + (
+            f" (attention {fast.name})" if "sage" in mods else "")
         rows.append((label, sname, te_s, steps_s, vae_s, total, peak))
         print(f"{label:28s} {sname}: encode {te_s:.3f} s, 4 steps {steps_s:.2f} s ({steps_s / 4:.2f} s/step), "
-              f"decode {vae_s:.2f} s, total {total:.2f} s, peak {peak:.1f} GiB (all models resident)", flush=True)
+              f"decode {vae_s:.2f} s, total {total:.2f} s, peak {peak:.1f} GiB", flush=True)
     base = {r[1]: r[5] for r in rows if r[0].startswith("ComfyUI")}
-    print("\n| pipeline | size | encode s | 4 steps s | s/step | decode s | clip s | vs ComfyUI | peak GiB |\n|" + "---|" * 9)
+    bf16 = {r[1]: r[3] for r in rows if r[0] == "Wan4Step bf16"}
+    print("\n| pipeline | size | encode s | 4 steps s | s/step | decode s | clip s | vs ComfyUI | steps vs our bf16"
+          " | peak GiB |\n|" + "---|" * 10)
     for label, sname, te_s, steps_s, vae_s, total, peak in rows:
         ratio = f"{total / base[sname]:.2f}x" if sname in base else "-"
-        print(f"| {label} | {sname} | {te_s:.3f} | {steps_s:.2f} | {steps_s / 4:.2f} | {vae_s:.2f} | {total:.2f} | {ratio} | {peak:.1f} |")
+        vs_bf16 = f"{steps_s / bf16[sname]:.3f}x" if sname in bf16 else "-"
+        print(f"| {label} | {sname} | {te_s:.3f} | {steps_s:.2f} | {steps_s / 4:.2f} | {vae_s:.2f} | {total:.2f} | {ratio} |"
+              f" {vs_bf16} | {peak:.1f} |")
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
 
 
