@@ -94,9 +94,15 @@ def test_w8a8_shared_codes_equal_per_linear_quantization(comfy, pack, tmp_path, 
 def test_compiled_block_matches_eager_and_survives_block_swap(comfy, pack, tmp_path):
     """Loader switch `compile`: torch.compile of the fused block (inductor; on this CPU it needs
     gcc). One graph serves every block, streamed blocks reuse it, and the output is the eager one."""
+    import shutil
+
+    import pytest
     import torch._dynamo
 
     from wan4step.dit import block as fast_block
+
+    if not (shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")):
+        pytest.skip("inductor needs a C/C++ compiler on the CPU (the loader then runs uncompiled, tested below)")
 
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
