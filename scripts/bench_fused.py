@@ -9,30 +9,23 @@ The torch rows are what the kernels replace. wan4step.dit.fused.TUNING holds the
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gguf import timeit  # noqa: E402
 
 from wan4step.dit import fused  # noqa: E402
 from wan4step.quant.act_quant import quantize_act  # noqa: E402
 
 
-def timed(fn, iters: int = 20) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
+def timed(fn) -> float:
+    """Median CUDA-event milliseconds of one call (bench_gguf's timer)."""
+    return timeit(fn, torch.device("cuda"), iters=20, warmup=3)
 
 
 def main() -> None:
