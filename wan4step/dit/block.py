@@ -4,8 +4,10 @@ Same math as ComfyUI's `WanAttentionBlock.forward` (and the original Wan),
 reorganised for speed: LayerNorm+modulate and RMSNorm+RoPE are single fused
 passes, the FFN's GELU rides in the up-projection's cuBLASLt epilogue for bf16
 weights, and quantized linears (FP8/INT8/GGUF) run their own kernels through
-`QuantLinear`. Any module tree shaped like ComfyUI's block works (ComfyUI's
-own ops, ComfyUI-GGUF's, this pack's).
+`QuantLinear`. With W8A8 weights the activations are quantized where they are made: the
+LayerNorm kernel writes q/k/v's shared per-token codes, the GELU pass writes ffn.2's
+(measured at 480p on an H100: 59.4 ms per FP8 block vs 60.0 ms with a quantizer per linear).
+Any module tree shaped like ComfyUI's block works (ComfyUI's own ops, ComfyUI-GGUF's, this pack's).
 """
 
 from __future__ import annotations
