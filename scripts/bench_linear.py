@@ -28,9 +28,7 @@ cross_attn q/o and ffn.0/ffn.2 on the M video tokens, cross_attn k/v on the
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -38,6 +36,9 @@ import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_gguf import timeit  # noqa: E402
 
 from wan4step.quant import scaled  # noqa: E402
 from wan4step.quant.act_quant import HAVE_TRITON, quantize_act_reference, quantize_act_triton  # noqa: E402
@@ -56,25 +57,8 @@ TEXT_TOKENS = 512
 
 
 def timer(device: torch.device, warmup: int, iters: int):
-    def run(fn) -> float:
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(iters):
-            if device.type == "cuda":
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                b.synchronize()
-                times.append(a.elapsed_time(b))
-            else:
-                t = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t) * 1e3)
-        return statistics.median(times)
-
-    return run
+    """Median milliseconds of one call (bench_gguf's timer, fixed settings)."""
+    return lambda fn: timeit(fn, device, iters, warmup)
 
 
 def naive_int8(x, q, s, bias):

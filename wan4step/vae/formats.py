@@ -53,13 +53,17 @@ def _rename_leaf(rest: str, table: dict[str, str]) -> str:
     return rest  # attention (norm, to_qkv, proj) and resample (resample.1, time_conv) keep their names
 
 
+# top-level renames, one table for both directions
+_FIXED_TO_DIFF = {"conv1.": "quant_conv.", "conv2.": "post_quant_conv.", "encoder.conv1.": "encoder.conv_in.",
+                  "decoder.conv1.": "decoder.conv_in.", "encoder.head.0.": "encoder.norm_out.",
+                  "encoder.head.2.": "encoder.conv_out.", "decoder.head.0.": "decoder.norm_out.",
+                  "decoder.head.2.": "decoder.conv_out."}
+_FIXED_FROM_DIFF = {b: a for a, b in _FIXED_TO_DIFF.items()}
+
+
 def original_key_to_diffusers(key: str, num_res_blocks: int = 2) -> str:
     """One original (= ComfyUI) VAE key -> diffusers' AutoencoderKLWan key. KeyError if unknown."""
-    fixed = {"conv1.": "quant_conv.", "conv2.": "post_quant_conv.", "encoder.conv1.": "encoder.conv_in.",
-             "decoder.conv1.": "decoder.conv_in.", "encoder.head.0.": "encoder.norm_out.",
-             "encoder.head.2.": "encoder.conv_out.", "decoder.head.0.": "decoder.norm_out.",
-             "decoder.head.2.": "decoder.conv_out."}
-    for a, b in fixed.items():
+    for a, b in _FIXED_TO_DIFF.items():
         if key.startswith(a) and key.count(".") == a.count("."):
             return b + key[len(a) :]
     m = re.fullmatch(r"(encoder|decoder)\.middle\.([012])\.(.+)", key)
@@ -83,11 +87,7 @@ def original_key_to_diffusers(key: str, num_res_blocks: int = 2) -> str:
 
 def diffusers_key_to_original(key: str, num_res_blocks: int = 2) -> str:
     """One diffusers AutoencoderKLWan key -> the original (= ComfyUI) key. KeyError if unknown."""
-    fixed = {"quant_conv.": "conv1.", "post_quant_conv.": "conv2.", "encoder.conv_in.": "encoder.conv1.",
-             "decoder.conv_in.": "decoder.conv1.", "encoder.norm_out.": "encoder.head.0.",
-             "encoder.conv_out.": "encoder.head.2.", "decoder.norm_out.": "decoder.head.0.",
-             "decoder.conv_out.": "decoder.head.2."}
-    for a, b in fixed.items():
+    for a, b in _FIXED_FROM_DIFF.items():
         if key.startswith(a) and key.count(".") == a.count("."):
             return b + key[len(a) :]
     m = re.fullmatch(r"(encoder|decoder)\.mid_block\.(attentions|resnets)\.(\d)\.(.+)", key)
