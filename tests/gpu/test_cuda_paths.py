@@ -148,3 +148,18 @@ def test_fused_quantizing_kernels_cuda(kind):
     rq, rs = fused.gelu_quant_reference(h, kind)
     assert (q.float() == rq.float()).float().mean() > 0.999
     torch.testing.assert_close(s, rs, rtol=8e-3, atol=0)
+
+
+def test_norm3_through_the_layernorm_kernel_cuda():
+    """Cross-attention's affine LayerNorm via ln_modulate (shift = b, scale = w - 1) matches torch's."""
+    from wan4step.dit import fused
+    from wan4step.dit.block import _affine_ln
+
+    norm = torch.nn.LayerNorm(5120, eps=1e-6).to(DEV, torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.normal_(1.0, 0.3)
+        norm.bias.normal_(0.0, 0.2)
+    x = torch.randn(1, 999, 5120, device=DEV, dtype=torch.bfloat16) * 3
+    shift, scale, eps = _affine_ln(norm, x)
+    out = fused.ln_modulate(x, shift, scale, eps)
+    torch.testing.assert_close(out.float(), norm(x).float(), rtol=1.6e-2, atol=1e-2)  # a bf16 ulp

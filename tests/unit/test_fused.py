@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from wan4step.dit import fused
 from wan4step.dit.fused import ln_modulate_reference, rmsnorm_rope_reference, rope_tables
 
 
@@ -74,3 +75,22 @@ def test_triton_kernels_under_interpreter():
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(repo))
     r = subprocess.run([sys.executable, "-c", _INTERP], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def test_affine_layernorm_runs_through_the_modulation_kernels():
+    """norm3 (affine LayerNorm) is computed as ln_modulate with shift = b, scale = w - 1: the same function."""
+    from wan4step.dit.block import _affine_ln
+
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(96, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(96).to(torch.bfloat16).float() * 2)
+        norm.bias.copy_(torch.randn(96))
+    x = torch.randn(2, 7, 96) * 3
+    shift, scale, eps = _affine_ln(norm, x)
+    assert torch.equal(1 + scale, norm.weight.detach().view(1, -1))  # w - 1 round-trips exactly
+    out = fused.ln_modulate(x.view(1, -1, 96), shift, scale, eps).view_as(x)
+    torch.testing.assert_close(out, norm(x), rtol=1e-5, atol=1e-5)
+    assert _affine_ln(torch.nn.LayerNorm(96, elementwise_affine=False), x) is None
+    assert _affine_ln(torch.nn.Identity(), x) is None
+    assert _affine_ln(torch.nn.LayerNorm(64), x) is None  # wrong width: the module runs itself

@@ -48,6 +48,28 @@ def _shared_w8a8(x: torch.Tensor, *linears: torch.nn.Module) -> str | None:
     return kinds.pop() if len(kinds) == 1 else None
 
 
+def _affine_ln(norm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float] | None:
+    """(shift, scale, eps) that make `ln_modulate` compute this affine LayerNorm, or None.
+
+    LayerNorm's `* w + b` is the modulation `* (1 + (w - 1)) + b`; w - 1 and 1 + (w - 1) are exact in
+    fp32 for bf16/fp16 weights, so it is the same function. Running norm3 through the fused
+    kernels lets FP8/INT8 weights take cross-attention q's codes straight from the LayerNorm pass.
+    """
+    w, b = getattr(norm, "weight", None), getattr(norm, "bias", None)
+    if (
+        not isinstance(norm, torch.nn.LayerNorm)
+        or w is None
+        or b is None
+        or tuple(norm.normalized_shape) != (x.shape[-1],)
+        or getattr(norm, "weight_function", None)
+        or getattr(norm, "bias_function", None)
+    ):
+        return None
+    shift = b.to(device=x.device, dtype=torch.float32).view(1, -1)
+    scale = w.to(device=x.device, dtype=torch.float32).view(1, -1) - 1
+    return shift, scale, float(norm.eps)
+
+
 def supports(e0: torch.Tensor) -> bool:
     """The fast path handles one timestep per sample (T2V); per-frame timesteps go to ComfyUI's block."""
     return e0.ndim == 4 and e0.shape[1] == 1
@@ -89,12 +111,21 @@ def block_forward(
     x = torch.addcmul(x, sa.o(a), e[:, 2:3])
     del a
 
-    # cross-attention (no modulation; affine LayerNorm)
-    xn = block.norm3(x)
-    q = rmsnorm_rope(ca.q(xn), _param(ca.norm_q.weight, xn), None, None, heads)
-    k = rmsnorm_rope(ca.k(context), _param(ca.norm_k.weight, xn), None, None, heads)
+    # cross-attention (no modulation; affine LayerNorm, through the same LayerNorm kernels)
+    affine = _affine_ln(block.norm3, x)
+    kind3 = _shared_w8a8(x, ca.q) if affine is not None else None
+    if kind3 is not None:
+        shift, scale, eps = affine
+        qo = ca.q.forward_quantized(*ln_modulate_quant(x.view(1, -1, x.shape[-1]), shift, scale, kind3, eps), x)
+    else:
+        xn = ln_modulate(x.view(1, -1, x.shape[-1]), *affine).view_as(x) if affine is not None else block.norm3(x)
+        qo = ca.q(xn)
+        del xn
+    q = rmsnorm_rope(qo, _param(ca.norm_q.weight, x), None, None, heads)
+    del qo
+    k = rmsnorm_rope(ca.k(context), _param(ca.norm_k.weight, x), None, None, heads)
     x = x + ca.o(attention(q, k, ca.v(context), heads, attn_fn))
-    del q, k, xn
+    del q, k
 
     # feed-forward; W8A8: LayerNorm and GELU each write codes, never a bf16 activation
     ffn0, ffn2 = block.ffn[0], block.ffn[2]
