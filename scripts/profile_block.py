@@ -31,6 +31,32 @@ def ms(fn, iters=5) -> float:
     return s.elapsed_time(e) / iters
 
 
+def enqueue_and_graph(fn) -> str:
+    """CPU time to enqueue one call (a hidden sync shows up as ~the GPU time) and the time of the
+    same call replayed as a CUDA graph (no launch gaps): the gap to `ms` is launch overhead."""
+    import time
+
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    cpu = (time.perf_counter() - t0) * 1e3
+    torch.cuda.synchronize()
+    try:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            fn()  # warm-up on the capture stream
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        graph = f"{ms(g.replay):7.2f} ms"
+        del g
+    except Exception as exc:  # noqa: BLE001 - a diagnostic; report why it could not capture
+        graph = f"n/a ({type(exc).__name__}: {str(exc)[:80]})"
+    return f"enqueue {cpu:6.2f} ms (CPU), CUDA graph {graph}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=32760)
@@ -61,6 +87,7 @@ def main() -> None:
     with torch.inference_mode():
         comfy_fn = lambda: blk(x, e=e0, freqs=freqs, context=ctx, transformer_options={})  # noqa: E731
         print(f"ComfyUI block (bf16): {ms(comfy_fn):7.2f} ms")
+        print(f"      ComfyUI: {enqueue_and_graph(comfy_fn)}")
         profiled.append(("ComfyUI bf16", comfy_fn))
         for fmt in args.formats.split(","):
             b = blk if fmt == "bf16" else build(fmt, dev, cfg, pack).blocks[0]
@@ -74,6 +101,7 @@ def main() -> None:
                 finally:
                     fast_block._shared_w8a8 = real
             print(line)
+            print(f"      {fmt}: {enqueue_and_graph(fn)}")
             profiled.append((f"ours {fmt}", fn))
         q = torch.randn(1, 40, L, 128, device=dev, dtype=torch.bfloat16)
         k, v = torch.randn_like(q), torch.randn_like(q)

@@ -99,9 +99,10 @@ def quantize_act_reference(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, to
 
 if HAVE_TRITON:
     # Under TRITON_INTERPRET (the CPU tests) the fp32 -> e4m3 cast rounds wrongly at binade
-    # edges, so codes are rounded with integer arithmetic there; GPUs use the native convert
-    # (same codes: tests/gpu checks both against torch's cast bit for bit).
-    EMULATED_FP8_CAST = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+    # edges and fp32 -> bf16 truncates, so values are rounded with integer arithmetic there;
+    # GPUs use the native converts, one instruction each (same values: tests/gpu checks them
+    # against torch's casts bit for bit).
+    EMULATED_CASTS = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
     @triton.jit
     def _round_to_e4m3_grid(v):
@@ -123,10 +124,10 @@ if HAVE_TRITON:
     def round_to(v, DTYPE: tl.constexpr):
         """fp32 -> nearest DTYPE value (ties to even), kept as fp32: what storing v as DTYPE gives.
 
-        bf16 is rounded with integer arithmetic because Triton's CPU interpreter truncates
-        fp32 -> bf16 casts (the GPU rounds to nearest); the tests run kernels there.
+        Under the CPU interpreter bf16 is rounded with integer arithmetic, because the
+        interpreter truncates fp32 -> bf16 casts (the GPU's cvt.rn rounds to nearest even).
         """
-        if DTYPE == tl.bfloat16:
+        if DTYPE == tl.bfloat16 and EMULATED_CASTS:
             bits = v.to(tl.int32, bitcast=True)
             r = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536
             return r.to(tl.float32, bitcast=True)
@@ -153,7 +154,7 @@ if HAVE_TRITON:
             return tl.minimum(tl.maximum(r, -128.0), 127.0).to(tl.int8)
         else:
             v = tl.minimum(tl.maximum(x * inv, -448.0), 448.0)
-            if EMULATED_FP8_CAST:
+            if EMULATED_CASTS:
                 return _round_to_e4m3_grid(v).to(tl.float8e4nv)
             else:  # the GPU's cvt.rn e4m3: round to nearest even in one instruction
                 return v.to(tl.float8e4nv, fp_downcast_rounding="rtne")

@@ -7,9 +7,11 @@ with the same float32 arithmetic in the same order as `gguf.quants` and FMA
 contraction disabled (`enable_fp_fusion=False`), so they are bit-exact vs the
 torch path (tests run them under TRITON_INTERPRET=1 on the CPU).
 
-Each program decodes `BLOCKS` ggml blocks laid out as a (BLOCKS, block_size)
-tile; every output element gathers its own quant byte and scale bytes, which
-all hit L1 since a block is 34-210 bytes.
+Each program decodes `BLOCKS` ggml blocks seen as a (BLOCKS, block_size) matrix
+through `decode_tile`, the jit helper that also feeds the fused dequant-matmul
+(`gguf_fused`), so both paths share one copy of the bit layouts. Scales are
+computed once per (block, scale unit), quant bits per element; all loads hit L1
+since a block is 34-210 bytes.
 """
 
 from __future__ import annotations
@@ -45,15 +47,21 @@ def _store(dst, offs, val, mask, OUT_BF16: tl.constexpr):
         tl.store(dst + offs, val.to(dst.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _q8_0_kernel(src, dst, n_blocks, BLOCKS: tl.constexpr, OUT_BF16: tl.constexpr):
-    blk = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)[:, None]
-    e = tl.arange(0, 32)[None, :]
-    mask = blk < n_blocks
-    base = src + blk * 34
-    d = _f16_at(base, 0, mask)
-    q = tl.load(base + 2 + e, mask=mask, other=0).to(tl.int8, bitcast=True).to(tl.float32)
-    _store(dst, blk * 32 + e, q * d, mask, OUT_BF16)
+# -- per-element decoding of a (rows, K-chunk) tile ----------------------------------
+# A tile is addressed as (row, sub-block unit u, element l in the unit): weight column
+# k = u * SUB + l, where SUB is the weights sharing one scale (32 for Q8_0 = the whole
+# block, 32 for Q4_K/Q5_K, 16 for Q6_K). Scale arithmetic then runs once per (row, u)
+# and only the quant bits per element, in the same float32 order as `gguf.quants`.
+# `decode_tile` is the one place the bit layouts live: the one-pass decoders below and
+# the fused dequant-matmul (`gguf_fused`) both call it.
+
+# qtype -> (weights per block, bytes per block, weights per scale unit SUB)
+GEOMETRY: dict[int, tuple[int, int, int]] = {
+    int(Q.Q8_0): (32, 34, 32),
+    int(Q.Q4_K): (256, 144, 32),
+    int(Q.Q5_K): (256, 176, 32),
+    int(Q.Q6_K): (256, 210, 16),
+}
 
 
 @triton.jit
@@ -70,77 +78,103 @@ def _k_scale_min(base, j, mask):
 
 
 @triton.jit
-def _q4_k_kernel(src, dst, n_blocks, BLOCKS: tl.constexpr, OUT_BF16: tl.constexpr):
-    blk = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)[:, None]
-    e = tl.arange(0, 256)[None, :]
-    mask = blk < n_blocks
-    base = src + blk * 144
-    j = e // 32
+def _q8_0_unit(base, l, mask):
+    d = _f16_at(base, 0, mask)
+    q = tl.load(base + 2 + l, mask=mask, other=0).to(tl.int8, bitcast=True).to(tl.float32)
+    return q * d
+
+
+@triton.jit
+def _q4_k_unit(base, j, l, mask):
     sc, mn = _k_scale_min(base, j, mask)
     d = _f16_at(base, 0, mask) * sc
     m = _f16_at(base, 2, mask) * mn
-    # element e = c*64 + h*32 + l lives in qs[c*32 + l] at bit 4h
-    byte = tl.load(base + 16 + (e // 64) * 32 + e % 32, mask=mask, other=0)
+    # element e = j*32 + l = c*64 + h*32 + l lives in qs[c*32 + l] at bit 4h (c = j // 2, h = j % 2)
+    byte = tl.load(base + 16 + (j // 2) * 32 + l, mask=mask, other=0)
     q = ((byte >> ((j % 2) * 4)) & 15).to(tl.float32)
-    _store(dst, blk * 256 + e, d * q - m, mask, OUT_BF16)
+    return d * q - m
 
 
 @triton.jit
-def _q5_k_kernel(src, dst, n_blocks, BLOCKS: tl.constexpr, OUT_BF16: tl.constexpr):
-    blk = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)[:, None]
-    e = tl.arange(0, 256)[None, :]
-    mask = blk < n_blocks
-    base = src + blk * 176
-    j = e // 32
+def _q5_k_unit(base, j, l, mask):
     sc, mn = _k_scale_min(base, j, mask)
     d = _f16_at(base, 0, mask) * sc
     m = _f16_at(base, 2, mask) * mn
-    byte = tl.load(base + 48 + (e // 64) * 32 + e % 32, mask=mask, other=0)
-    hbit = (tl.load(base + 16 + e % 32, mask=mask, other=0) >> j) & 1  # qh[l] bit j
+    byte = tl.load(base + 48 + (j // 2) * 32 + l, mask=mask, other=0)
+    hbit = (tl.load(base + 16 + l, mask=mask, other=0) >> j) & 1  # qh[l] bit j
     q = (((byte >> ((j % 2) * 4)) & 15) | (hbit << 4)).to(tl.float32)
-    _store(dst, blk * 256 + e, d * q - m, mask, OUT_BF16)
+    return d * q - m
 
 
 @triton.jit
-def _q6_k_kernel(src, dst, n_blocks, BLOCKS: tl.constexpr, OUT_BF16: tl.constexpr):
-    blk = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)[:, None]
-    e = tl.arange(0, 256)[None, :]
-    mask = blk < n_blocks
-    base = src + blk * 210
+def _q6_k_unit(base, j, l, mask):
+    # j: one of the 16 sub-blocks of 16 weights, each with its own int8 scale
+    sc = tl.load(base + 192 + j, mask=mask, other=0).to(tl.int8, bitcast=True).to(tl.float32)
+    d = _f16_at(base, 208, mask) * sc
+    e = j * 16 + l
     h = e // 128
     r = e % 128
-    sc = tl.load(base + 192 + e // 16, mask=mask, other=0).to(tl.int8, bitcast=True).to(tl.float32)
-    d = _f16_at(base, 208, mask) * sc
     lo = (tl.load(base + h * 64 + r % 64, mask=mask, other=0) >> ((r // 64) * 4)) & 15
     hi = (tl.load(base + 128 + h * 32 + r % 32, mask=mask, other=0) >> ((r // 32) * 2)) & 3
     q = ((lo | (hi << 4)).to(tl.int32) - 32).to(tl.float32)
-    _store(dst, blk * 256 + e, d * q, mask, OUT_BF16)
+    return d * q
 
 
-# qtype -> (kernel, weights per block, bytes per block, blocks per program)
-_KERNELS = {
-    int(Q.Q8_0): (_q8_0_kernel, 32, 34, 64),
-    int(Q.Q4_K): (_q4_k_kernel, 256, 144, 8),
-    int(Q.Q5_K): (_q5_k_kernel, 256, 176, 8),
-    int(Q.Q6_K): (_q6_k_kernel, 256, 210, 8),
-}
+@triton.jit
+def decode_tile(src, rows, u, l, row_bytes, mask, QTYPE: tl.constexpr):
+    """float32 weights at (rows, u * SUB + l) of a row-major matrix of ggml blocks, `row_bytes` apart.
+
+    rows (int64) broadcasts as [R, 1, 1], u (scale unit along the row) as [1, S, 1], l (0..SUB-1)
+    as [1, 1, SUB]; `mask` must be shaped like rows & u (a whole unit is in or out). The result is
+    [R, S, SUB], bit-identical to `gguf_dequant` in float32 (compile with enable_fp_fusion=False).
+    """
+    if QTYPE == 8:  # Q8_0: one 32-weight block per unit
+        val = _q8_0_unit(src + rows * row_bytes + u * 34, l, mask)
+    elif QTYPE == 12:  # Q4_K: 8 units of 32 per 144-byte super-block
+        val = _q4_k_unit(src + rows * row_bytes + (u // 8) * 144, u % 8, l, mask)
+    elif QTYPE == 13:  # Q5_K: 8 units of 32 per 176-byte super-block
+        val = _q5_k_unit(src + rows * row_bytes + (u // 8) * 176, u % 8, l, mask)
+    else:  # Q6_K: 16 units of 16 per 210-byte super-block
+        tl.static_assert(QTYPE == 14)
+        val = _q6_k_unit(src + rows * row_bytes + (u // 16) * 210, u % 16, l, mask)
+    return val
+
+
+@triton.jit
+def _decode_kernel(
+    src, dst, n_blocks, QTYPE: tl.constexpr, BLOCK: tl.constexpr, SIZE: tl.constexpr, SUB: tl.constexpr,
+    BLOCKS: tl.constexpr, OUT_BF16: tl.constexpr,
+):
+    """BLOCKS whole blocks per program, seen as a (BLOCKS, BLOCK) matrix with SIZE bytes per row."""
+    blk = tl.program_id(0).to(tl.int64) * BLOCKS + tl.arange(0, BLOCKS)[:, None, None]
+    u = tl.arange(0, BLOCK // SUB)[None, :, None]
+    l = tl.arange(0, SUB)[None, None, :]
+    mask = (blk < n_blocks) & (u >= 0)
+    val = decode_tile(src, blk, u, l, SIZE, mask, QTYPE)
+    _store(dst, blk * BLOCK + u * SUB + l, val, mask, OUT_BF16)
+
+
+# qtype -> blocks per program (about 2K weights each)
+_PER_PROGRAM = {int(Q.Q8_0): 64, int(Q.Q4_K): 8, int(Q.Q5_K): 8, int(Q.Q6_K): 8}
 
 
 def triton_dequantize(data: torch.Tensor, qtype: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """Decode `data` (uint8, contiguous ggml blocks) to a new `shape` tensor of `dtype` in one kernel."""
-    kernel, block, size, per_prog = _KERNELS[int(qtype)]
+    qtype = int(qtype)
+    block, size, sub = GEOMETRY[qtype]
+    per_prog = _PER_PROGRAM[qtype]
     data = data.contiguous()
     n_blocks = data.numel() // size
     n = 1
     for s in shape:
         n *= int(s)
     if n_blocks * block != n or data.numel() != n_blocks * size:
-        raise ValueError(f"{Q(int(qtype)).name}: {data.numel()} bytes do not hold a {tuple(shape)} tensor")
+        raise ValueError(f"{Q(qtype).name}: {data.numel()} bytes do not hold a {tuple(shape)} tensor")
     out = torch.empty(tuple(int(s) for s in shape), dtype=dtype, device=data.device)
     bf16 = dtype == torch.bfloat16
     grid = (triton.cdiv(n_blocks, per_prog),)
-    kernel[grid](
-        data, out.view(torch.int16) if bf16 else out, n_blocks,
+    _decode_kernel[grid](
+        data, out.view(torch.int16) if bf16 else out, n_blocks, QTYPE=qtype, BLOCK=block, SIZE=size, SUB=sub,
         BLOCKS=per_prog, OUT_BF16=bf16, num_warps=4, enable_fp_fusion=False,
     )
     return out
@@ -150,4 +184,4 @@ def _decoder(qtype: int) -> Callable[[torch.Tensor, Sequence[int], torch.dtype],
     return lambda data, shape, dtype: triton_dequantize(data, qtype, shape, dtype)
 
 
-TRITON_DECODERS = {q: _decoder(q) for q in _KERNELS}
+TRITON_DECODERS = {q: _decoder(q) for q in GEOMETRY}
