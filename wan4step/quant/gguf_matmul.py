@@ -6,9 +6,20 @@ memory-bound (read ~0.6 bytes, write 2 bytes per weight), so the decode is
 what a kernel can shave; `scripts/bench_gguf.py` measures both.
 
 Kernel dispatch lives in `_DEQUANT_KERNELS` (one-pass Triton decoders that write
-bf16/fp16 directly, CUDA only) and `_FUSED_LINEARS` (fused dequant-matmul
-kernels, none yet): a type missing from a table falls back to the torch path,
-which is bit-exact vs gguf's numpy reference, and so are the Triton decoders.
+bf16/fp16 directly, CUDA only) and `_FUSED_LINEARS` (`gguf_fused`: one Triton
+kernel decoding W tiles in registers straight into the matmul, Q8_0/Q4_K/Q5_K/
+Q6_K): a type missing from a table falls back to the torch path, which is
+bit-exact vs gguf's numpy reference, and so are the Triton decoders.
+
+The fused kernel is off unless WAN4STEP_GGUF_FUSED=1: it skips the decode's
+2-byte-per-weight write and read-back, but re-decodes each W tile once per
+BLOCK_M rows of x, so at large M it competes with the tensor cores that cuBLAS
+keeps busy, and it has not been measured against decode+cuBLAS on a GPU yet
+(`scripts/bench_gguf_fused.py` does that). When on, each (type, dtype) is
+checked on first CUDA use against decode + F.linear (an identity x must give
+the decoded weight exactly; random x within `linear_tolerance`) at one M per
+config it may pick, and a mismatch or a Triton error disables it for that
+type, with one warning, back to decode + matmul.
 """
 
 from __future__ import annotations
@@ -24,14 +35,19 @@ from .gguf_dequant import dequantize, type_name
 
 # qtype -> fn(data, shape, dtype) -> weight; filled lazily on the first CUDA call
 _DEQUANT_KERNELS: dict[int, Callable[[torch.Tensor, Sequence[int], torch.dtype], torch.Tensor]] = {}
-# qtype -> fn(x, data, shape, bias) -> y; fused dequant-matmul kernels (a later task)
+# qtype -> fn(x, data, shape, bias) -> y; fused dequant-matmul kernels, filled lazily when enabled
 _FUSED_LINEARS: dict[int, Callable[..., torch.Tensor]] = {}
 _kernels_loaded = False
+_fused_loaded = False
 _CHECKED: set[int] = set()  # types whose Triton decoder passed `_self_check`
+_FUSED_CHECKED: set[tuple[int, torch.dtype]] = set()  # (type, x dtype) that passed `_fused_self_check`
 log = logging.getLogger("wan4step")
 
-# WAN4STEP_GGUF_TRITON=0 forces the torch decoders (for A/B checks and bug reports)
+# WAN4STEP_GGUF_TRITON=0 forces the torch decoders (for A/B checks and bug reports); it also
+# turns the fused kernel off
 _USE_TRITON = os.environ.get("WAN4STEP_GGUF_TRITON", "1") != "0"
+# WAN4STEP_GGUF_FUSED=1 uses the fused dequant-matmul for the types it covers (off: not yet measured)
+_USE_FUSED = os.environ.get("WAN4STEP_GGUF_FUSED", "0") == "1"
 
 
 def _load_kernels() -> None:
@@ -44,6 +60,67 @@ def _load_kernels() -> None:
     except Exception:  # no triton (Windows without triton-windows, CPU builds): torch path, same numbers
         return
     _DEQUANT_KERNELS.update(TRITON_DECODERS)
+
+
+def _load_fused() -> None:
+    global _fused_loaded
+    _fused_loaded = True
+    if not (_USE_TRITON and _USE_FUSED):
+        return
+    try:
+        from .gguf_fused import FUSED_LINEARS
+    except Exception as e:  # noqa: BLE001 - no triton: decode + matmul, same numbers
+        log.warning("wan4step: fused GGUF linear unavailable (%s); using decode + matmul", e)
+        return
+    _FUSED_LINEARS.update(FUSED_LINEARS)
+
+
+def _fused_self_check(qtype: int, fn, device: torch.device, dtype: torch.dtype) -> bool:
+    """Once per (type, dtype) and process: the fused kernel must agree with decode + F.linear here.
+
+    x = identity gives the decoded weight itself (one exact product per output), so any decode
+    error shows bit for bit; random x with a bias at one M per row of `gguf_fused.CONFIG_TABLE`
+    must stay within `linear_tolerance`. A Triton build that fails to compile or disagrees falls
+    back to decode + matmul with a warning.
+    """
+    from .gguf_encode import random_raw
+    from .gguf_fused import CHECK_M, linear_tolerance
+
+    try:
+        n, k = 64, 256
+        g = torch.Generator(device=device).manual_seed(0)
+        raw = random_raw(qtype, (n, k), device=device, generator=g)
+        w = dequantize(raw, qtype, (n, k), dtype)
+        eye = torch.eye(k, dtype=dtype, device=device)
+        if not torch.equal(fn(eye, raw, (n, k), None), w.T):
+            raise ValueError("decodes differently from the torch decoder")
+        b = torch.randn(n, generator=g, device=device).to(dtype)
+        for m in CHECK_M:
+            x = torch.randn(m, k, generator=g, device=device).to(dtype)
+            y = fn(x, raw, (n, k), b)
+            want = F.linear(x, w, b)
+            _, bound = linear_tolerance(x, w, b, dtype)
+            if not ((y.double() - want.double()).abs() <= bound).all():
+                raise ValueError(f"differs from decode + F.linear beyond rounding at M={m}")
+        return True
+    except Exception as e:  # noqa: BLE001 - any failure means: use decode + matmul
+        log.warning("wan4step: fused GGUF linear for %s disabled (%s); using decode + matmul", type_name(qtype), e)
+        return False
+
+
+def _fused_for(qtype: int, x: torch.Tensor) -> Callable[..., torch.Tensor] | None:
+    """The checked fused kernel for this type and x, or None (CPU, fp32, off, failed its check)."""
+    if not (x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)):
+        return None
+    if not _fused_loaded:
+        _load_fused()
+    fn = _FUSED_LINEARS.get(qtype)
+    if fn is not None and (qtype, x.dtype) not in _FUSED_CHECKED:
+        if not _fused_self_check(qtype, fn, x.device, x.dtype):
+            _FUSED_LINEARS.pop(qtype, None)
+            fn = None
+        _FUSED_CHECKED.add((qtype, x.dtype))
+    return fn
 
 
 def _self_check(qtype: int, kernel, device: torch.device) -> bool:
@@ -86,9 +163,14 @@ def dequantize_on_device(data: torch.Tensor, qtype: int, shape: Sequence[int], d
 def gguf_linear(
     x: torch.Tensor, data: torch.Tensor, qtype: int, shape: Sequence[int], bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """F.linear(x, decode(data), bias) with the weight decoded to x.dtype on x.device."""
-    fused = _FUSED_LINEARS.get(int(qtype)) if x.is_cuda else None
+    """F.linear(x, decode(data), bias): fused where enabled and checked, else W decoded to x.dtype + matmul."""
+    qtype = int(qtype)
+    fused = _fused_for(qtype, x)
     if fused is not None:
-        return fused(x, data, shape, bias)
+        try:
+            return fused(x, data, shape, bias)
+        except Exception as e:  # noqa: BLE001 - e.g. a config the first-use check did not compile
+            log.warning("wan4step: fused GGUF linear for %s failed (%s); using decode + matmul", type_name(qtype), e)
+            _FUSED_LINEARS.pop(qtype, None)
     w = dequantize_on_device(data, qtype, shape, x.dtype)
     return F.linear(x, w, bias)
