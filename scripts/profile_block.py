@@ -116,6 +116,14 @@ def main() -> None:
                 print(f"sdpa {be.name:20s} contiguous {a:6.2f} ms  transposed {b:6.2f} ms")
             except RuntimeError as exc:
                 print(f"sdpa {be.name}: {exc}")
+        from wan4step.attention import resolve
+
+        for name in ("sage", "flash"):  # the pack's optional backends, where installed
+            got, fn = resolve(name, dev)
+            if got == name:
+                print(f"pack {name:20s} transposed {ms(lambda fn=fn: fn(qt, kt, vt)):6.2f} ms")
+            else:
+                print(f"pack {name}: not installed here")
         from torch.profiler import ProfilerActivity, profile
 
         for name, fn in profiled:
