@@ -7,10 +7,14 @@ tile of W in registers, straight into `tl.dot` with float32 accumulation; the
 bias is added in the epilogue and y is written once in x.dtype.
 
 The price: each W tile is decoded once per BLOCK_M rows of x, ceil(M / BLOCK_M)
-times in all, and that integer/float work competes with the tensor cores. So it
-should win where the decode pass is a large share of the layer (small and
-medium M) and may lose at M = 32,760; `scripts/bench_gguf_fused.py` measures
-where, which is why `gguf_matmul` leaves it off unless WAN4STEP_GGUF_FUSED=1.
+times in all, and that integer/float work competes with the tensor cores.
+Measured on the H100 (`scripts/bench_gguf_fused.py`, triton 3.6, best config):
+it loses to decode + cuBLAS at every 14B shape, by 1.4-3.7x at M = 512 and
+2.8-6x at M = 5184 and 32,760 (Q6_K worst, its decode is the longest). There
+is little to win there anyway: decode + cuBLAS is about 1.1x (0.99-1.34x) a
+resident bf16 weight for M >= 5184 (1.8-2.8x at M = 512). Hence `gguf_matmul`
+keeps it off unless WAN4STEP_GGUF_FUSED=1. M < 512 (where the weight read is
+most of the cost) has not been measured.
 
 Decoding goes through `gguf_triton.decode_tile`, the jit helper the one-pass
 decoders use, with the same float32 arithmetic and FMA contraction disabled,
@@ -57,15 +61,17 @@ class Config:
     GROUP_M: int = 8
 
 
-# (largest M, config): first row with M <= largest M wins. Guesses for Hopper until the
-# bench says otherwise (`bench_gguf_fused.py --sweep` times every entry of CANDIDATES).
+# (largest M, config): first row with M <= largest M wins. From `bench_gguf_fused.py --sweep` on
+# the H100 (triton 3.6): 256x128x64 with W as the A operand was the fastest candidate for every
+# type and 14B shape at M = 512, 5184 and 32760 (decode work scales with M / BLOCK_M, so the
+# tallest M tile wins); 64-row tiles for M <= 256 keep enough programs in flight (unmeasured).
 CONFIG_TABLE: list[tuple[int, Config]] = [
     (64, Config(32, 128, 128, 4, 3, W_IS_A=True)),
-    (1024, Config(64, 128, 64, 4, 3)),
-    (1 << 62, Config(128, 128, 64, 8, 3)),
+    (256, Config(64, 128, 64, 4, 3, W_IS_A=True)),
+    (1 << 62, Config(256, 128, 64, 8, 3, W_IS_A=True)),
 ]
 # one M per row of CONFIG_TABLE, for `gguf_matmul`'s first-use check of every config it may run
-CHECK_M: tuple[int, ...] = (48, 640, 1100)
+CHECK_M: tuple[int, ...] = (48, 200, 1100)
 
 CANDIDATES: list[Config] = [
     Config(32, 128, 128, 4, 3, W_IS_A=True),
@@ -76,6 +82,9 @@ CANDIDATES: list[Config] = [
     Config(128, 256, 64, 8, 3),
     Config(128, 128, 128, 8, 2),
     Config(256, 128, 64, 8, 3, W_IS_A=True),
+    Config(256, 128, 128, 8, 2, W_IS_A=True),  # s3 needs 228 KiB of shared memory: over the H100's limit
+    Config(256, 128, 64, 8, 4, W_IS_A=True),  # ~5% faster than s3 on Q4_K at M >= 5184 (not swept on the rest)
+    Config(256, 64, 64, 8, 3, W_IS_A=True),
 ]
 
 

@@ -13,9 +13,11 @@ bit-exact vs gguf's numpy reference, and so are the Triton decoders.
 
 The fused kernel is off unless WAN4STEP_GGUF_FUSED=1: it skips the decode's
 2-byte-per-weight write and read-back, but re-decodes each W tile once per
-BLOCK_M rows of x, so at large M it competes with the tensor cores that cuBLAS
-keeps busy, and it has not been measured against decode+cuBLAS on a GPU yet
-(`scripts/bench_gguf_fused.py` does that). When on, each (type, dtype) is
+BLOCK_M rows of x, which competes with the tensor cores that cuBLAS keeps busy.
+`scripts/bench_gguf_fused.py` on the H100 measured it 1.4-6x slower than
+decode + cuBLAS at every 14B shape for M = 512..32,760, where decode + cuBLAS
+is already about 1.1x a resident bf16 weight (M >= 5184); it stays
+opt-in until a version beats that. When on, each (type, dtype) is
 checked on first CUDA use against decode + F.linear (an identity x must give
 the decoded weight exactly; random x within `linear_tolerance`) at one M per
 config it may pick, and a mismatch or a Triton error disables it for that
