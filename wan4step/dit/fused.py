@@ -37,6 +37,8 @@ except ImportError:  # optional: CPU-only installs, Windows without triton
 # The LayerNorm twins share one value: the warp count sets the order of a row's sums, and
 # ln_modulate_quant must give the codes of quantize_act(ln_modulate(x)) bit for bit.
 TUNING: dict[str, int] = {"ln": 4, "gelu_quant": 16, "gelu_quant_programs_per_sm": 0}
+# A/B runs of the benchmarks: WAN4STEP_TUNING="gelu_quant=32,gelu_quant_programs_per_sm=1"
+TUNING.update({k: int(v) for k, v in (kv.split("=") for kv in os.environ.get("WAN4STEP_TUNING", "").split(",") if kv)})
 
 
 def _sm_count(device: torch.device) -> int:
