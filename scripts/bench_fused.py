@@ -64,11 +64,9 @@ def main() -> None:
             fused.TUNING.update(ln=warps)
             row("ln_modulate", cfg, lambda: fused.ln_modulate(x, sh[0][None], sc[0][None]), 2 * act)
             row("ln_modulate_quant", cfg, lambda: fused.ln_modulate_quant(x, sh[0][None], sc[0][None], "fp8"), act + act8)
-        for per_sm in (0, 1, 2):  # 0: one program per row; n: n programs per SM walk the rows, prefetching
-            for warps in (8, 16, 32):
-                fused.TUNING.update(gelu_quant=warps, gelu_quant_programs_per_sm=per_sm)
-                cfg = f"warps {warps}" + (f" persist {per_sm}/SM" if per_sm else "")
-                row("gelu_quant", cfg, lambda: fused.gelu_quant(h, "fp8"), 3 * M * F)
+        for warps in (8, 16, 32):
+            fused.TUNING.update(gelu_quant=warps)
+            row("gelu_quant", f"warps {warps}", lambda: fused.gelu_quant(h, "fp8"), 3 * M * F)
         fused.TUNING.update(saved)
     print("\n| kernel | config | ms | TB/s |\n|---|---|---|---|")
     for name, cfg, ms, bw in rows:

@@ -66,10 +66,6 @@ for kind in ("fp8", "int8"):
     same = (q.float() == rq.float()).float().mean().item()
     assert same > 0.99, (kind, same)
     torch.testing.assert_close(q.float() * s, rq.float() * rs, rtol=0, atol=float((rs * 2 * (16 if kind == "fp8" else 1)).max()))
-    fused.TUNING["gelu_quant_programs_per_sm"] = 1  # persistent: 4 programs walk the 7 rows
-    q2, s2 = fused.gelu_quant(h, kind)
-    fused.TUNING["gelu_quant_programs_per_sm"] = 0
-    assert torch.equal(q2.view(torch.uint8), q.view(torch.uint8)) and torch.equal(s2, s), kind
 print("ok")
 """
 
