@@ -163,3 +163,27 @@ def test_norm3_through_the_layernorm_kernel_cuda():
     shift, scale, eps = _affine_ln(norm, x)
     out = fused.ln_modulate(x, shift, scale, eps)
     torch.testing.assert_close(out.float(), norm(x).float(), rtol=1.6e-2, atol=1e-2)  # a bf16 ulp
+
+
+def test_pinned_slabs_lock_exact_sizes():
+    """Streamed blocks are page-locked at their own size (torch's pin_memory rounds up to 2^k)."""
+    import psutil
+
+    from wan4step.offload.pinned import PinnedSlabs
+
+    proc = psutil.Process()
+    n = 300 * 2**20 + 12345  # torch's allocator would lock 512 MiB for this
+    before = proc.memory_info().rss
+    slabs = PinnedSlabs(True)
+    t = slabs.empty(n)
+    assert t.is_pinned() and slabs.pinned_bytes == n
+    grown = proc.memory_info().rss - before
+    assert n <= grown < n + 64 * 2**20, grown / 2**20  # the registration faults in exactly these pages
+    t.fill_(7)
+    d = torch.empty(n, dtype=torch.uint8, device=DEV)
+    d.copy_(t, non_blocking=True)
+    torch.cuda.synchronize()
+    assert int(d[-1]) == 7
+    view = t[:10]
+    slabs.close()
+    assert not t.is_pinned() and int(view[3]) == 7  # unlocked, still valid host memory

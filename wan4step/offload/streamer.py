@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .layout import ModuleLayout, layout_of, pack_into
+from .pinned import PinnedSlabs
 
 log = logging.getLogger("wan4step")
 
@@ -70,13 +71,14 @@ class BlockStreamer:
         self.prefetch = max(1, int(prefetch))
         self.stats = StreamStats()
         pin = pin and self.cuda
+        self.pinned = PinnedSlabs(pin)  # exact-size page locks (torch's pin_memory rounds to 2^k)
         self.mods: list[_Module] = []
         for m in modules:
             lay = layout_of(m)
             if disk:
                 self.mods.append(_Module(m, lay, None, [t.data for t in lay.current()]))
                 continue
-            slab = torch.empty(lay.total, dtype=torch.uint8, pin_memory=pin)
+            slab = self.pinned.empty(lay.total)
             pack_into(lay, slab)
             views = lay.views(slab)
             lay.bind(views)  # the old storage (file pages, ComfyUI's CPU copy) is released here
@@ -92,7 +94,7 @@ class BlockStreamer:
             self.copy_done = [torch.cuda.Event() for _ in range(self.nslots)]
             self.compute_done = [torch.cuda.Event() for _ in range(self.nslots)]
         if disk:
-            self.staging = [torch.empty(self.slot_bytes, dtype=torch.uint8, pin_memory=pin) for _ in range(self.nslots)]
+            self.staging = [self.pinned.empty(self.slot_bytes) for _ in range(self.nslots)]
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wan4step-disk")
             self.pending: dict[int, Future] = {}
             self._lock = threading.Lock()
@@ -256,3 +258,4 @@ class BlockStreamer:
         self.release_device()
         if self.disk:
             self.pool.shutdown(wait=True)
+        self.pinned.close()
