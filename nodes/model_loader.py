@@ -44,7 +44,8 @@ class Wan4StepModelLoader(io.ComfyNode):
                                  tooltip="torch.compile the fused block (needs a C/C++ compiler, and Triton on the GPU). "
                                          "The first step of each new video size pays the compile (tens of seconds); "
                                          "one compiled block serves all 40 blocks, also when Block Swap streams them. "
-                                         "If compiling fails it runs uncompiled with one warning."),
+                                         "If compiling fails it runs uncompiled with one warning. On an H100 it measured "
+                                         "2.5 % slower than the hand-fused block, so leave it off unless it helps on your GPU."),
             ],
             outputs=[io.Model.Output(tooltip="ComfyUI's own Wan model with this pack's quantized linears; "
                                              "works with KSampler, LoRA loaders and Wan4Step Block Swap.")],
