@@ -94,3 +94,10 @@ def test_affine_layernorm_runs_through_the_modulation_kernels():
     assert _affine_ln(torch.nn.LayerNorm(96, elementwise_affine=False), x) is None
     assert _affine_ln(torch.nn.Identity(), x) is None
     assert _affine_ln(torch.nn.LayerNorm(64), x) is None  # wrong width: the module runs itself
+
+
+def test_env_tuning_skips_malformed_entries(caplog):
+    assert fused._env_tuning("ln=4,gelu_quant=32") == {"ln": 4, "gelu_quant": 32}
+    with caplog.at_level("WARNING", logger="wan4step"):
+        assert fused._env_tuning("ln=abc,nope=4,gelu_quant=3,,ln") == {}
+    assert caplog.text.count("ignoring WAN4STEP_TUNING") == 4

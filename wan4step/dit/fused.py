@@ -41,8 +41,22 @@ except ImportError:  # optional: CPU-only installs, Windows without triton
 # A persistent gelu_quant (a program per SM walking rows, prefetching the next) was measured
 # slower (0.81 ms against 0.66) and dropped.
 TUNING: dict[str, int] = {"ln": 8, "gelu_quant": 16}
-# A/B runs of the benchmarks: WAN4STEP_TUNING="ln=8,gelu_quant=32"
-TUNING.update({k: int(v) for k, v in (kv.split("=") for kv in os.environ.get("WAN4STEP_TUNING", "").split(",") if kv)})
+
+
+def _env_tuning(spec: str) -> dict[str, int]:
+    """A/B runs of the benchmarks: WAN4STEP_TUNING="ln=8,gelu_quant=32"; a malformed entry is skipped."""
+    out = {}
+    for kv in filter(None, spec.split(",")):
+        key, _, val = kv.partition("=")
+        if key.strip() in TUNING and val.strip().isdigit() and int(val) in (1, 2, 4, 8, 16, 32):
+            out[key.strip()] = int(val)
+        else:
+            log.warning("wan4step: ignoring WAN4STEP_TUNING entry %r (expected one of %s = a power of two <= 32)",
+                        kv, ", ".join(TUNING))
+    return out
+
+
+TUNING.update(_env_tuning(os.environ.get("WAN4STEP_TUNING", "")))
 
 
 def _use_triton(x: torch.Tensor) -> bool:
