@@ -187,3 +187,29 @@ def test_pinned_slabs_lock_exact_sizes():
     view = t[:10]
     slabs.close()
     assert not t.is_pinned() and int(view[3]) == 7  # unlocked, still valid host memory
+
+
+def test_failed_page_lock_falls_back_without_a_stale_cuda_error():
+    """A register that fails (here: the range is already registered) must fall back to torch's
+    pinning and leave no error behind for torch's next kernel-launch check."""
+    from wan4step.offload.pinned import PinnedSlabs
+
+    first = PinnedSlabs(True)
+    t = first.empty(2**20)
+    cudart = torch.cuda.cudart()
+    assert int(cudart.cudaHostRegister(t.data_ptr(), 2**20, 0)) != 0  # already registered
+    from wan4step.offload import pinned
+
+    pinned._clear_last_error()
+    torch.ones(4, device=DEV).add_(1)  # a launch check: raises if an error were left over
+    torch.cuda.synchronize()
+    second = PinnedSlabs(True)
+    second._fallback = False
+    # force the fallback path: registration of memory torch already pinned fails
+    u = torch.empty(2**20, dtype=torch.uint8, pin_memory=True)
+    err = int(cudart.cudaHostRegister(u.data_ptr(), 2**20, 0))
+    assert err != 0
+    pinned._clear_last_error()
+    torch.ones(4, device=DEV).add_(1)
+    torch.cuda.synchronize()
+    first.close()

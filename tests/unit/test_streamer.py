@@ -106,3 +106,4 @@ def test_spread_picks_exactly_k_distinct_blocks():
         for k in range(n + 1):
             idx = spread(k, n)
             assert len(idx) == k and len(set(idx)) == k and all(0 <= i < n for i in idx)
+

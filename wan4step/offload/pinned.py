@@ -15,6 +15,7 @@ ordinary, pageable memory.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import weakref
 
@@ -23,9 +24,24 @@ import torch
 log = logging.getLogger("wan4step")
 
 
+def _clear_last_error() -> None:
+    """Reset the CUDA runtime's per-thread error after a failed call we handled ourselves.
+
+    A failed `cudaHostRegister` leaves its code in `cudaGetLastError`, and torch checks
+    that after every kernel launch: it would raise it later, from an unrelated kernel.
+    torch binds no `cudaGetLastError`, so it is called on the runtime torch loaded
+    (where the symbol is not reachable, e.g. on Windows, nothing is done).
+    """
+    try:
+        ctypes.CDLL(None).cudaGetLastError()
+    except (AttributeError, OSError, TypeError):
+        pass
+
+
 def _unregister(ptrs: list[int]) -> None:
     while ptrs:
-        torch.cuda.cudart().cudaHostUnregister(ptrs.pop())
+        if int(torch.cuda.cudart().cudaHostUnregister(ptrs.pop())) != 0:
+            _clear_last_error()
 
 
 class PinnedSlabs:
@@ -50,6 +66,7 @@ class PinnedSlabs:
                 self._ptrs.append(t.data_ptr())
                 return t
             self._fallback = True
+            _clear_last_error()
             log.warning("wan4step: cudaHostRegister failed (cudaError %d); pinning through torch instead, "
                         "which rounds each block up to a power of two of RAM", err)
         return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
