@@ -101,3 +101,18 @@ def test_env_tuning_skips_malformed_entries(caplog):
     with caplog.at_level("WARNING", logger="wan4step"):
         assert fused._env_tuning("ln=abc,nope=4,gelu_quant=3,,ln") == {}
     assert caplog.text.count("ignoring WAN4STEP_TUNING") == 4
+
+
+def test_patched_layernorm_keeps_its_own_forward():
+    """A norm3 carrying a use-time patch (ComfyUI lowvram `weight_function`, DynamicVRAM
+    `weight_lowvram_function`) must run its own forward, which applies the patch."""
+    from wan4step.dit.block import _affine_ln
+
+    x = torch.randn(1, 3, 16)
+    for attr, value in (("weight_function", [lambda w: w]), ("bias_lowvram_function", lambda b: b)):
+        norm = torch.nn.LayerNorm(16)
+        setattr(norm, attr, value)
+        assert _affine_ln(norm, x) is None, attr
+    norm = torch.nn.LayerNorm(16)
+    norm.weight_function, norm.weight_lowvram_function = [], None  # what ComfyUI sets when unpatched
+    assert _affine_ln(norm, x) is not None

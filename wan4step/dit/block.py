@@ -61,9 +61,8 @@ def _affine_ln(norm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
         or w is None
         or b is None
         or tuple(norm.normalized_shape) != (x.shape[-1],)
-        or getattr(norm, "weight_function", None)
-        or getattr(norm, "bias_function", None)
-    ):
+        or any(getattr(norm, f"{p}_{kind}function", None) for p in ("weight", "bias") for kind in ("", "lowvram_"))
+    ):  # a LoRA/weight patch ComfyUI applies at use time (lowvram, DynamicVRAM): the module runs itself
         return None
     shift = b.to(device=x.device, dtype=torch.float32).view(1, -1)
     scale = w.to(device=x.device, dtype=torch.float32).view(1, -1) - 1
