@@ -14,7 +14,7 @@ import comfy.model_management
 import torch
 
 from ..wan4step import attention as attn
-from ..wan4step.dit.block import block_forward, supports
+from ..wan4step.dit.block import block_forward, has_use_time_patches, supports
 from ..wan4step.dit.fused import rope_tables
 from ..wan4step.offload.wrap import on_device
 
@@ -65,7 +65,9 @@ class FastBlocks:
             comfy.model_management.throw_exception_if_processing_interrupted()
             topts = args["transformer_options"]
             patches = topts.get("patches", {})
-            if not supports(args["vec"]) or "attn1_patch" in patches or "attn2_patch" in patches:
+            block = self.dm.blocks[i]
+            if (not supports(args["vec"]) or "attn1_patch" in patches or "attn2_patch" in patches
+                    or has_use_time_patches(getattr(block, "inner", block))):
                 return extra["original_block"](args)
             with on_device(self.dm.blocks[i]) as blk:
                 return {"img": self.forward(blk, args["img"], args["vec"], self.rope(args["pe"]), args["txt"], self.fn)}

@@ -83,3 +83,32 @@ def test_lora_reaches_streamed_blocks(comfy, pack, tmp_path):
         assert rel < 5e-3, rel  # baked (bf16-rounded) vs applied at use time (fp32): rounding only
         assert torch.equal(sample(swapped), got)  # patches removed after each run, re-added next run
         assert torch.equal(sample(base), plain)
+
+
+def test_lora_on_norm_weights_reaches_the_fused_block_when_streamed(comfy, pack, tmp_path):
+    """The fused block reads the q/k RMSNorm weights directly; when ComfyUI applies their LoRA at use
+    time (Block Swap's streamed blocks, lowvram) the block must still see the patched weights."""
+    sd = tiny_dit_state_dict()
+    bf16 = tmp_path / "bf16.safetensors"
+    safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in sd.items()}, str(bf16))
+    g = torch.Generator().manual_seed(5)
+    lora = {f"diffusion_model.blocks.{i}.{n}.diff": torch.randn(256, generator=g) * 0.5
+            for i in range(2) for n in ("self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q")}
+    cond = [[torch.randn(1, 512, 4096, generator=g) * 0.1, {}]]
+
+    def sample(mp):
+        latent = {"samples": torch.zeros(1, 16, 3, 8, 8)}
+        return pack.nodes.sampler.Wan4StepSampler.execute(mp, cond, latent, seed=3, steps=4, shift=5.0, cfg=1.0,
+                                                          noise="comfy", update="lcm").result[0]["samples"]
+
+    base = pack.nodes.comfy_model.build_model(load_dit(bf16), torch.bfloat16)
+    plain = sample(pack.nodes.fast_forward.install(base, "sdpa"))
+    lora_model = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0)[0]
+    want = sample(lora_model)  # ComfyUI's own blocks, the LoRA baked in at load
+    assert ((want - plain).norm() / plain.norm()) > 0.01  # the norm LoRA really matters
+    fast = pack.nodes.fast_forward.install(lora_model, "sdpa")
+    torch.testing.assert_close(sample(fast), want, rtol=2e-2, atol=2e-2)  # resident: baked weights
+    swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(fast, 2, 1, True, "ram", False).result[0]
+    got = sample(swapped)
+    rel = ((got - want).norm() / want.norm()).item()
+    assert rel < 5e-3, rel

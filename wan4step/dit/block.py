@@ -69,6 +69,20 @@ def _affine_ln(norm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     return shift, scale, float(norm.eps)
 
 
+# weights block_forward reads directly (norm3 checks its own in _affine_ln)
+_DIRECT_WEIGHTS = ("self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k")
+
+
+def has_use_time_patches(block: torch.nn.Module) -> bool:
+    """Whether a weight this forward reads directly carries a patch ComfyUI applies only when the
+    module runs (a LoRA under lowvram, DynamicVRAM or Block Swap); then ComfyUI's block must run it."""
+    for path in _DIRECT_WEIGHTS:
+        m = block.get_submodule(path)
+        if getattr(m, "weight_function", None) or getattr(m, "weight_lowvram_function", None) is not None:
+            return True
+    return False
+
+
 def supports(e0: torch.Tensor) -> bool:
     """The fast path handles one timestep per sample (T2V); per-frame timesteps go to ComfyUI's block."""
     return e0.ndim == 4 and e0.shape[1] == 1
