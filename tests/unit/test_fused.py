@@ -116,3 +116,26 @@ def test_patched_layernorm_keeps_its_own_forward():
     norm = torch.nn.LayerNorm(16)
     norm.weight_function, norm.weight_lowvram_function = [], None  # what ComfyUI sets when unpatched
     assert _affine_ln(norm, x) is not None
+
+
+def test_blocks_with_patched_norm_weights_are_left_to_comfyui():
+    from wan4step.dit.block import has_use_time_patches
+
+    def block():
+        b = torch.nn.Module()
+        for att in ("self_attn", "cross_attn"):
+            a = torch.nn.Module()
+            a.norm_q, a.norm_k = torch.nn.RMSNorm(8), torch.nn.RMSNorm(8)
+            setattr(b, att, a)
+        return b
+
+    b = block()
+    assert not has_use_time_patches(b)
+    b.cross_attn.norm_k.weight_function = [lambda w: w * 2]  # ComfyUI lowvram / Block Swap
+    assert has_use_time_patches(b)
+    b = block()
+    b.self_attn.norm_q.weight_lowvram_function = lambda w: w  # DynamicVRAM
+    assert has_use_time_patches(b)
+    b = block()
+    b.self_attn.norm_k.weight.patches = [("lora", "key")]  # ComfyUI-GGUF's GGMLTensor
+    assert has_use_time_patches(b)

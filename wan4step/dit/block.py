@@ -78,7 +78,8 @@ def has_use_time_patches(block: torch.nn.Module) -> bool:
     module runs (a LoRA under lowvram, DynamicVRAM or Block Swap); then ComfyUI's block must run it."""
     for path in _DIRECT_WEIGHTS:
         m = block.get_submodule(path)
-        if getattr(m, "weight_function", None) or getattr(m, "weight_lowvram_function", None) is not None:
+        if (getattr(m, "weight_function", None) or getattr(m, "weight_lowvram_function", None) is not None
+                or getattr(getattr(m, "weight", None), "patches", None)):  # ComfyUI-GGUF keeps them on the tensor
             return True
     return False
 
