@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import weakref
 
 import torch
 
 log = logging.getLogger("wan4step")
+PAGE = mmap.PAGESIZE
 
 
 def _clear_last_error() -> None:
@@ -53,18 +55,24 @@ class PinnedSlabs:
         self._ptrs: list[int] = []
         self._finalizer = weakref.finalize(self, _unregister, self._ptrs)
         self._fallback = False
+        self._bytes = 0
 
     def empty(self, nbytes: int) -> torch.Tensor:
         """An uninitialised uint8 host tensor of `nbytes`, page-locked when pinning was asked for."""
         if not self.pin or nbytes == 0:
             return torch.empty(nbytes, dtype=torch.uint8)
         if not self._fallback:
-            t = torch.empty(nbytes, dtype=torch.uint8)
-            err = int(torch.cuda.cudart().cudaHostRegister(t.data_ptr(), nbytes, 0))
+            # whole pages of a buffer of its own: a registration never shares a page with another
+            # allocation (two registrations touching one page fail), small slabs included
+            size = -(-nbytes // PAGE) * PAGE
+            buf = torch.empty(size + PAGE, dtype=torch.uint8)
+            off = -buf.data_ptr() % PAGE
+            err = int(torch.cuda.cudart().cudaHostRegister(buf.data_ptr() + off, size, 0))
             if err == 0:
-                self._slabs.append(t)
-                self._ptrs.append(t.data_ptr())
-                return t
+                self._slabs.append(buf)
+                self._ptrs.append(buf.data_ptr() + off)
+                self._bytes += size
+                return buf[off:off + nbytes]
             self._fallback = True
             _clear_last_error()
             log.warning("wan4step: cudaHostRegister failed (cudaError %d); pinning through torch instead, "
@@ -73,10 +81,11 @@ class PinnedSlabs:
 
     @property
     def pinned_bytes(self) -> int:
-        """Bytes locked through registration (torch-pinned fallbacks not counted)."""
-        return sum(t.numel() for t in self._slabs)
+        """Bytes locked through registration, whole pages (torch-pinned fallbacks not counted)."""
+        return self._bytes
 
     def close(self) -> None:
         """Unlock every slab now; tensors still viewing them become ordinary host memory."""
         self._finalizer()
         self._slabs.clear()
+        self._bytes = 0
