@@ -38,6 +38,8 @@ getrusage ru_maxrss of the whole child (includes building the random weights); w
     python scripts/bench_comfy_offload.py --configs bf16:480p:8:dynamic,bf16:480p:8:lowvram
     python scripts/bench_comfy_offload.py --formats bf16,fp8 --sizes small --budgets 8,12 --modes dynamic,lowvram
     python scripts/bench_comfy_offload.py --tiny          # CPU smoke test of the whole path (--cpu, no ballast)
+    python scripts/bench_comfy_offload.py --configs bf16:small:12:dynamic+swap,bf16:small:12:lowvram+swap
+        # "+swap": the pack's Block Swap (auto) applied to ComfyUI's own MODEL, under that memory mode
 
 Differences to a real workflow: the state dict lives in anonymous memory (a file would be
 mmapped, ComfyUI's comfy-aimdo mmap for safetensors); weights are random; no text encoder
@@ -349,7 +351,8 @@ def run_child(spec: dict, res: dict) -> None:
     cuda = not tiny
     cfg = TINY_CFG if tiny else CFG_14B
     size = TINY_SIZE if tiny else SIZES[spec["size"]]
-    flags = MODES[spec["mode"]] + (["--cpu"] if tiny else []) + spec["comfy_args"]
+    base_mode, _, extra = spec["mode"].partition("+")
+    flags = MODES[base_mode] + (["--cpu"] if tiny else []) + spec["comfy_args"]
     torch, ballast, active, shapes = setup_comfy(flags, cuda, spec["budget"], cfg)
     res["active"] = active
     ggml = None
@@ -366,6 +369,11 @@ def run_child(spec: dict, res: dict) -> None:
     del sd
     t2 = time.perf_counter()
     res["patcher"] = type(mp).__name__
+    if extra == "swap":  # the pack's Block Swap ("auto") on ComfyUI's own MODEL, under ComfyUI's memory mode
+        from _comfy_import import import_pack
+
+        mp = import_pack().nodes.block_swap.Wan4StepBlockSwap.execute(mp, -1, 2, True, "ram", False).result[0]
+        res["patcher"] += "+Wan4Step Block Swap"
     print(f"built {fmt}: random state dict {t1 - t0:.1f} s, load_diffusion_model_state_dict {t2 - t1:.1f} s, "
           f"{mp.model_size() / GiB:.2f} GiB, patcher {res['patcher']}", flush=True)
     import comfy.ldm.modules.attention as attn
@@ -428,8 +436,8 @@ def grid(args) -> list[tuple]:
     if args.tiny:  # one tiny size, no ballast on the CPU
         rows = list(dict.fromkeys((f, "tiny", None, m) for f, _, _, m in rows))
     for fmt, size, _, mode in rows:
-        if mode not in MODES:
-            raise SystemExit(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
+        if mode.partition("+")[0] not in MODES or mode.partition("+")[2] not in ("", "swap"):
+            raise SystemExit(f"unknown mode {mode!r}: one of {', '.join(MODES)}, optionally +swap")
         if size not in SIZES and size != "tiny":
             raise SystemExit(f"unknown size {size!r}: one of {', '.join(SIZES)}")
         if fmt not in ("bf16", "fp8", "fp8-cast") and not fmt.startswith("gguf-"):
@@ -462,7 +470,7 @@ def main() -> None:
     ap.add_argument("--formats", help="grid: bf16,fp8,fp8-cast,gguf-q4_k,...")
     ap.add_argument("--sizes", help="grid: " + ",".join(SIZES))
     ap.add_argument("--budgets", help="grid: GiB or 'resident', e.g. 8,12,16,resident")
-    ap.add_argument("--modes", help="grid: dynamic,lowvram")
+    ap.add_argument("--modes", help="grid: dynamic,lowvram, each optionally +swap (the pack's Block Swap on top)")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=240, help="seconds per child")
     ap.add_argument("--total-timeout", type=float, default=540,
