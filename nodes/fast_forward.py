@@ -69,7 +69,7 @@ class FastBlocks:
             if (not supports(args["vec"]) or "attn1_patch" in patches or "attn2_patch" in patches
                     or has_use_time_patches(getattr(block, "inner", block))):
                 return extra["original_block"](args)
-            with on_device(self.dm.blocks[i]) as blk:
+            with on_device(block) as blk:
                 return {"img": self.forward(blk, args["img"], args["vec"], self.rope(args["pe"]), args["txt"], self.fn)}
 
         return replace

@@ -61,8 +61,8 @@ def _affine_ln(norm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
         or w is None
         or b is None
         or tuple(norm.normalized_shape) != (x.shape[-1],)
-        or any(getattr(norm, f"{p}_{kind}function", None) for p in ("weight", "bias") for kind in ("", "lowvram_"))
-    ):  # a LoRA/weight patch ComfyUI applies at use time (lowvram, DynamicVRAM): the module runs itself
+        or _patched_at_use(norm)  # the module runs itself, which applies the patch
+    ):
         return None
     shift = b.to(device=x.device, dtype=torch.float32).view(1, -1)
     scale = w.to(device=x.device, dtype=torch.float32).view(1, -1) - 1
@@ -73,15 +73,19 @@ def _affine_ln(norm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
 _DIRECT_WEIGHTS = ("self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k")
 
 
-def has_use_time_patches(block: torch.nn.Module) -> bool:
-    """Whether a weight this forward reads directly carries a patch ComfyUI applies only when the
-    module runs (a LoRA under lowvram, DynamicVRAM or Block Swap); then ComfyUI's block must run it."""
-    for path in _DIRECT_WEIGHTS:
-        m = block.get_submodule(path)
-        if (getattr(m, "weight_function", None) or getattr(m, "weight_lowvram_function", None) is not None
-                or getattr(getattr(m, "weight", None), "patches", None)):  # ComfyUI-GGUF keeps them on the tensor
+def _patched_at_use(m: torch.nn.Module) -> bool:
+    """Whether ComfyUI applies a patch (a LoRA) to m's weight or bias only when m runs: lowvram's
+    `*_function` lists, DynamicVRAM's `*_lowvram_function`, ComfyUI-GGUF's per-tensor `patches`."""
+    for p in ("weight", "bias"):
+        if (getattr(m, f"{p}_function", None) or getattr(m, f"{p}_lowvram_function", None) is not None
+                or getattr(getattr(m, p, None), "patches", None)):
             return True
     return False
+
+
+def has_use_time_patches(block: torch.nn.Module) -> bool:
+    """Whether a weight this forward reads directly is patched at use time; then ComfyUI's block runs."""
+    return any(_patched_at_use(block.get_submodule(path)) for path in _DIRECT_WEIGHTS)
 
 
 def supports(e0: torch.Tensor) -> bool:
