@@ -65,6 +65,12 @@ class _Swap:
         for name, wrapped in self.plan.patches.items():
             for sub, m in wrapped.inner.named_modules():
                 for param in ("weight", "bias"):
+                    stale = getattr(m, f"{param}_lowvram_function", None)
+                    if stale is not None:
+                        # left by an earlier DynamicVRAM load of this model: ComfyUI no longer
+                        # manages this module, so only the patches attached below may apply
+                        setattr(m, f"{param}_lowvram_function", None)
+                        undo.append(lambda m=m, a=f"{param}_lowvram_function", v=stale: setattr(m, a, v))
                     key = ".".join(p for p in ("diffusion_model", name, sub, param) if p)
                     if key not in patcher.patches:
                         continue

@@ -107,3 +107,25 @@ def test_spread_picks_exactly_k_distinct_blocks():
             idx = spread(k, n)
             assert len(idx) == k and len(set(idx)) == k and all(0 <= i < n for i in idx)
 
+
+
+def test_comfy_model_dtype_is_applied_when_packing():
+    """ComfyUI's DynamicVRAM keeps a bf16 file's weights in bf16 and casts them at use to
+    `weight_comfy_model_dtype` (fp16 here); a streamed module is hidden from it, so the streamer
+    must pack the cast weights (the 0.33 GPU run failed with 'Half and BFloat16' before this).
+    Quantized codes are never cast."""
+    for disk in (False, True):
+        g = torch.Generator().manual_seed(3)
+        lin = torch.nn.Linear(32, 16, dtype=torch.bfloat16)
+        lin.weight_comfy_model_dtype = lin.bias_comfy_model_dtype = torch.float16
+        q, s = quantize_rowwise(torch.randn(16, 32, generator=g), INT8)
+        ql = QuantLinear(32, 16)
+        ql.assign_weight(QuantWeight(INT8, q, (16, 32), s), None)
+        ql.weight_comfy_model_dtype = torch.float16  # must not turn int8 codes into fp16 numbers
+        expect_w, expect_b = lin.weight.to(torch.float16), lin.bias.to(torch.float16)
+        streamer, (wl, wq) = stream_modules([lin, ql], "cpu", disk=disk)
+        x = torch.randn(4, 32, generator=g, dtype=torch.float16)
+        assert torch.equal(wl(x), torch.nn.functional.linear(x, expect_w, expect_b))
+        assert lin.weight.dtype == torch.float16 or disk  # RAM mode: the host copy is fp16 too
+        assert ql.weight.dtype == torch.int8 and torch.equal(ql.weight, q)
+        streamer.close()

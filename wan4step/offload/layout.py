@@ -52,6 +52,28 @@ def _real_shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(torch.Tensor.size(t))
 
 
+def stream_dtype(owner: torch.nn.Module, name: str, t: torch.Tensor) -> torch.dtype:
+    """The dtype a tensor is streamed (and computed) in.
+
+    ComfyUI's DynamicVRAM builds modules whose weights keep the file's dtype and are cast at use
+    to `<name>_comfy_model_dtype` (e.g. a bf16 file run as fp16), by model management, which never
+    sees a streamed module. So a plain float tensor carrying that attribute is cast once, when it
+    is packed: the same weights the legacy loader converts at load time. Quantized storage
+    (FP8/INT8 codes, GGUF bytes, tensor subclasses) is never touched.
+    """
+    want = getattr(owner, f"{name}_comfy_model_dtype", None)
+    if (
+        isinstance(want, torch.dtype)
+        and want.is_floating_point
+        and want.itemsize >= 2
+        and t.dtype.is_floating_point
+        and t.dtype.itemsize >= 2
+        and type(t) in (torch.Tensor, torch.nn.Parameter)
+    ):
+        return want
+    return t.dtype
+
+
 def layout_of(module: torch.nn.Module) -> ModuleLayout:
     entries: list[Entry] = []
     offset = 0
@@ -59,8 +81,9 @@ def layout_of(module: torch.nn.Module) -> ModuleLayout:
         for name, t in list(owner._parameters.items()) + list(owner._buffers.items()):
             if t is None:
                 continue
-            nbytes = t.numel() * t.element_size()
-            entries.append(Entry(owner, name, offset, nbytes, t.dtype, _real_shape(t)))
+            dtype = stream_dtype(owner, name, t)
+            nbytes = t.numel() * dtype.itemsize
+            entries.append(Entry(owner, name, offset, nbytes, dtype, _real_shape(t)))
             offset += -(-nbytes // ALIGN) * ALIGN
     return ModuleLayout(entries, offset)
 
@@ -71,8 +94,11 @@ def plain(t: torch.Tensor) -> torch.Tensor:
 
 
 def pack_into(layout: ModuleLayout, slab: torch.Tensor) -> None:
-    """Copy the module's current tensors into `slab` (byte-exact, any dtype incl. fp8/ggml bytes)."""
+    """Copy the module's current tensors into `slab` (byte-exact, any dtype incl. fp8/ggml bytes;
+    cast only where `stream_dtype` asks for it)."""
     for e, t in zip(layout.entries, layout.current(), strict=True):
         if e.nbytes:
             src = plain(t).contiguous()
+            if src.dtype != e.dtype:
+                src = src.to(e.dtype)
             slab.narrow(0, e.offset, e.nbytes).copy_(src.reshape(-1).view(torch.uint8))

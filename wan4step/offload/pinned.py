@@ -62,17 +62,17 @@ class PinnedSlabs:
         if not self.pin or nbytes == 0:
             return torch.empty(nbytes, dtype=torch.uint8)
         if not self._fallback:
-            # whole pages of a buffer of its own: a registration never shares a page with another
-            # allocation (two registrations touching one page fail), small slabs included
+            # whole pages of an anonymous mapping of its own: page-aligned, so a registration never
+            # shares a page with another allocation (two registrations touching one page fail) and
+            # the tensor's storage starts where the registration does (torch's is_pinned() is true)
             size = -(-nbytes // PAGE) * PAGE
-            buf = torch.empty(size + PAGE, dtype=torch.uint8)
-            off = -buf.data_ptr() % PAGE
-            err = int(torch.cuda.cudart().cudaHostRegister(buf.data_ptr() + off, size, 0))
+            buf = torch.frombuffer(mmap.mmap(-1, size), dtype=torch.uint8)  # the tensor keeps the map alive
+            err = int(torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), size, 0))
             if err == 0:
                 self._slabs.append(buf)
-                self._ptrs.append(buf.data_ptr() + off)
+                self._ptrs.append(buf.data_ptr())
                 self._bytes += size
-                return buf[off:off + nbytes]
+                return buf[:nbytes]
             self._fallback = True
             _clear_last_error()
             log.warning("wan4step: cudaHostRegister failed (cudaError %d); pinning through torch instead, "
