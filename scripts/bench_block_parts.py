@@ -95,6 +95,9 @@ def main() -> None:
         print("rmsnorm_rope       bf16 -> bf16 ", gbps(2 * n16, ms(lambda: fused.rmsnorm_rope(y16, wq, cos, sin, H))))
         print("addcmul x32 + y16 * g32 -> fp32 ", gbps(2 * n32 + n16, ms(lambda: torch.addcmul(x32, y16, gate))))
         print("add     x32 + y16       -> fp32 ", gbps(2 * n32 + n16, ms(lambda: x32 + y16)))
+        g16 = gate[0].to(bf)
+        print("addcmul x16 + y16 * g16 -> bf16 ", gbps(3 * n16, ms(lambda: torch.addcmul(x16, y16, g16[:, None]))))
+        print("gated_residual (pack)   -> bf16 ", gbps(3 * n16, ms(lambda: fused.gated_residual(x16, y16, g16))))
 
         print("\n== GEMMs, M = tokens (fp8: per-token x per-channel scales, fast accumulation; bf16: cuBLAS)")
         xq, sa = quantize_act(y16.view(L, C), "fp8")

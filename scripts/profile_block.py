@@ -9,6 +9,7 @@ torch.profiler's top CUDA kernels for both forwards.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32760)
     ap.add_argument("--attention", default="sdpa")
     ap.add_argument("--formats", default="bf16,fp8")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the formats' block timings")
     args = ap.parse_args()
     import_comfy()
     pack = import_pack()
@@ -84,6 +86,7 @@ def main() -> None:
 
     rope = fast.rope(freqs)
     profiled = []
+    timed = {}
     with torch.inference_mode():
         comfy_fn = lambda: blk(x, e=e0, freqs=freqs, context=ctx, transformer_options={})  # noqa: E731
         print(f"ComfyUI block (bf16): {ms(comfy_fn):7.2f} ms")
@@ -103,6 +106,7 @@ def main() -> None:
             print(line)
             print(f"      {fmt}: {enqueue_and_graph(fn)}")
             profiled.append((f"ours {fmt}", fn))
+            timed[fmt] = fn
         q = torch.randn(1, 40, L, 128, device=dev, dtype=torch.bfloat16)
         k, v = torch.randn_like(q), torch.randn_like(q)
         qt = torch.randn(1, L, 40, 128, device=dev, dtype=torch.bfloat16).transpose(1, 2)
@@ -124,6 +128,19 @@ def main() -> None:
                 print(f"pack {name:20s} transposed {ms(lambda fn=fn: fn(qt, kt, vt)):6.2f} ms")
             else:
                 print(f"pack {name}: not installed here")
+        if len(timed) > 1:  # formats side by side, interleaved: clocks drift over a run (attention moves ~2 ms)
+            rounds = {name: [] for name in timed}
+            for _ in range(args.rounds):
+                for name, fn in timed.items():
+                    rounds[name].append(ms(fn))
+            base = rounds["bf16"] if "bf16" in rounds else None
+            for name, ts in rounds.items():
+                line = f"interleaved x{args.rounds}: {name:6s} median {statistics.median(ts):7.2f} ms"
+                if base is not None and name != "bf16":
+                    ratios = [t / b for t, b in zip(ts, base, strict=True)]
+                    line += (f"   / bf16: median {statistics.median(ratios):.3f} "
+                             f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
+                print(line)
         from torch.profiler import ProfilerActivity, profile
 
         for name, fn in profiled:

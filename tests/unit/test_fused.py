@@ -66,6 +66,14 @@ for kind in ("fp8", "int8"):
     same = (q.float() == rq.float()).float().mean().item()
     assert same > 0.99, (kind, same)
     torch.testing.assert_close(q.float() * s, rq.float() * rs, rtol=0, atol=float((rs * 2 * (16 if kind == "fp8" else 1)).max()))
+# the gated residual: torch.addcmul's value (an fma in fp32), any result dtype
+x, y = torch.randn(2, 13, 200).to(torch.bfloat16), torch.randn(2, 13, 200).to(torch.bfloat16)
+for g in (torch.randn(2, 200).to(torch.bfloat16), torch.randn(2, 200)):
+    r = fused.gated_residual(x, y, g)
+    ref = (x.double() + y.double() * g.double()[:, None]).to(r.dtype)
+    assert r.dtype == torch.addcmul(x, y, g[:, None]).dtype
+    tol = 2 ** -8 if r.dtype == torch.bfloat16 else 2 ** -22  # one rounding to the result dtype
+    torch.testing.assert_close(r.float(), ref.float(), rtol=tol, atol=1e-6)
 print("ok")
 """
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..attention import attention
 from ..quant.linear import QuantLinear
-from .fused import gelu_quant, ln_modulate, ln_modulate_quant, rmsnorm_rope
+from .fused import gated_residual, gelu_quant, ln_modulate, ln_modulate_quant, rmsnorm_rope
 
 
 def _param(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,7 @@ def block_forward(
     del ko
     a = attention(q, k, vo, heads, attn_fn)
     del q, k, vo
-    x = torch.addcmul(x, sa.o(a), e[:, 2:3])
+    x = gated_residual(x, sa.o(a), e[:, 2])
     del a
 
     # cross-attention (no modulation; affine LayerNorm, through the same LayerNorm kernels)
@@ -159,4 +159,4 @@ def block_forward(
     else:
         out = ffn2(h if gelu_done else F.gelu(h, approximate="tanh"))
     del h
-    return torch.addcmul(x, out, e[:, 5:6])
+    return gated_residual(x, out, e[:, 5])

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from ..quant.act_quant import empty_codes, quantize_act, triton_failed
+from ..quant.act_quant import empty_codes, quantize_act, row_parts, triton_failed
 from ..quant.act_quant import use_triton as use_act_triton
 from ..quant.weights import INT8
 
@@ -24,23 +24,22 @@ try:
     import triton
     import triton.language as tl
 
-    from ..quant.act_quant import quantize_row, round_to
+    from ..quant.act_quant import quant_codes, quant_scale, quantize_row, round_to
 
     _TRITON = True
 except ImportError:  # optional: CPU-only installs, Windows without triton
     _TRITON = False
 
 
-# num_warps per kernel, measured on an H100 at the 14B shapes by scripts/bench_fused.py
-# (docs/bench/fused.log). Each program holds a whole row in registers; walking rows in
-# chunks (re-read from L1/L2) was measured too and was 10-45 % slower at these widths.
-# The LayerNorm twins share one value: the warp count sets the order of a row's sums, and
-# ln_modulate_quant must give the codes of quantize_act(ln_modulate(x)) bit for bit. At 4 warps
-# (0.07 ms faster for the quantizing twin) the two compile to different in-thread summation
-# orders (their stores differ in width) and the GPU test caught codes that differ; 8 keeps them equal.
-# A persistent gelu_quant (a program per SM walking rows, prefetching the next) was measured
-# slower (0.81 ms against 0.66) and dropped.
-TUNING: dict[str, int] = {"ln": 8, "gelu_quant": 16}
+# Launch choices, measured on an H100 at the 14B shapes by scripts/bench_fused.py
+# (docs/bench/fused_sweep.log). Each program holds a whole row in registers; walking rows in
+# chunks (re-read from L1/L2) was measured too and was 10-45 % slower at these widths. These row
+# kernels are latency-bound (2-3 dependent reductions per row), so what counts is rows in flight:
+# LayerNorm at 4 warps with the row split 4096 + 1024 (ln_split) quantizes a bf16 row in
+# 0.252 ms against 0.364 ms padded to 8192 at 8 warps; several rows per program or a register cap
+# were no faster. A persistent gelu_quant (a program per SM walking rows, prefetching the next)
+# was measured slower (0.81 ms against 0.66) and dropped; warps and register caps move it < 5 %.
+TUNING: dict[str, int] = {"ln": 4, "ln_split": 1, "gelu_quant": 16}
 
 
 def _env_tuning(spec: str) -> dict[str, int]:
@@ -48,10 +47,13 @@ def _env_tuning(spec: str) -> dict[str, int]:
     out = {}
     for kv in filter(None, spec.split(",")):
         key, _, val = kv.partition("=")
-        if key.strip() in TUNING and val.strip().isdigit() and int(val) in (1, 2, 4, 8, 16, 32):
-            out[key.strip()] = int(val)
+        key = key.strip()
+        ok = (0, 1) if key.endswith("_split") else (1, 2, 4, 8, 16, 32)
+        if key in TUNING and val.strip().isdigit() and int(val) in ok:
+            out[key] = int(val)
         else:
-            log.warning("wan4step: ignoring WAN4STEP_TUNING entry %r (expected one of %s = a power of two <= 32)",
+            log.warning("wan4step: ignoring WAN4STEP_TUNING entry %r (expected one of %s = a power of two <= 32, "
+                        "or 0/1 for ln_split)",
                         kv, ", ".join(TUNING))
     return out
 
@@ -76,45 +78,61 @@ def ln_modulate_reference(x: torch.Tensor, shift: torch.Tensor, scale: torch.Ten
 if _TRITON:
 
     @triton.jit
-    def _ln_modulate_row(X, SHIFT, SCALE, row, L, C, eps, BLOCK: tl.constexpr):
+    def _ln_kernel(X, SHIFT, SCALE, Y, Q, S, L, C, eps, BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr,
+                   QUANT: tl.constexpr, IS_INT8: tl.constexpr):
+        """One row of LayerNorm + modulate; QUANT: write the row's W8A8 codes instead of y.
+
+        The row is held as two power-of-two parts (act_quant.row_parts). Both variants are this
+        one function; the compiler may still order a row's sums differently in the two (their
+        stores differ in width), so y can differ by an ulp on rare elements (tests bound it).
+        """
+        row = tl.program_id(0).to(tl.int64)
         b = row // L
-        offs = tl.arange(0, BLOCK)
-        mask = offs < C
-        x = tl.load(X + row * C + offs, mask=mask, other=0.0).to(tl.float32)
-        mean = tl.sum(x, axis=0) / C
-        d = tl.where(mask, x - mean, 0.0)
-        var = tl.sum(d * d, axis=0) / C
+        oa = tl.arange(0, BLOCK_A)
+        ob = BLOCK_A + tl.arange(0, BLOCK_B)
+        ma, mb = oa < C, ob < C
+        xa = tl.load(X + row * C + oa, mask=ma, other=0.0).to(tl.float32)
+        xb = tl.load(X + row * C + ob, mask=mb, other=0.0).to(tl.float32)
+        mean = (tl.sum(xa, axis=0) + tl.sum(xb, axis=0)) / C
+        da = tl.where(ma, xa - mean, 0.0)
+        db = tl.where(mb, xb - mean, 0.0)
+        var = (tl.sum(da * da, axis=0) + tl.sum(db * db, axis=0)) / C
         rstd = 1.0 / tl.sqrt(var + eps)
-        sh = tl.load(SHIFT + b * C + offs, mask=mask, other=0.0).to(tl.float32)
-        sc = tl.load(SCALE + b * C + offs, mask=mask, other=0.0).to(tl.float32)
-        return d * rstd * (1.0 + sc) + sh, offs, mask
+        # loaded only now (L1 hits after the first row of an SM): fewer live registers per row
+        sca = 1.0 + tl.load(SCALE + b * C + oa, mask=ma, other=0.0).to(tl.float32)
+        scb = 1.0 + tl.load(SCALE + b * C + ob, mask=mb, other=0.0).to(tl.float32)
+        sha = tl.load(SHIFT + b * C + oa, mask=ma, other=0.0).to(tl.float32)
+        shb = tl.load(SHIFT + b * C + ob, mask=mb, other=0.0).to(tl.float32)
+        ya = da * rstd * sca + sha
+        yb = db * rstd * scb + shb
+        if QUANT:
+            # round to the activation dtype first: the codes are those of quantize_act(ln_modulate(x))
+            ya = tl.where(ma, round_to(ya, X.dtype.element_ty), 0.0)
+            yb = tl.where(mb, round_to(yb, X.dtype.element_ty), 0.0)
+            scale, inv = quant_scale(tl.maximum(tl.max(tl.abs(ya), axis=0), tl.max(tl.abs(yb), axis=0)), IS_INT8)
+            tl.store(Q + row * C + oa, quant_codes(ya, inv, IS_INT8), mask=ma)
+            tl.store(Q + row * C + ob, quant_codes(yb, inv, IS_INT8), mask=mb)
+            tl.store(S + row, scale)
+        else:
+            tl.store(Y + row * C + oa, round_to(ya, Y.dtype.element_ty).to(Y.dtype.element_ty), mask=ma)
+            tl.store(Y + row * C + ob, round_to(yb, Y.dtype.element_ty).to(Y.dtype.element_ty), mask=mb)
 
-    @triton.jit
-    def _ln_modulate_kernel(X, SHIFT, SCALE, Y, L, C, eps, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        y, offs, mask = _ln_modulate_row(X, SHIFT, SCALE, row, L, C, eps, BLOCK)
-        tl.store(Y + row * C + offs, round_to(y, Y.dtype.element_ty).to(Y.dtype.element_ty), mask=mask)
 
-    @triton.jit
-    def _ln_modulate_quant_kernel(X, SHIFT, SCALE, Q, S, L, C, eps, BLOCK: tl.constexpr, IS_INT8: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        y, offs, mask = _ln_modulate_row(X, SHIFT, SCALE, row, L, C, eps, BLOCK)
-        # round to the activation dtype first: the codes are those of quantize_act(ln_modulate(x))
-        y = tl.where(mask, round_to(y, X.dtype.element_ty), 0.0)
-        q, scale = quantize_row(y, IS_INT8)
-        tl.store(Q + row * C + offs, q, mask=mask)
-        tl.store(S + row, scale)
+def _ln_launch(x, shift, scale, y, q, s, eps, quant: bool, is_int8: bool) -> None:
+    B, L, C = x.shape
+    block_a, block_b = row_parts(C, split=bool(TUNING["ln_split"]))
+    # no FMA contraction: y rounds like the reference's separate multiply and add
+    _ln_kernel[(B * L,)](x, shift.contiguous(), scale.contiguous(), y, q, s, L, C, eps,
+                         BLOCK_A=block_a, BLOCK_B=block_b, QUANT=quant, IS_INT8=is_int8,
+                         num_warps=TUNING["ln"], enable_fp_fusion=False)
 
 
 def ln_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     if not _use_triton(x):
         return ln_modulate_reference(x, shift, scale, eps)
-    B, L, C = x.shape
     x = x.contiguous()
     y = torch.empty_like(x)
-    # no FMA contraction, so the fused quantizing twin below rounds exactly as this kernel does
-    _ln_modulate_kernel[(B * L,)](x, shift.contiguous(), scale.contiguous(), y, L, C, eps,
-                                  BLOCK=triton.next_power_of_2(C), num_warps=TUNING["ln"], enable_fp_fusion=False)
+    _ln_launch(x, shift, scale, y, y, y, eps, quant=False, is_int8=False)
     return y
 
 
@@ -133,10 +151,7 @@ def ln_modulate_quant(
     x = x.contiguous()
     q, s = empty_codes(B * L, C, kind, x.device)
     try:
-        _ln_modulate_quant_kernel[(B * L,)](
-            x, shift.contiguous(), scale.contiguous(), q, s, L, C, eps, BLOCK=triton.next_power_of_2(C),
-            IS_INT8=(kind == INT8), num_warps=TUNING["ln"], enable_fp_fusion=False,
-        )
+        _ln_launch(x, shift, scale, x, q, s, eps, quant=True, is_int8=(kind == INT8))
     except Exception as e:  # a Triton that cannot build this for the GPU: the unfused pair is the same math
         _fused_failed(kind, e)
         return quantize_act(ln_modulate(x, shift, scale, eps).reshape(B * L, C), kind)
@@ -274,3 +289,41 @@ def rmsnorm_rope(
         ROPE=rope, BLOCK=block, num_warps=8 if block >= 2048 else 4,
     )
     return y
+
+
+# ---------------------------------------------------------------------------- gated residual
+if _TRITON:
+
+    @triton.jit
+    def _gated_residual_kernel(X, Y, G, OUT, L, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+        cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        b = tl.program_id(2).to(tl.int64)
+        cmask = cols < C
+        g = tl.load(G + b * C + cols, mask=cmask, other=0.0).to(tl.float32)
+        offs = (b * L + rows)[:, None] * C + cols[None, :]
+        mask = (rows < L)[:, None] & cmask[None, :]
+        x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        y = tl.load(Y + offs, mask=mask, other=0.0).to(tl.float32)
+        r = round_to(tl.fma(y, g[None, :], x), OUT.dtype.element_ty)
+        tl.store(OUT + offs, r.to(OUT.dtype.element_ty), mask=mask)
+
+
+def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """`torch.addcmul(x, y, gate[:, None])`: x, y [B, L, C], gate [B, C]; a new tensor.
+
+    torch runs this broadcast as its generic (non-vectorized) elementwise kernel: 0.54 ms per call
+    at 480p in the block profile, two calls per block; this is one tiled pass that reads the gate
+    once per tile. Same rounding as torch (ATen's pointwise_op_impl: alpha = 1 is `fma(b, c, a)` in
+    fp32), then once to the result dtype.
+    """
+    out_dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), gate.dtype)
+    if not _use_triton(x) or x.shape != y.shape or gate.shape != (x.shape[0], x.shape[2]):
+        return torch.addcmul(x, y, gate.unsqueeze(1))
+    B, L, C = x.shape
+    x, y, gate = x.contiguous(), y.contiguous(), gate.contiguous()
+    out = torch.empty(x.shape, dtype=out_dtype, device=x.device)
+    br, bc = 8, 1024
+    _gated_residual_kernel[(triton.cdiv(L, br), triton.cdiv(C, bc), B)](x, y, gate, out, L, C, BLOCK_R=br, BLOCK_C=bc,
+                                                                        num_warps=8)
+    return out
