@@ -381,12 +381,24 @@ def _evaluate(choice, tokens, usable, ram_budget, req, attention, model, card, n
         need = model.sampling_vram(choice, tokens, model.num_blocks, req.prefetch, attention).total
         notes[choice.key] = f"needs {_gib(need)} even with all 40 blocks streamed"
         return None
+    px = req.width * req.height * req.frames
+
+    def vae_fits(kk: int, extra: int = 0) -> bool:
+        """The (tiled) VAE decode beside what stays on the GPU: at small sizes it needs more than sampling."""
+        s = model.sampling_vram(choice, tokens, kk, req.prefetch, attention)
+        return model.vae_vram(px, tiled=True, resident_bytes=s.weights + s.ring + extra) <= usable
+
+    while not vae_fits(k):
+        if k == model.num_blocks:
+            notes[choice.key] = "the VAE decode does not fit beside even 40 streamed blocks"
+            return None
+        k += 1
     base = model.sampling_vram(choice, tokens, k, req.prefetch, attention)
     te_act = model.data["text_encoder"]["activation_bytes"]
 
     def te_devices(te_bytes: int) -> list[str]:
         alone = model.text_encoder_vram(te_bytes) <= usable
-        if req.priority != "fit" and base.total + te_bytes + te_act <= usable:
+        if req.priority != "fit" and base.total + te_bytes + te_act <= usable and vae_fits(k, te_bytes + te_act):
             return ["gpu", "cpu"]
         if req.priority != "fit" and alone:
             return ["gpu_then_free", "cpu"]

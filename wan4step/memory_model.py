@@ -175,16 +175,15 @@ class MemoryModel:
         per_token = act["bytes_per_token"] + self._fmt(kind)["act_extra_bytes_per_token"] + att["bytes_per_token"]
         return int(act["fixed_bytes"] + per_token * tokens)
 
-    def overhead_bytes(self, transient: int, resident: int, tokens: int | None = None) -> int:
-        """What the caching allocator reserves beyond the allocated peak (calibrated on the H100):
-        a share of the activations + ring, plus a share of the resident weights and a fixed part
-        that both scale with the token count (measured: ~2 GiB at 480p with all blocks resident,
-        none at 288x512x33 -- fragmentation comes from the big activation tensors)."""
-        ref = self.data.get("overhead_reference_tokens")
-        scale = 1.0 if (tokens is None or not ref) else tokens / ref
+    def overhead_bytes(self, transient: int, resident: int) -> int:
+        """What the caching allocator and the model's small tensors take beyond the big ones
+        (calibrated on the H100, docs/bench/advisor_s4.log): a share of the activations (the
+        allocator's reserve above the allocated peak grows with the big activation tensors: 0.16 /
+        0.86 / 2.3 GiB at 5,184 / 32,760 / 75,600 tokens, with or without a streaming ring), plus a
+        share of the resident weights (their biases, norms and alignment)."""
         return int(self.data["allocator_overhead_frac"] * transient
-                   + scale * (self.data.get("resident_overhead_frac", 0.0) * resident
-                              + self.data.get("fixed_overhead_bytes", 0)))
+                   + self.data.get("resident_overhead_frac", 0.0) * resident
+                   + self.data.get("fixed_overhead_bytes", 0))
 
     # -- phases ---------------------------------------------------------------------
     def sampling_vram(
@@ -203,7 +202,7 @@ class MemoryModel:
         ring = min(k, max(prefetch, 0) + 1) * block
         act = self.activation_bytes(choice.kind, tokens, attention)
         scratch = int(self._fmt(choice.kind)["scratch_bytes"])
-        overhead = self.overhead_bytes(act + ring + scratch, (n - k) * block + self.non_block_bytes(choice), tokens)
+        overhead = self.overhead_bytes(act + scratch, (n - k) * block + self.non_block_bytes(choice))
         return VramBreakdown(
             non_block=self.non_block_bytes(choice),
             resident_blocks=(n - k) * block,
@@ -255,7 +254,7 @@ class MemoryModel:
         for k in range(n_blocks + 1):
             ring = min(k, max(prefetch, 0) + 1) * block_bytes
             resident = non_block_bytes + (n_blocks - k) * block_bytes
-            need = resident + ring + act + scratch + self.overhead_bytes(act + ring + scratch, resident, tokens)
+            need = resident + ring + act + scratch + self.overhead_bytes(act + scratch, resident)
             if need <= free_bytes - headroom:
                 return k
         return n_blocks

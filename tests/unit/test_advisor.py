@@ -249,9 +249,9 @@ def test_memory_model_matches_the_architecture():
     assert MODEL.weights_bytes(q4) == pytest.approx(q4.size_bytes, rel=0.01)
     # streaming k blocks frees k blocks and costs a ring of prefetch + 1 slots
     a, b = MODEL.sampling_vram(fp8, 32_760, 0), MODEL.sampling_vram(fp8, 32_760, 10, prefetch=1)
-    # (the calibrated allocator overhead grows with the ring and with the resident weights)
-    assert a.total - b.total == pytest.approx(10 * 352e6 - 2 * 352e6 - MODEL.data["allocator_overhead_frac"] * 2 * 352e6
-                                              + MODEL.data["resident_overhead_frac"] * 10 * 352e6, rel=1e-6)
+    # (the calibrated overhead grows with the resident weights, not with the ring)
+    assert a.total - b.total == pytest.approx(10 * 352e6 - 2 * 352e6 + MODEL.data["resident_overhead_frac"] * 10 * 352e6,
+                                              rel=1e-6)
     assert MODEL.status in ("uncalibrated", "calibrated")
 
 
@@ -320,5 +320,6 @@ def test_block_swap_auto_uses_the_advisors_arithmetic(free_gib):
     headroom = max(MODEL.decision("headroom_min_bytes"), int(MODEL.decision("headroom_frac") * free))
     expect = MODEL.min_blocks_to_swap(fp8, 32_760, free - headroom + MODEL.context_bytes, prefetch=2)
     assert k == (40 if expect is None else expect)
-    # H100-measured: FP8 at 480p peaks at 20.2 GiB resident (docs/bench/advisor.log)
-    assert (k == 0) == (free_gib >= 24) and (k == 40) == (free_gib <= 6)
+    # H100-measured: FP8 at 480p peaks at 17.7 GiB resident, 5.7 GiB with 39 blocks streamed
+    # (docs/bench/advisor_s4.log); resident needs that plus the advisor's headroom
+    assert (k == 0) == (free_gib >= 20) and (k >= 39) == (free_gib <= 6)
