@@ -376,23 +376,18 @@ def _te_order(priority: str) -> list[str]:
 
 
 def _evaluate(choice, tokens, usable, ram_budget, req, attention, model, card, notes) -> _Candidate | None:
-    k = model.min_blocks_to_swap(choice, tokens, usable, req.prefetch, attention)
+    px = req.width * req.height * req.frames
+    k = model.min_blocks_to_swap(choice, tokens, usable, req.prefetch, attention, pixel_frames=px)
     if k is None:
         need = model.sampling_vram(choice, tokens, model.num_blocks, req.prefetch, attention).total
-        notes[choice.key] = f"needs {_gib(need)} even with all 40 blocks streamed"
+        notes[choice.key] = f"needs {_gib(need)} even with all 40 blocks streamed (or the VAE decode beside them)"
         return None
-    px = req.width * req.height * req.frames
 
     def vae_fits(kk: int, extra: int = 0) -> bool:
-        """The (tiled) VAE decode beside what stays on the GPU: at small sizes it needs more than sampling."""
+        """The tiled VAE decode beside what stays on the GPU (the DiT, a resident text encoder)."""
         s = model.sampling_vram(choice, tokens, kk, req.prefetch, attention)
         return model.vae_vram(px, tiled=True, resident_bytes=s.weights + s.ring + extra) <= usable
 
-    while not vae_fits(k):
-        if k == model.num_blocks:
-            notes[choice.key] = "the VAE decode does not fit beside even 40 streamed blocks"
-            return None
-        k += 1
     base = model.sampling_vram(choice, tokens, k, req.prefetch, attention)
     te_act = model.data["text_encoder"]["activation_bytes"]
 

@@ -119,7 +119,8 @@ def estimate(machine: advisor.Machine, *, model_name: str | None, width: int, he
     if auto:
         if machine.has_gpu:
             usable = advisor._usable(machine.vram_free_bytes, machine.vram_total_bytes, "speed", model)
-            k = model.min_blocks_to_swap(choice, tokens, usable, prefetch, attn, te_on_gpu)
+            k = model.min_blocks_to_swap(choice, tokens, usable, prefetch, attn, te_on_gpu,
+                                         pixel_frames=width * height * frames)
             k = model.num_blocks if k is None else k
         else:
             k = 0

@@ -222,10 +222,16 @@ class MemoryModel:
         prefetch: int = 1,
         attention: str = "sdpa",
         text_encoder_bytes: int = 0,
+        pixel_frames: int = 0,
     ) -> int | None:
-        """Fewest streamed blocks whose sampling phase fits `usable_bytes`; None if even 40 don't."""
+        """Fewest streamed blocks whose sampling phase fits `usable_bytes` and, given the video's
+        `pixel_frames`, whose resident weights leave room for the tiled VAE decode after it (at
+        small sizes that needs more than sampling; ComfyUI would otherwise evict DiT weights to
+        decode and reload them on the next run). None if even 40 don't fit."""
         for k in range(self.num_blocks + 1):
-            if self.sampling_vram(choice, tokens, k, prefetch, attention, text_encoder_bytes).total <= usable_bytes:
+            s = self.sampling_vram(choice, tokens, k, prefetch, attention, text_encoder_bytes)
+            vae = self.vae_vram(pixel_frames, tiled=True, resident_bytes=s.weights + s.ring + s.text_encoder)
+            if s.total <= usable_bytes and (not pixel_frames or vae <= usable_bytes):
                 return k
         return None
 
@@ -240,6 +246,7 @@ class MemoryModel:
         free_bytes: int,
         prefetch: int = 2,
         attention: str = "sdpa",
+        pixel_frames: int = 0,
     ) -> int:
         """The advisor's blocks_to_swap for a model already loaded (Wan4Step Block Swap's "auto").
 
@@ -255,7 +262,8 @@ class MemoryModel:
             ring = min(k, max(prefetch, 0) + 1) * block_bytes
             resident = non_block_bytes + (n_blocks - k) * block_bytes
             need = resident + ring + act + scratch + self.overhead_bytes(act + scratch, resident)
-            if need <= free_bytes - headroom:
+            vae = self.vae_vram(pixel_frames, tiled=True, resident_bytes=resident + ring) - self.context_bytes
+            if need <= free_bytes - headroom and (not pixel_frames or vae <= free_bytes - headroom):
                 return k
         return n_blocks
 

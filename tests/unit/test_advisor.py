@@ -323,3 +323,19 @@ def test_block_swap_auto_uses_the_advisors_arithmetic(free_gib):
     # H100-measured: FP8 at 480p peaks at 17.7 GiB resident, 5.7 GiB with 39 blocks streamed
     # (docs/bench/advisor_s4.log); resident needs that plus the advisor's headroom
     assert (k == 0) == (free_gib >= 20) and (k >= 39) == (free_gib <= 6)
+
+
+def test_block_swap_auto_leaves_room_for_the_vae_decode():
+    """At 288x512x33 the tiled VAE decode (~2 GiB) needs more than sampling's activations: "auto" (given
+    the video's size, as Block Swap computes it from the latent) streams enough blocks that the decode
+    fits beside the resident weights, as the advisor's plan does."""
+    fp8 = catalog.WEIGHTS["lightx2v_fp8"]
+    free = 12 * GiB
+    common = dict(block_bytes=MODEL.block_bytes(fp8), non_block_bytes=MODEL.non_block_bytes(fp8), n_blocks=40,
+                  kind="fp8", tokens=5_184, free_bytes=free, prefetch=2)
+    sampling_only = MODEL.auto_blocks_to_swap(**common)
+    with_vae = MODEL.auto_blocks_to_swap(**common, pixel_frames=512 * 288 * 33)
+    assert with_vae > sampling_only
+    headroom = max(MODEL.decision("headroom_min_bytes"), int(MODEL.decision("headroom_frac") * free))
+    s = MODEL.sampling_vram(fp8, 5_184, with_vae, prefetch=2)
+    assert MODEL.vae_vram(512 * 288 * 33, tiled=True, resident_bytes=s.weights + s.ring) <= free - headroom + MODEL.context_bytes

@@ -74,6 +74,7 @@ def choose_k(dm: torch.nn.Module, requested: int, device: torch.device, latent_s
         tokens=b * t * (h // 2) * (w // 2),
         free_bytes=free,
         prefetch=prefetch,
+        pixel_frames=(h * 8) * (w * 8) * (4 * (t - 1) + 1),  # the decode that follows (Wan VAE: 8x, 4n+1)
     )
 
 
