@@ -382,18 +382,12 @@ def _evaluate(choice, tokens, usable, ram_budget, req, attention, model, card, n
         need = model.sampling_vram(choice, tokens, model.num_blocks, req.prefetch, attention).total
         notes[choice.key] = f"needs {_gib(need)} even with all 40 blocks streamed (or the VAE decode beside them)"
         return None
-
-    def vae_fits(kk: int, extra: int = 0) -> bool:
-        """The tiled VAE decode beside what stays on the GPU (the DiT, a resident text encoder)."""
-        s = model.sampling_vram(choice, tokens, kk, req.prefetch, attention)
-        return model.vae_vram(px, tiled=True, resident_bytes=s.weights + s.ring + extra) <= usable
-
-    base = model.sampling_vram(choice, tokens, k, req.prefetch, attention)
     te_act = model.data["text_encoder"]["activation_bytes"]
 
     def te_devices(te_bytes: int) -> list[str]:
         alone = model.text_encoder_vram(te_bytes) <= usable
-        if req.priority != "fit" and base.total + te_bytes + te_act <= usable and vae_fits(k, te_bytes + te_act):
+        with_te = model.sampling_vram(choice, tokens, k, req.prefetch, attention, te_bytes + te_act)
+        if req.priority != "fit" and with_te.total <= usable and model.decode_fits(with_te, px, usable):
             return ["gpu", "cpu"]
         if req.priority != "fit" and alone:
             return ["gpu_then_free", "cpu"]

@@ -177,7 +177,7 @@ class MemoryModel:
 
     def overhead_bytes(self, transient: int, resident: int) -> int:
         """What the caching allocator and the model's small tensors take beyond the big ones
-        (calibrated on the H100, docs/bench/advisor_s4.log): a share of the activations (the
+        (calibrated on the H100, docs/bench/advisor_s4_fit.log): a share of the activations (the
         allocator's reserve above the allocated peak grows with the big activation tensors: 0.16 /
         0.86 / 2.3 GiB at 5,184 / 32,760 / 75,600 tokens, with or without a streaming ring), plus a
         share of the resident weights (their biases, norms and alignment)."""
@@ -230,10 +230,15 @@ class MemoryModel:
         decode and reload them on the next run). None if even 40 don't fit."""
         for k in range(self.num_blocks + 1):
             s = self.sampling_vram(choice, tokens, k, prefetch, attention, text_encoder_bytes)
-            vae = self.vae_vram(pixel_frames, tiled=True, resident_bytes=s.weights + s.ring + s.text_encoder)
-            if s.total <= usable_bytes and (not pixel_frames or vae <= usable_bytes):
+            if s.total <= usable_bytes and (not pixel_frames or self.decode_fits(s, pixel_frames, usable_bytes)):
                 return k
         return None
+
+    def decode_fits(self, sampling: VramBreakdown, pixel_frames: int, usable_bytes: int) -> bool:
+        """Whether the tiled VAE decode fits beside what sampling leaves on the GPU (the DiT's resident
+        weights and ring, a text encoder kept there)."""
+        resident = sampling.weights + sampling.ring + sampling.text_encoder
+        return self.vae_vram(pixel_frames, tiled=True, resident_bytes=resident) <= usable_bytes
 
     def auto_blocks_to_swap(
         self,
