@@ -19,6 +19,7 @@ from comfy_api.latest import io
 
 from ..wan4step import sampling, schedule
 from ..wan4step.errors import OutOfMemoryError, SettingsError, WrongModelError
+from . import progress
 
 log = logging.getLogger("wan4step")
 
@@ -142,6 +143,7 @@ class Wan4StepSampler(io.ComfyNode):
                        else comfy.samplers.KSAMPLER(_lightx2v_loop, extra_options={"update": update}))
 
         callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+        model, callback = progress.per_block(model, len(sigmas) - 1, callback)  # the bar moves per block
         try:
             samples = comfy.sample.sample_custom(
                 model, noise_t, cfg, sampler, sigmas, positive, neg, latent_image,
