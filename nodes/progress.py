@@ -7,17 +7,15 @@ from it). `comfy.utils.ProgressBar` sends through the same hook but drops update
 sends each tick that moves the bar by at least 1/`messages` of the way instead, whatever the
 clock says (fast machines and the tiny test models see every stage too).
 
-- sampling: `per_block` reports after every transformer block (steps x blocks ticks) through
+- sampling: `sample_custom` reports after every transformer block (steps x blocks ticks) through
   ComfyUI's own per-block hook (`patches["double_block"]`, read-only: it returns the block's
   output as it is) and keeps ComfyUI's per-step callback (previews);
-- text encoding: `encode_ticks` counts the UMT5 encoder's attention and feed-forward layers;
+- text encoding: `EncodeTicks` counts the UMT5 encoder's attention and feed-forward layers;
 - VAE decode: the engine reports units of work (wan4step/vae/tiled.py);
 - download: bytes.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 
 class NodeProgress:
@@ -48,30 +46,56 @@ class NodeProgress:
         self.set(self.done + units)
 
 
-def per_block(model, steps: int, callback: Callable | None):
-    """(model clone that reports after every block, sampler callback that keeps count of the steps).
+def _with_block_patch(model_options: dict, patch) -> dict:
+    """A copy of `model_options` with `patch` added to ComfyUI's per-block hooks (nothing shared
+    with the original is changed)."""
+    import comfy.model_patcher
 
-    A model without a `blocks` list (not a DiT ComfyUI knows) is returned as it is."""
+    opts = comfy.model_patcher.create_model_options_clone(model_options)
+    to = dict(opts.get("transformer_options") or {})
+    patches = dict(to.get("patches") or {})
+    patches["double_block"] = [*patches.get("double_block", []), patch]
+    to["patches"] = patches
+    opts["transformer_options"] = to
+    return opts
+
+
+def sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent_image, noise_mask=None,
+                  callback=None, seed=None):
+    """Sample like `comfy.sample.sample_custom`, reporting progress after every transformer block.
+
+    The per-block hook goes into the guider's own copy of the model options, so the MODEL (and
+    what Block Swap attached to it) is used as it is; ComfyUI's per-step `callback` (previews) is
+    kept. A model without a `blocks` list (not a DiT ComfyUI knows) gets the plain per-step bar."""
+    import comfy.model_management
+    import comfy.samplers
+
+    guider = comfy.samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    steps = len(sigmas) - 1
     dm = getattr(getattr(model, "model", None), "diffusion_model", None)
     blocks = len(getattr(dm, "blocks", None) or [])
-    if not blocks or steps < 1:
-        return model, callback
-    bar = NodeProgress(steps * blocks, messages=steps * blocks)
-    state = {"step": 0}
+    if blocks and steps >= 1:
+        bar = NodeProgress(steps * blocks, messages=steps * blocks)
+        state = {"step": 0}
 
-    def after_block(args):
-        bar.set(state["step"] * blocks + int(args.get("block_index", 0)) + 1)
-        return {"img": args["img"]}
+        def after_block(args):
+            bar.set(state["step"] * blocks + int(args.get("block_index", 0)) + 1)
+            return {"img": args["img"]}
 
-    def step_done(step, x0, x, total_steps):
-        if callback is not None:
-            callback(step, x0, x, total_steps)
-        state["step"] = min(step + 1, steps)
-        bar.set(state["step"] * blocks)
+        step_callback = callback
 
-    m = model.clone()
-    m.set_model_double_block_patch(after_block)
-    return m, step_done
+        def callback(step, x0, x, total_steps):  # noqa: F811 - the sampler's callback, counting steps
+            if step_callback is not None:
+                step_callback(step, x0, x, total_steps)
+            state["step"] = min(step + 1, steps)
+            bar.set(state["step"] * blocks)
+
+        guider.model_options = _with_block_patch(model.model_options, after_block)
+    samples = guider.sample(noise, latent_image, sampler, sigmas, denoise_mask=noise_mask, callback=callback, seed=seed)
+    return samples.to(device=comfy.model_management.intermediate_device(),
+                      dtype=comfy.model_management.intermediate_dtype())
 
 
 class EncodeTicks:

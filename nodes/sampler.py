@@ -143,9 +143,8 @@ class Wan4StepSampler(io.ComfyNode):
                        else comfy.samplers.KSAMPLER(_lightx2v_loop, extra_options={"update": update}))
 
         callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
-        model, callback = progress.per_block(model, len(sigmas) - 1, callback)  # the bar moves per block
         try:
-            samples = comfy.sample.sample_custom(
+            samples = progress.sample_custom(  # comfy.sample.sample_custom + a bar that moves per block
                 model, noise_t, cfg, sampler, sigmas, positive, neg, latent_image,
                 noise_mask=latent.get("noise_mask"), callback=callback, seed=seed,
             )
