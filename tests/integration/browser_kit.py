@@ -73,6 +73,18 @@ def click_widget(page, node_id: int, name: str) -> dict:
     return at
 
 
+def choose_combo(page, node_id: int, name: str, value: str) -> None:
+    """Pick `value` in a combo widget with the mouse: click the widget, then the menu entry."""
+    import re
+
+    at = click_widget(page, node_id, name)
+    assert at["top"] == "canvas", at
+    entry = page.locator(".litecontextmenu .litemenu-entry", has_text=re.compile(f"^{re.escape(value)}$")).first
+    entry.click()
+    page.wait_for_function("([id, n, v]) => app.graph.getNodeById(id).widgets.find((w) => w.name === n).value === v",
+                           arg=[node_id, name, value], timeout=5_000)
+
+
 # -- looking -----------------------------------------------------------------------------------------
 PROBE = r"""() => {
   const c = app.canvas, s = c.ds.scale, [ox, oy] = c.ds.offset;
@@ -235,12 +247,13 @@ def colored_pixels(png: bytes, rect, colors: list[tuple[int, int, int]], tol: in
 
     img = Image.open(io.BytesIO(png)).convert("RGB")
     x, y, w, h = (int(round(v)) for v in rect)
-    crop = img.crop((max(x, 0), max(y, 0), x + w, y + h))
-    hits = 0
-    for px in crop.getdata():
-        if any(sum(abs(a - b) for a, b in zip(px, c, strict=True)) <= tol for c in colors):
-            hits += 1
-    return hits
+    import numpy as np
+
+    crop = np.asarray(img.crop((max(x, 0), max(y, 0), x + w, y + h)), dtype=np.int32)
+    near = np.zeros(crop.shape[:2], dtype=bool)
+    for c in colors:
+        near |= np.abs(crop - np.array(c, dtype=np.int32)).sum(axis=-1) <= tol
+    return int(near.sum())
 
 
 def console_errors(env: dict) -> list[str]:

@@ -28,6 +28,7 @@ import pytest
 
 from tests.integration.browser_kit import (
     PROBE,
+    choose_combo,
     click_widget,
     close_dialogs,
     colored_pixels,
@@ -97,6 +98,32 @@ def test_a_dropped_workflow_opens_readable_at_its_saved_view(page, path):
     assert problems == []
 
 
+def test_the_layout_check_sees_what_the_issue_saw(page):
+    """The negative control: the checks above do fail on the problems reported in issue 19."""
+    drop_workflow(page, REPO / "workflows" / "wan4step_t2v_gguf_q4km.json")
+    page.evaluate("""() => {
+      const by = (t) => app.graph.nodes.find((n) => n.type === t);
+      by('Wan4StepVRAMAdvisor').__wan4stepAdvice.style.minHeight = '140px';   // the old text box
+      by('SaveVideo').pos[0] += 600;                                            // cut off at the right
+      by('Wan4StepVAELoader').pos[1] -= 40;                                     // under the UMT5 loader
+      app.canvas.setDirty(true, true);
+    }""")
+    page.wait_for_timeout(500)
+    _probe, _texts, problems = look(page)
+    found = " | ".join(problems)
+    assert "the textarea of advice spills out of its node" in found
+    assert "Save Video (#" in found and "is outside the view" in found
+    assert "Wan4Step VAE Loader" in found and "overlaps" in found
+    page.evaluate("() => { app.canvas.ds.scale = 0.54; app.canvas.setDirty(true, true); }")  # the template browser's old zoom
+    page.wait_for_timeout(500)
+    _probe, _texts, problems = look(page)
+    assert any("draws no text" in p for p in problems), problems
+    page.evaluate("() => { app.canvas.ds.scale = 0.7; app.canvas.setDirty(true, true); }")
+    page.wait_for_timeout(500)
+    _probe, _texts, problems = look(page)
+    assert any("below 9.0 px" in p for p in problems), problems
+
+
 def test_the_template_browser_lists_the_pack_smallest_card_first(browser_env, page):
     pack = _pack(browser_env)
     _open_pack_templates(page, pack)
@@ -155,6 +182,9 @@ def test_advise_now_by_mouse_in_a_shipped_workflow(page, path):
     drop_workflow(page, path)
     node = page.evaluate("() => app.graph.nodes.find((n) => n.type === 'Wan4StepVRAMAdvisor').id")
     assert _plan_bars(page, node, SHOTS / f"{path.stem}__before_advice.png") == 0
+    gpu = page.evaluate("(id) => app.graph.getNodeById(id).widgets.find((w) => w.name === 'gpu').value", node)
+    if gpu.startswith("auto"):  # this test machine has no GPU: plan for a card, as a person would
+        choose_combo(page, node, "gpu", "RTX 4090")
     text = _advise_by_mouse(page, node)
     assert "Weights:" in text and "Predicted VRAM peak" in text, text
     plan = page.evaluate("(id) => app.graph.getNodeById(id).__wan4stepPlan", node)
