@@ -69,10 +69,12 @@ class Wan4StepModelLoader(io.ComfyNode):
                 lora_gguf: str = "same") -> io.NodeOutput:
         loaded = load_dit(resolve(DIT_FOLDERS, model_name))
         if lora_name and lora_name != NO_LORA:
+            import comfy.model_management
             import comfy.utils
 
             bar = comfy.utils.ProgressBar(1)
             merge_into(loaded, resolve(LORA_FOLDERS, lora_name), lora_strength, gguf_target=lora_gguf,
+                       device=comfy.model_management.get_torch_device(),  # the GPU ComfyUI runs on (CPU with --cpu)
                        progress=lambda done, total, what: bar.update_absolute(done, total))
         model = build_model(loaded, DTYPES[compute_dtype])
         if fast_forward:
