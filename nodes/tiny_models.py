@@ -2,8 +2,9 @@
 
 After a Manager install there is no shell and no dev tooling, so the tiny workflow gets its
 models from this node: `wan4step.tiny.install` writes them (atomically, never over a file it
-did not write) into the first folder ComfyUI lists for diffusion_models / text_encoders / vae,
-under `wan4step_tiny/`, and the node hands their names to the loaders.
+did not write) into ComfyUI's models/diffusion_models, models/text_encoders and models/vae (or the
+first folder ComfyUI lists for each when those are not among them), under `wan4step_tiny/`, and the
+node hands their names to the loaders.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from ..wan4step.tiny import install
 
 
 def _roots() -> dict[str, str]:
+    """The folder of each key that carries its own name (models/diffusion_models, not the legacy models/unet
+    ComfyUI lists first), else the first one ComfyUI lists."""
     import folder_paths
 
     roots = {}
@@ -25,7 +28,7 @@ def _roots() -> dict[str, str]:
         if not paths:
             raise MissingFileError(f"ComfyUI has no '{key}' model folder", expected="models/" + key,
                                    fix="check extra_model_paths.yaml.")
-        roots[key] = paths[0]
+        roots[key] = next((p for p in paths if os.path.basename(os.path.normpath(p)) == key), paths[0])
     return roots
 
 

@@ -655,8 +655,8 @@ def tiny_demo(info):
         "checks that everything runs, in seconds on a CPU. The video is noise, not a fox.\n\n"
         "On the first run **Wan4Step Tiny Models** writes the tiny DiT, UMT5 and VAE (about 40 MB) into ComfyUI's "
         "own model folders, under `models/diffusion_models/wan4step_tiny/`, `models/text_encoders/wan4step_tiny/` "
-        "and `models/vae/wan4step_tiny/` (the first folder ComfyUI lists for each), and hands their names to the "
-        "loaders; later runs find them in place. It never overwrites a file it did not write. Its *dit_format* "
+        "and `models/vae/wan4step_tiny/`, and hands their names to the loaders; later runs find them in place. "
+        "It never overwrites a file it did not write. Its *dit_format* "
         "picks the loader path to try: GGUF Q4_K_M / Q8_0, LightX2V FP8 / INT8 folder, BF16.\n\n"
         "For real videos open one of the other Wan4Step workflows."), title="Read me")
     return g
