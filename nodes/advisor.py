@@ -91,7 +91,7 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                                tooltip="Free disk in GiB for downloads. " + _OVERRIDE),
                 io.Combo.Input("attention", options=list(advisor.ATTENTION_CHOICES), default="auto", advanced=True,
                                tooltip="auto = SDPA (fastest measured, always available)."),
-                io.Combo.Input("weights_format", options=WEIGHTS_FORMATS, default=ANY_FORMAT, advanced=True,
+                io.Combo.Input("weights_format", options=WEIGHTS_FORMATS, default=ANY_FORMAT, advanced=True, optional=True,
                                tooltip="any = every format this GPU computes natively. gguf (or fp8, ...) = only that "
                                "format: which of its files fits, e.g. for a GGUF-only setup."),
             ],
