@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -172,7 +171,13 @@ def test_workflows_are_listed_and_served_as_custom_node_templates(comfy_server):
         assert thumb[:3] == b"\xff\xd8\xff" and thumb == ui.with_suffix(".jpg").read_bytes()
 
 
-def test_pyproject_ships_the_workflows():
-    text = (REPO / "pyproject.toml").read_text()
-    includes = re.search(r"^includes\s*=\s*\[(.*?)\]", text, re.M | re.S).group(1)
-    assert '"workflows"' in includes and '"web"' in includes
+def test_the_registry_zip_ships_the_workflows():
+    """`comfy node pack` drops what .comfyignore matches (gitwildmatch, comfy-cli file_utils.py): never a template."""
+    pathspec = pytest.importorskip("pathspec")
+    lines = [line.strip() for line in (REPO / ".comfyignore").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    shipped = [p.relative_to(REPO).as_posix() for p in [*UI, *(REPO / "workflows").glob("*.jpg"),
+                                                        *(REPO / "workflows" / "api").glob("*.json")]]
+    assert shipped and [p for p in shipped if spec.match_file(p)] == []
+    assert spec.match_file("tests/integration/test_workflows.py") and spec.match_file("scripts/build_workflows.py")
