@@ -82,6 +82,9 @@ class Request:
     priority: str = "speed"
     attention: str = "auto"
     prefetch: int = 2  # Wan4Step Block Swap's default: a ring of 3 block slots
+    # Only these weights kinds ("gguf", "fp8", ...); empty = every kind. A workflow built for
+    # one loader path (GGUF) asks which of its files fits, not which format is fastest.
+    formats: tuple[str, ...] = ()
     # catalog files already in ComfyUI's model folders (their `FileSpec.dest`): not downloaded again,
     # so a base model already on disk makes base + distill LoRA a 0.63 GB download
     present: frozenset = frozenset()
@@ -96,6 +99,13 @@ class Request:
                 f"unknown attention backend {self.attention!r}",
                 expected=" / ".join(ATTENTION_CHOICES),
                 fix="pick auto unless you installed sageattention (sage) or flash-attn (flash).",
+            )
+        object.__setattr__(self, "formats", tuple(self.formats))  # frozen: a list from JSON becomes a tuple
+        kinds = sorted({w.kind for w in WEIGHTS.values()})
+        if any(f not in kinds for f in self.formats):
+            raise SettingsError(
+                f"unknown weights format in {list(self.formats)}", expected=" / ".join(kinds),
+                fix="leave it empty (any) or name formats from the list.",
             )
 
 
@@ -504,7 +514,7 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
     excluded: dict[str, str] = {}
     cands: list[_Candidate] = []
     for choice in WEIGHTS.values():
-        if not choice.recommendable:
+        if not choice.recommendable or (req.formats and choice.kind not in req.formats):
             continue
         why_not = _allowed(choice.kind, cap)
         if why_not:
@@ -593,7 +603,7 @@ def _recommend_cpu(machine: Machine, req: Request, tokens: int, attention: str, 
     ram_budget = machine.ram_available_bytes
     fitting = []
     for choice in WEIGHTS.values():
-        if not choice.recommendable:
+        if not choice.recommendable or (req.formats and choice.kind not in req.formats):
             continue
         ram = model.host_ram(choice, 0, "gpu", te.size_bytes) + model.weights_bytes(choice) + act
         if ram <= ram_budget:
@@ -738,6 +748,8 @@ def _reason(machine, req, rec: Recommendation, pick: _Candidate, card, cap, excl
         else:
             why.append(f"base model + the LightX2V distill LoRA ({dl:.1f} GB), merged into the weights at load: "
                        "the same step time as a distilled file")
+    if req.formats:
+        why.append(f"only {' / '.join(f.upper() for f in req.formats)} weights were considered, as asked")
     if cap and cap >= (12, 0):
         why.append("NVFP4 checkpoints exist only for I2V-14B-480P and T2V-1.3B, not this model")
     size = f"{req.width}x{req.height}x{req.frames} ({rec.tokens:,} tokens)"
@@ -782,6 +794,9 @@ def _recipe_note(machine, req, rec: Recommendation, card, excluded) -> str:
                          "before sampling, which is faster and uses no VRAM during sampling (priority fit keeps it "
                          "on the CPU).")
             return f"Agrees with the recipe for {card.name}: {card.recipe_text}.{extra}"
+        if req.formats and card.recipe_weights not in req.formats:
+            return (f"The recipe for {card.name} is {card.recipe_text}; this differs because you asked for "
+                    f"{' / '.join(f.upper() for f in req.formats)} weights only.")
         if req.priority != "speed":
             why = {"quality": "you asked for quality, so the closest to the BF16 release that fits",
                    "fit": "you asked for the safest fit"}[req.priority]
