@@ -279,7 +279,7 @@ LORA_QUALITY_COST = 4  # a rank-64 LoRA approximates the distilled weights: rank
 def _with_lora(key: str, label: str, kind: str, tier: str | None, base: FileSpec, quality: int) -> WeightsChoice:
     lora = LORA_FILES[DEFAULT_LORA]
     return WeightsChoice(
-        key=key, label=f"{label} + LightX2V distill LoRA", kind=kind, tier=tier,
+        key=key, label=f"{label} + 4-step distill LoRA", kind=kind, tier=tier,
         size_bytes=base.size_bytes + lora.size_bytes, quality=quality - LORA_QUALITY_COST, model_name=base.dest,
         files=(base, *lora.files), lora_name=lora.name, route="base+lora",
     )
