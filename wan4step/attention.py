@@ -36,6 +36,8 @@ import torch.nn.functional as F
 
 log = logging.getLogger("wan4step")
 BACKENDS = ("auto", "sdpa", "8bit", "sage", "flash", "fa4")
+# not in the UI: the 8-bit method run by its torch reference on any device (slow; tests and the CPU demo)
+REFERENCE_8BIT = "8bit-reference"
 _warned: set[str] = set()
 
 # auto's candidates per compute capability, best first (see the module docstring for the evidence)
@@ -161,6 +163,8 @@ def _try(name: str, device: torch.device | None) -> Callable | None:
 
 def resolve(name: str, device: torch.device | None = None) -> tuple[str, Callable]:
     """(effective backend name, function(q, k, v) on [B, H, L, D] tensors)."""
+    if name == REFERENCE_8BIT:
+        return name, _reference_8bit
     if name not in BACKENDS:
         raise ValueError(f"attention must be one of {BACKENDS}, got {name!r}")
     if name == "auto":
@@ -179,6 +183,15 @@ def resolve(name: str, device: torch.device | None = None) -> tuple[str, Callabl
         if fn is not None:
             return name, fn
     return "sdpa", _sdpa
+
+
+def _reference_8bit(q, k, v):
+    from . import attn8
+    from .attn8.reference import attn8_reference
+
+    if k.shape[2] < attn8.MIN_KEYS:  # as the GPU backend: text cross-attention stays on SDPA
+        return _sdpa(q, k, v)
+    return attn8_reference(q, k, v).to(q.dtype)
 
 
 def _guarded(name: str, fn: Callable, fallback: bool = True) -> Callable:

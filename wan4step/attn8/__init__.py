@@ -33,18 +33,27 @@ class Config:
     num_warps: int = 8
     num_stages: int = 3
     exp_split: bool = False
+    rowsum_mma: bool = False
+    pipe: bool = False
+    promote: int = 0  # >0: P·V accumulated on the tensor cores this many blocks, lazy rescale (kernels.py)
+    tau: float = 0.0
 
     def __str__(self) -> str:
         return (f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
-                f"{'x' if self.exp_split else ''}")
+                f"{'x' if self.exp_split else ''}{'r' if self.rowsum_mma else ''}{'p' if self.pipe else ''}"
+                f"{f'L{self.promote}t{self.tau:g}' if self.promote else ''}")
 
 
-# launch choices per compute capability major/minor; see CONFIG_NOTES for where each comes from
+# Launch choices per compute capability. sm90: the fastest of a sweep on the H200
+# (scripts/bench_attention.py --sweep, docs/bench/attention_h200.log): BLOCK_M 64 with one warpgroup
+# lets two programs share an SM, so one's softmax runs while the other's tensor-core products do;
+# BLOCK_M 128 with two warpgroups was 6 % slower, BLOCK_N 64 20 % slower, the polynomial exp2 split
+# 8 % slower (the loop is issue-bound, not SFU-bound). Elsewhere not measured: 64 x 64 tiles in two
+# stages fit sm86/sm89's 99 KB of shared memory without spilling (ptxas, Triton 3.8).
 CONFIGS: dict[tuple[int, int], Config] = {
-    (9, 0): Config(128, 128, 8, 3, False),
+    (9, 0): Config(64, 128, 4, 3),
 }
-DEFAULT_CONFIG = Config(128, 64, 4, 2, False)
-CONFIG_NOTES = "sm90: measured (scripts/bench_attention.py); others: a conservative guess, not measured here"
+DEFAULT_CONFIG = Config(64, 64, 4, 2)
 HEAD_DIMS = (64, 128)
 # below this many keys (text cross-attention has 512) the q quantize pass costs more than 8-bit saves
 MIN_KEYS = 1024
@@ -83,7 +92,7 @@ def _unit_inner(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def stats(q, k, v, chunk: int = 256):
+def stats(q, k, v, chunk: int = 512):
     """(q_inv_alpha, k_alpha, k_mean, v_mean, v_scale), each [B*H, D] float32 (reference.finish_stats)."""
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
@@ -91,7 +100,7 @@ def stats(q, k, v, chunk: int = 256):
     part = torch.empty(7, B * H, n_chunks, D, device=q.device, dtype=torch.float32)
     _k._stats_kernel[(n_chunks, B * H)](
         q, k, v, part, Lq, Lk, H, n_chunks, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-        k.stride(2), v.stride(0), v.stride(1), v.stride(2), CHUNK=chunk, BLOCK_L=32, D=D, num_warps=4)
+        k.stride(2), v.stride(0), v.stride(1), v.stride(2), CHUNK=chunk, BLOCK_L=16, D=D, num_warps=4)
     return finish_stats(part[0].amax(1), part[1].sum(1), part[2].amin(1), part[3].amax(1), part[4].sum(1),
                         part[5].amin(1), part[6].amax(1), Lk)
 
@@ -123,7 +132,8 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B, H, Lq, Lk, dtype, cfg: Config
     _k._attn8_kernel[(triton.cdiv(Lq, cfg.block_m), B * H)](
         q8, qs, k8, ks, vt, vm, vs, out, Lq, Lk, q8.shape[1], k8.shape[1], H, D**-0.5 * 1.4426950408889634,
         out.stride(0), out.stride(2), out.stride(1), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D=D,
-        PV_FP8=pv_fp8, EXP_SPLIT=cfg.exp_split, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        PV_FP8=pv_fp8, EXP_SPLIT=cfg.exp_split, ROWSUM_MMA=cfg.rowsum_mma, PIPE=cfg.pipe,
+        PROMOTE=cfg.promote, TAU=cfg.tau, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     return out.transpose(1, 2)
 
 
