@@ -6,8 +6,11 @@ Backends (`BACKENDS`; the Model Loader's `attention` combo):
   60-62 ms (what PyTorch's default order and ComfyUI 0.33's flash-first priority pick),
   memory-efficient 124 ms.
 - `8bit`: the pack's INT8 Q·Kᵀ + FP8 P·V attention (wan4step/attn8, SageAttention2's method in
-  Triton; fp16 P·V on sm80/86). Self-attention only: cross-attention (512 text keys) stays on SDPA
-  below `attn8.MIN_KEYS` keys, where quantizing q costs more than the 8-bit products save.
+  Triton; fp16 P·V on sm80/86). On the H200 (scripts/bench_attention.py, docs/bench/attention_h200.log,
+  one process): 480p self-attention 29.0 ms against cuDNN's 38.5 (0.75x), 720p 150.9 ms against
+  204.9 (0.74x). Self-attention only: text cross-attention (512 keys) stays on SDPA below
+  `attn8.MIN_KEYS` keys (8-bit measured 1.48 ms against cuDNN's 0.67 there: quantizing 32,760
+  queries costs more than the short key loop saves).
 - `sage`: the sageattention package (1.0.6 is a Triton build of SageAttention 1): 49 ms on the
   H100, slower than cuDNN; its paper reports ~2x FlashAttention2 on an RTX 4090.
 - `flash`: the flash-attn 2 package. `fa4`: the flash-attn-4 package (CuTe DSL, Hopper/Blackwell,
@@ -16,7 +19,7 @@ Backends (`BACKENDS`; the Model Loader's `attention` combo):
 `auto` tries `AUTO_ORDER[arch]` in turn and takes the first backend that loads and passes the
 accuracy check (`check`: cosine >= 0.999 and relative L2 <= 3 % against float32 SDPA on small
 inputs shaped like Wan's, wan4step/attn8/structured.py; run once per backend and device), falling
-back with one warning. sm90 is measured (docs/BENCHMARKS.md, scripts/bench_attention.py); the
+back with one warning. sm90 is measured (`8bit` 0.75x cuDNN's time per call, above); the
 other architectures could not be measured here and follow published anchors: SageAttention2
 (arXiv 2411.10958) reports its INT8 Q·Kᵀ + FP8 P·V at ~3x FlashAttention2 on the RTX 4090 (sm89)
 and SageAttention (arXiv 2410.02367) INT8 Q·Kᵀ + fp16 P·V at ~2x on the RTX 3090 (sm86), so `8bit`

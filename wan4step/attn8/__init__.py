@@ -32,16 +32,10 @@ class Config:
     block_n: int = 128
     num_warps: int = 8
     num_stages: int = 3
-    exp_split: bool = False
-    rowsum_mma: bool = False
-    pipe: bool = False
-    promote: int = 0  # >0: P·V accumulated on the tensor cores this many blocks, lazy rescale (kernels.py)
-    tau: float = 0.0
+    exp_split: bool = False  # every second exp2 as a polynomial on the FMA units (kernels._exp2_poly)
 
     def __str__(self) -> str:
-        return (f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
-                f"{'x' if self.exp_split else ''}{'r' if self.rowsum_mma else ''}{'p' if self.pipe else ''}"
-                f"{f'L{self.promote}t{self.tau:g}' if self.promote else ''}")
+        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}{'x' if self.exp_split else ''}"
 
 
 # Launch choices per compute capability. sm90: the fastest of a sweep on the H200
@@ -132,8 +126,8 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B, H, Lq, Lk, dtype, cfg: Config
     _k._attn8_kernel[(triton.cdiv(Lq, cfg.block_m), B * H)](
         q8, qs, k8, ks, vt, vm, vs, out, Lq, Lk, q8.shape[1], k8.shape[1], H, D**-0.5 * 1.4426950408889634,
         out.stride(0), out.stride(2), out.stride(1), BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, D=D,
-        PV_FP8=pv_fp8, EXP_SPLIT=cfg.exp_split, ROWSUM_MMA=cfg.rowsum_mma, PIPE=cfg.pipe,
-        PROMOTE=cfg.promote, TAU=cfg.tau, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        PV_FP8=pv_fp8, EXP_SPLIT=cfg.exp_split, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages)
     return out.transpose(1, 2)
 
 

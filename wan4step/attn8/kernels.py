@@ -155,12 +155,11 @@ def _to_e4m3(p):
 
 
 @triton.jit
-def _softmax_pv(s, c, v_ptrs, ks_ptr, acc, l_i, m_i, start, Lk, ones,
+def _softmax_pv(s, c, v_ptrs, ks_ptr, acc, l_i, m_i, start, Lk,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, PV_FP8: tl.constexpr,
-                EXP_SPLIT: tl.constexpr, ROWSUM_MMA: tl.constexpr):
+                EXP_SPLIT: tl.constexpr):
     """One key block after S = Q8·K8ᵀ: base-2 online softmax, P -> e4m3 (fp16), P·V into a fresh
-    FP32 product added to acc. ROWSUM_MMA: P's row sums come from the tensor cores (P·1, l_i is then
-    [BLOCK_M, 16] with every column the same) instead of an FADD per score."""
+    FP32 product added to acc (the FMA that rescales acc adds it too)."""
     cc = c * tl.load(ks_ptr)  # per row: scale_q * scale_k * softmax scale * log2(e)
     if MASK:
         valid = (start + tl.arange(0, BLOCK_N) < Lk)[None, :]
@@ -177,62 +176,20 @@ def _softmax_pv(s, c, v_ptrs, ks_ptr, acc, l_i, m_i, start, Lk, ones,
     else:
         p = tl.math.exp2(x)
     alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
     v = tl.load(v_ptrs)  # [BLOCK_N, D], from the [D, L] layout
     if PV_FP8:
-        p8 = _to_e4m3(p)
+        pv = tl.dot(_to_e4m3(p), v)
     else:
-        p8 = p.to(tl.float16)
-    if ROWSUM_MMA:
-        l_i = l_i * alpha[:, None] + tl.dot(p8, ones)
-    else:
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p8, v)  # two-level accumulation: a fresh product per block
+        pv = tl.dot(p.to(tl.float16), v)
+    acc = acc * alpha[:, None] + pv  # two-level accumulation: a fresh product per block
     return acc, l_i, m_new
-
-
-@triton.jit
-def _lazy_block(s, c, v_ptrs, ks_ptr, acc, acc_mma, l_i, m_i, j, start, Lk, BLOCK_M: tl.constexpr,
-                BLOCK_N: tl.constexpr, MASK: tl.constexpr, PV_FP8: tl.constexpr, PROMOTE: tl.constexpr,
-                TAU: tl.constexpr):
-    """One key block with the P·V products accumulated on the tensor cores for PROMOTE blocks before
-    they are added to the FP32 accumulator, and the running max moved only when some row's max rises
-    by more than TAU (a decision for the whole program, so the rescale is skipped, not masked).
-    P = exp2(x - m_i + P_LOG2 - TAU) then stays <= 445."""
-    cc = c * tl.load(ks_ptr)
-    if MASK:
-        valid = (start + tl.arange(0, BLOCK_N) < Lk)[None, :]
-        s = tl.where(valid, s, -(1 << 30))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1).to(tl.float32) * cc)
-    if tl.max(m_new - m_i, axis=0) > TAU:
-        alpha = tl.math.exp2(m_i - m_new)
-        acc = (acc + acc_mma) * alpha[:, None]
-        acc_mma = tl.zeros_like(acc_mma)
-        l_i = l_i * alpha
-        m_i = m_new
-    bias = MAGIC * cc + (m_i - (P_LOG2 - TAU))
-    x = (s + MAGIC_BITS).to(tl.float32, bitcast=True) * cc[:, None] - bias[:, None]
-    if MASK:
-        x = tl.where(valid, x, -float("inf"))
-    p = tl.math.exp2(x)
-    l_i += tl.sum(p, axis=1)
-    v = tl.load(v_ptrs)
-    if PV_FP8:
-        acc_mma = tl.dot(_to_e4m3(p), v, acc_mma)
-    else:
-        acc_mma = tl.dot(p.to(tl.float16), v, acc_mma)
-    if j % PROMOTE == PROMOTE - 1:
-        acc += acc_mma
-        acc_mma = tl.zeros_like(acc_mma)
-    return acc, acc_mma, l_i, m_i
 
 
 @triton.jit
 def _attn8_kernel(Q8, QS, K8, KS, VT, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale, sob, soh, sol,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr, PV_FP8: tl.constexpr,
-                  EXP_SPLIT: tl.constexpr, ROWSUM_MMA: tl.constexpr, PIPE: tl.constexpr, PROMOTE: tl.constexpr,
-                  TAU: tl.constexpr):
-    """PIPE: issue the next block's Q·Kᵀ before this block's softmax (software pipelining by hand,
-    so the tensor cores work while the softmax runs)."""
+                  EXP_SPLIT: tl.constexpr):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -246,55 +203,19 @@ def _attn8_kernel(Q8, QS, K8, KS, VT, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk
     v_ptrs = VT + bh * D * Lk_pad + offs_d[None, :].to(tl.int64) * Lk_pad + offs_n[:, None]
     ks_ptr = KS + bh * (Lk_pad // BLOCK_N)
     m_i = tl.full([BLOCK_M], -float("inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D], tl.float32)
-    if ROWSUM_MMA:
-        l_i = tl.zeros([BLOCK_M, 16], tl.float32)
-        if PV_FP8:
-            ones = _to_e4m3(tl.full([BLOCK_N, 16], 1.0, tl.float32))
-        else:
-            ones = tl.full([BLOCK_N, 16], 1.0, tl.float16)
-    else:
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        ones = 0
     n_full = Lk // BLOCK_N
-    if PROMOTE > 0:
-        acc_mma = tl.zeros([BLOCK_M, D], tl.float32)
-        for j in range(0, n_full):
-            s = tl.dot(q, tl.load(k_ptrs + j * BLOCK_N * D))
-            acc, acc_mma, l_i, m_i = _lazy_block(s, c, v_ptrs + j * BLOCK_N, ks_ptr + j, acc, acc_mma, l_i, m_i, j,
-                                                 j * BLOCK_N, Lk, BLOCK_M, BLOCK_N, False, PV_FP8, PROMOTE, TAU)
-        if n_full * BLOCK_N < Lk:
-            s = tl.dot(q, tl.load(k_ptrs + n_full * BLOCK_N * D))
-            acc, acc_mma, l_i, m_i = _lazy_block(s, c, v_ptrs + n_full * BLOCK_N, ks_ptr + n_full, acc, acc_mma, l_i,
-                                                 m_i, n_full, n_full * BLOCK_N, Lk, BLOCK_M, BLOCK_N, True, PV_FP8,
-                                                 PROMOTE, TAU)
-        acc += acc_mma
-    elif PIPE:
-        s = tl.dot(q, tl.load(k_ptrs))
-        for j in range(0, n_full - 1):
-            s_next = tl.dot(q, tl.load(k_ptrs + (j + 1) * BLOCK_N * D))
-            acc, l_i, m_i = _softmax_pv(s, c, v_ptrs + j * BLOCK_N, ks_ptr + j, acc, l_i, m_i, j * BLOCK_N, Lk, ones,
-                                        BLOCK_M, BLOCK_N, False, PV_FP8, EXP_SPLIT, ROWSUM_MMA)
-            s = s_next
-        if n_full > 0:
-            j = n_full - 1
-            acc, l_i, m_i = _softmax_pv(s, c, v_ptrs + j * BLOCK_N, ks_ptr + j, acc, l_i, m_i, j * BLOCK_N, Lk, ones,
-                                        BLOCK_M, BLOCK_N, False, PV_FP8, EXP_SPLIT, ROWSUM_MMA)
-    else:
-        for j in range(0, n_full):
-            s = tl.dot(q, tl.load(k_ptrs + j * BLOCK_N * D))
-            acc, l_i, m_i = _softmax_pv(s, c, v_ptrs + j * BLOCK_N, ks_ptr + j, acc, l_i, m_i, j * BLOCK_N, Lk, ones,
-                                        BLOCK_M, BLOCK_N, False, PV_FP8, EXP_SPLIT, ROWSUM_MMA)
-    if PROMOTE == 0 and n_full * BLOCK_N < Lk:
+    for j in range(0, n_full):  # whole key blocks: no masks
+        s = tl.dot(q, tl.load(k_ptrs + j * BLOCK_N * D))  # [BLOCK_M, BLOCK_N] int32, exact
+        acc, l_i, m_i = _softmax_pv(s, c, v_ptrs + j * BLOCK_N, ks_ptr + j, acc, l_i, m_i, j * BLOCK_N, Lk,
+                                    BLOCK_M, BLOCK_N, False, PV_FP8, EXP_SPLIT)
+    if n_full * BLOCK_N < Lk:  # the last, partial block (its pad keys have zero codes; masked to -inf)
         s = tl.dot(q, tl.load(k_ptrs + n_full * BLOCK_N * D))
         acc, l_i, m_i = _softmax_pv(s, c, v_ptrs + n_full * BLOCK_N, ks_ptr + n_full, acc, l_i, m_i, n_full * BLOCK_N,
-                                    Lk, ones, BLOCK_M, BLOCK_N, True, PV_FP8, EXP_SPLIT, ROWSUM_MMA)
-    if ROWSUM_MMA:
-        l_row = tl.sum(l_i, axis=1) * (1.0 / 16.0)
-    else:
-        l_row = l_i
+                                    Lk, BLOCK_M, BLOCK_N, True, PV_FP8, EXP_SPLIT)
     vs = tl.load(VS + bh * D + offs_d)
     vm = tl.load(VM + bh * D + offs_d)
-    out = acc * (vs[None, :] / l_row[:, None]) + vm[None, :]
+    out = acc * (vs[None, :] / l_i[:, None]) + vm[None, :]
     o_ptrs = Out + b * sob + h * soh + offs_m[:, None].to(tl.int64) * sol + offs_d[None, :]
     tl.store(o_ptrs, round_to(out, Out.dtype.element_ty).to(Out.dtype.element_ty), mask=(offs_m < Lq)[:, None])

@@ -95,56 +95,31 @@ def quantize_reference(q, k, v, stats, block_n: int, pv_fp8: bool = True, q_pad:
 
 
 def attention_from_codes(q8, qs, k8, ks, vt, vm, vs, Lq: int, Lk: int, block_n: int, sm_scale: float,
-                         pv_fp8: bool = True, rowsum_codes: bool = False, promote: int = 0, tau: float = 0.0,
-                         block_m: int = 64) -> torch.Tensor:
-    """Steps 4-6 on codes, key block by key block as the kernel walks them; float32 [B, H, Lq, D].
-
-    rowsum_codes: the softmax denominator sums the rounded P (the kernel's ROWSUM_MMA, P·1 on the
-    tensor cores), not the float32 one. promote > 0: the kernel's lazy variant (kernels._lazy_block):
-    P·V summed `promote` blocks before joining the FP32 accumulator, and the running max of a
-    program's `block_m` rows moved only when one of them rises by more than `tau`."""
-    B, H, Lp, D = q8.shape  # all padded rows: they take part in the lazy variant's decisions
-    qd = q8.double()
+                         pv_fp8: bool = True) -> torch.Tensor:
+    """Steps 4-6 on codes, key block by key block as the kernel walks them; float32 [B, H, Lq, D]."""
+    q8, qs = q8[:, :, :Lq], qs[:, :, :Lq]
+    B, H, _, D = q8.shape
+    qd = q8.float()  # integer sums below 2^24: exact in float32 (128 x 127 x 127 < 2.1e6)
     c = qs * (sm_scale * LOG2E)
-    m = torch.full((B, H, Lp), -math.inf)
-    lsum = torch.zeros(B, H, Lp)
-    acc = torch.zeros(B, H, Lp, D)
-    acc_mma = torch.zeros(B, H, Lp, D)
+    m = torch.full((B, H, Lq), -math.inf)
+    lsum = torch.zeros(B, H, Lq)
+    acc = torch.zeros(B, H, Lq, D)
     for j in range(ks.shape[-1]):
         sl = slice(j * block_n, (j + 1) * block_n)
-        s = (qd @ k8[:, :, sl].double().transpose(-1, -2)).float()  # exact int32 values
+        s = qd @ k8[:, :, sl].float().transpose(-1, -2)  # exact int32 values
         cj = c * ks[:, :, j, None]
         valid = torch.arange(j * block_n, (j + 1) * block_n) < Lk
         m_new = torch.maximum(m, torch.where(valid, s, -math.inf).amax(-1) * cj)
-        if promote:
-            rise = (m_new - m).view(B, H, Lp // block_m, block_m).amax(-1) > tau
-            rise = rise.repeat_interleave(block_m, -1)
-            alpha = torch.where(rise, torch.exp2(m - m_new), 1.0)
-            acc = torch.where(rise[..., None], (acc + acc_mma) * alpha[..., None], acc)
-            acc_mma = torch.where(rise[..., None], 0.0, acc_mma)
-            lsum = torch.where(rise, lsum * alpha, lsum)
-            m = torch.where(rise, m_new, m)
-            m_new, offset = m, P_LOG2 - tau
-        else:
-            alpha, offset = torch.exp2(m - m_new), P_LOG2
         # the kernel's arithmetic: s read as (s + 1.5 * 2^23) - 1.5 * 2^23, folded into the bias
-        bias = MAGIC * cj + (m_new - offset)
+        bias = MAGIC * cj + (m_new - P_LOG2)
         x = torch.where(valid, (s + MAGIC) * cj[..., None] - bias[..., None], -math.inf)
         p = torch.exp2(x)
+        alpha = torch.exp2(m - m_new)
+        lsum = lsum * alpha + p.sum(-1)
         pq = e4m3(p) if pv_fp8 else p.to(torch.float16).float()
-        pv = pq @ vt[:, :, :, sl].float().transpose(-1, -2)
-        if promote:
-            lsum = lsum + p.sum(-1)
-            acc_mma = acc_mma + pv
-            if j % promote == promote - 1:
-                acc, acc_mma = acc + acc_mma, torch.zeros_like(acc_mma)
-        else:
-            lsum = lsum * alpha + (pq if rowsum_codes else p).sum(-1)
-            acc = acc * alpha[..., None] + pv
+        acc = acc * alpha[..., None] + pq @ vt[:, :, :, sl].float().transpose(-1, -2)
         m = m_new
-    acc = acc + acc_mma
-    out = acc * (vs[:, :, None] / lsum[..., None]) + vm[:, :, None]
-    return out[:, :, :Lq]
+    return acc * (vs[:, :, None] / lsum[..., None]) + vm[:, :, None]
 
 
 def attn8_reference(q, k, v, block_n: int = 64, pv_fp8: bool = True) -> torch.Tensor:
