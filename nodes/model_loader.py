@@ -39,7 +39,7 @@ class Wan4StepModelLoader(io.ComfyNode):
                                        "first use: 8bit on RTX 30/40/50 and H100/H200, PyTorch SDPA (cuDNN) elsewhere.\n"
                                        "sdpa: PyTorch's attention, cuDNN first (bf16).\n"
                                        "8bit: the pack's INT8 Q·K + FP8 P·V attention (Triton, RTX 30 series and newer); "
-                                       "0.75x cuDNN's time on an H200, output within 1.5 % of bf16.\n"
+                                       "0.76x cuDNN's time on an H200, output within 1.5 % of bf16.\n"
                                        "sage: the sageattention package. flash: the flash-attn 2 package. "
                                        "fa4: the flash-attn-4 package (Hopper/Blackwell).\n"
                                        "A missing or failing backend falls back to SDPA with one warning."),

@@ -41,9 +41,9 @@ class Config:
 # Launch choices per compute capability. sm90: the fastest of a sweep on the H200
 # (scripts/bench_attention.py --sweep, docs/bench/attention_h200.log): BLOCK_M 64 with one warpgroup
 # lets two programs share an SM, so one's softmax runs while the other's tensor-core products do;
-# BLOCK_M 128 with two warpgroups was 6 % slower, BLOCK_N 64 20 % slower, the polynomial exp2 split
-# 8 % slower (the loop is issue-bound, not SFU-bound). Elsewhere not measured: 64 x 64 tiles in two
-# stages fit sm86/sm89's 99 KB of shared memory without spilling (ptxas, Triton 3.8).
+# BLOCK_M 128 with two warpgroups was ~10 % slower, BLOCK_N 64 ~15 %, 2 or 4 stages 8 % / 45 %, the
+# polynomial exp2 split ~10 % (the loop is issue-bound, not SFU-bound). Elsewhere not measured:
+# 64 x 64 tiles in two stages fit sm86/sm89's 99 KB of shared memory without spilling (ptxas, Triton 3.8).
 CONFIGS: dict[tuple[int, int], Config] = {
     (9, 0): Config(64, 128, 4, 3),
 }
