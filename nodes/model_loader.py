@@ -9,6 +9,7 @@ from comfy_api.latest import io
 
 from ..wan4step import attention as attn
 from ..wan4step.formats import load_dit
+from ..wan4step.formats.dit import MODES
 from . import fast_forward as fast_forward_mod
 from .comfy_model import build_model
 from .model_files import list_models, resolve
@@ -25,9 +26,10 @@ class Wan4StepModelLoader(io.ComfyNode):
             node_id="Wan4StepModelLoader",
             display_name="Wan4Step Model Loader",
             category="Wan4Step",
-            description="Loads Wan2.1 T2V-14B in any tier: QuantStack GGUF (Q2_K…Q8_0, F16), LightX2V distill_fp8/ or "
-                        "distill_int8/ folders, BF16/FP16 or ComfyUI fp8_scaled safetensors. The format is read from the "
-                        "file's content; quantized weights stay quantized in memory.",
+            description="Loads Wan2.1 T2V-14B in any tier: QuantStack GGUF (Q2_K…Q8_0, F16; also the VACE-merged "
+                        "files), LightX2V single files (bf16, scaled fp8, int8, comfyui fp8) and block folders "
+                        "(*_split/, distill_fp8/, distill_int8/), BF16/FP16 or ComfyUI fp8_scaled safetensors. The format is "
+                        "read from the file's content; quantized weights stay quantized in memory.",
             inputs=[
                 io.Combo.Input("model_name", options=list_models(DIT_FOLDERS, folder_marker="non_block.safetensors"),
                                tooltip="A file in models/diffusion_models (or unet), or a LightX2V folder (shown with a "
@@ -37,6 +39,11 @@ class Wan4StepModelLoader(io.ComfyNode):
                 io.Combo.Input("attention", options=list(attn.BACKENDS), default="auto",
                                tooltip="auto: PyTorch SDPA on Hopper/Blackwell (fastest there), sageattention on Ampere/Ada "
                                        "when installed. A missing backend falls back to SDPA with one warning."),
+                io.Combo.Input("mode", options=list(MODES), default="t2v", optional=True,
+                               tooltip="t2v: the text-to-video model; a VACE-merged file's VACE blocks are never read "
+                                       "(no RAM, VRAM or load time spent on them). vace: ComfyUI's VACE model, for "
+                                       "WanVaceToVideo (control video, reference image, mask) at 4 steps; needs a "
+                                       "VACE-merged file such as QuantStack's ..._StepCfgDistill_VACE-<TIER>.gguf."),
                 io.Boolean.Input("fast_forward", default=True, advanced=True,
                                  tooltip="Run blocks through the pack's fused forward (same math, fewer passes). Turn off "
                                          "only to compare with ComfyUI's own block code."),
@@ -53,8 +60,8 @@ class Wan4StepModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str, compute_dtype: str, attention: str = "auto", fast_forward: bool = True,
-                compile: bool = False) -> io.NodeOutput:
-        loaded = load_dit(resolve(DIT_FOLDERS, model_name))
+                compile: bool = False, mode: str = "t2v") -> io.NodeOutput:
+        loaded = load_dit(resolve(DIT_FOLDERS, model_name), mode)
         model = build_model(loaded, DTYPES[compute_dtype])
         if fast_forward:
             model = fast_forward_mod.install(model, attention, compile)
