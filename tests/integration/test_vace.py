@@ -109,3 +109,76 @@ def test_comfyui_gguf_loads_the_vace_gguf_like_our_vace_mode(comfy, pack, comfyu
     assert rel(got, want) < 2e-3, rel(got, want)
     ref = _forward(pack.nodes.comfy_model.build_model(load_dit(files["f32"], "vace"), torch.float32), x, t, ctx, control)
     assert rel(got, ref) < 0.01  # and both are the float model within Q8_0's error
+
+
+# -- sampling with core's WanVaceToVideo -------------------------------------------------
+
+W, H, FRAMES = 64, 48, 9
+
+
+@pytest.fixture(scope="module")
+def vace_cond(comfy, tmp_path_factory):
+    """Core WanVaceToVideo conditioning (control video, mask, reference image) on the tiny VAE."""
+    from comfy_extras.nodes_wan import WanVaceToVideo
+
+    import nodes as comfy_nodes
+    from wan4step.tiny.vae import write_tiny_vae
+
+    d = tmp_path_factory.mktemp("vace_vae")
+    write_tiny_vae(d / "tiny_vae.pth", "pth")
+    comfy.folder_paths.add_model_folder_path("vae", str(d))
+    g = torch.Generator().manual_seed(3)
+    text = [[torch.randn(1, 512, 4096, generator=g) * 0.1, {}]]
+    control = torch.rand(FRAMES, H, W, 3, generator=g)
+    mask = (torch.rand(FRAMES, H, W, generator=g) > 0.5).float()
+    ref = torch.rand(1, H, W, 3, generator=g)
+    with torch.inference_mode():
+        vae = comfy_nodes.VAELoader().load_vae("tiny_vae.pth")[0]
+        pos, _, latent, trim = WanVaceToVideo.execute(text, text, vae, W, H, FRAMES, 1, 1.0, control, mask, ref).result
+    pos0 = [[c, dict(extra, vace_strength=[0.0])] for c, extra in pos]
+    return {"text": text, "pos": pos, "pos0": pos0, "latent": latent, "trim": trim}
+
+
+def _sample(pack, model, cond, latent, seed=7):
+    out = pack.nodes.sampler.Wan4StepSampler.execute(model, cond, latent, seed=seed, steps=4, shift=5.0, cfg=1.0,
+                                                     noise="comfy", update="lcm")
+    return out.result[0]["samples"]
+
+
+@pytest.fixture(scope="module")
+def vace_model(comfy, pack, files):
+    return pack.nodes.comfy_model.build_model(load_dit(files["q8"], "vace"), torch.bfloat16)
+
+
+def test_sampler_runs_vace_conditioning_on_a_vace_model_and_refuses_it_on_t2v(comfy, pack, files, vace_cond, vace_model):
+    from wan4step.errors import WrongModelError
+
+    latent = vace_cond["latent"]
+    assert vace_cond["trim"] == 1 and latent["samples"].shape == (1, 16, 1 + (FRAMES - 1) // 4 + 1, H // 8, W // 8)
+    out = _sample(pack, vace_model, vace_cond["pos"], latent)
+    assert out.shape == latent["samples"].shape and torch.isfinite(out).all()
+    no_control = _sample(pack, vace_model, vace_cond["pos0"], latent)
+    assert rel(out, no_control) > 0.05  # strength 0 vs 1: the control video reaches the model
+    t2v = pack.nodes.comfy_model.build_model(load_dit(files["q8"], "t2v"), torch.bfloat16)
+    with pytest.raises(WrongModelError, match="VACE control conditioning.*mode set to 'vace'"):
+        _sample(pack, t2v, vace_cond["pos"], latent)
+    _sample(pack, vace_model, vace_cond["text"], latent)  # a VACE model also runs plain text-to-video
+
+
+def test_block_swap_streams_vace_blocks_and_changes_nothing(comfy, pack, vace_cond, vace_model):
+    latent = vace_cond["latent"]
+    ref = _sample(pack, vace_model, vace_cond["pos"], latent)
+    for k, source in ((2, "ram"), (4, "disk")):
+        swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(vace_model, k, 1, True, source, False).result[0]
+        assert torch.equal(_sample(pack, swapped, vace_cond["pos"], latent), ref)
+        plan = swapped.wan4step_swap.plan
+        assert plan.vace_indices == ([1] if k == 2 else [0, 1])
+        order = list(plan.patches)
+        if k == 4:  # execution order: each VACE block right after its host block (0 and 2)
+            assert order == ["blocks.0", "vace_blocks.0", "blocks.1", "blocks.2", "vace_blocks.1", "blocks.3"]
+        assert swapped.model_size() < vace_model.model_size()
+    fast = pack.nodes.fast_forward.install(vace_model, "sdpa")
+    out = _sample(pack, fast, vace_cond["pos"], latent)
+    assert rel(out, ref) < 2e-3  # fused main blocks (bf16) beside ComfyUI's VACE blocks
+    swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(fast, 4, 2, True, "ram", False).result[0]
+    assert torch.equal(_sample(pack, swapped, vace_cond["pos"], latent), out)
