@@ -73,7 +73,6 @@ def _weight_only(mp):
 @pytest.mark.parametrize("kind", ["bf16", "fp8_comfyui"])
 def test_core_unet_loader_and_the_pack_agree(comfy, pack, folder, inputs, kind):
     import nodes as comfy_nodes
-
     from wan4step.quant.linear import QuantLinear
 
     name = LIGHTX2V_T2V_FILES[kind]

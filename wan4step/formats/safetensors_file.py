@@ -96,7 +96,7 @@ def map_read_only(path: Path) -> mmap.mmap:
             raise OutOfMemoryError(
                 f"the system refused to map the {path.stat().st_size / 1e9:.1f} GB file into memory ({e})",
                 path=path,
-                fix="the process has too little address space (ulimit -v) or too many mappings "
+                fix="the process may not map that much (ulimit -v) or has too many mappings "
                     "(vm.max_map_count); raise the limit, or use a smaller (GGUF/FP8) file.",
             ) from None
         raise
