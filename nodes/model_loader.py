@@ -39,11 +39,6 @@ class Wan4StepModelLoader(io.ComfyNode):
                 io.Combo.Input("attention", options=list(attn.BACKENDS), default="auto",
                                tooltip="auto: PyTorch SDPA on Hopper/Blackwell (fastest there), sageattention on Ampere/Ada "
                                        "when installed. A missing backend falls back to SDPA with one warning."),
-                io.Combo.Input("mode", options=list(MODES), default="t2v", optional=True,
-                               tooltip="t2v: the text-to-video model; a VACE-merged file's VACE blocks are never read "
-                                       "(no RAM, VRAM or load time spent on them). vace: ComfyUI's VACE model, for "
-                                       "WanVaceToVideo (control video, reference image, mask) at 4 steps; needs a "
-                                       "VACE-merged file such as QuantStack's ..._StepCfgDistill_VACE-<TIER>.gguf."),
                 io.Boolean.Input("fast_forward", default=True, advanced=True,
                                  tooltip="Run blocks through the pack's fused forward (same math, fewer passes). Turn off "
                                          "only to compare with ComfyUI's own block code."),
@@ -53,6 +48,11 @@ class Wan4StepModelLoader(io.ComfyNode):
                                          "one compiled block serves all 40 blocks, also when Block Swap streams them. "
                                          "If compiling fails it runs uncompiled with one warning. On an H100 it measured "
                                          "2.5 % slower than the hand-fused block, so leave it off unless it helps on your GPU."),
+                io.Combo.Input("mode", options=list(MODES), default="t2v", optional=True,
+                               tooltip="t2v: the text-to-video model; a VACE-merged file's VACE blocks are never read "
+                                       "(no RAM, VRAM or load time spent on them). vace: ComfyUI's VACE model, for "
+                                       "WanVaceToVideo (control video, reference image, mask) at 4 steps; needs a "
+                                       "VACE-merged file such as QuantStack's ..._StepCfgDistill_VACE-<TIER>.gguf."),
             ],
             outputs=[io.Model.Output(tooltip="ComfyUI's own Wan model with this pack's quantized linears; "
                                              "works with KSampler, LoRA loaders and Wan4Step Block Swap.")],
