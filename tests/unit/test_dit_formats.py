@@ -16,6 +16,7 @@ import torch
 
 from wan4step.errors import FormatError, WrongModelError
 from wan4step.formats import load_dit
+from wan4step.formats.gguf_file import write_gguf
 from wan4step.formats.keymaps import canonical_to_diffusers, diffusers_to_canonical, to_canonical
 from wan4step.tiny.dit import TINY_DIT, TINY_VACE, TINY_VACE_DIT, tiny_dit_state_dict, tiny_vace_state_dict
 from wan4step.wan_config import T2V_14B, VACE_14B, WanConfig, detect_config, detect_vace, expected_keys, expected_shapes
@@ -267,3 +268,19 @@ def test_file_larger_than_the_data_limit_loads_through_a_read_only_map(tmp_path)
     out = subprocess.run([sys.executable, "-c", _LOW_DATA_LIMIT, str(p), repo], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["OK", "12", str(round(p.stat().st_size / 2**20)), "True"]
+
+def test_scan_counts_the_bytes_each_mode_loads(tmp_path):
+    """Header-only sizes (for the advisor): mode t2v of a VACE-merged file loads the T2V part only."""
+    from wan4step.formats.scan import scan_dit
+    from wan4step.tiny.layouts import write_lightx2v_split
+
+    vsd = tiny_vace_state_dict()
+    for path in (write_gguf(tmp_path / "v.gguf", vsd, "Q4_K_M"), _save(tmp_path / "v.safetensors", vsd),
+                 write_lightx2v_split(tmp_path / "v_split", vsd, "fp8")):
+        s = scan_dit(path)
+        t2v, vace = load_dit(path), load_dit(path, "vace")
+        assert s.has_vace and s.vace_bytes == t2v.skipped_bytes, path
+        if path.suffix != "":  # the split folder's 8-bit scales are widened to fp32 when loaded
+            assert s.loaded_bytes("t2v") == t2v.stored_bytes and s.loaded_bytes("vace") == vace.stored_bytes, path
+    plain = scan_dit(_save(tmp_path / "p.safetensors", tiny_dit_state_dict()))
+    assert not plain.has_vace and plain.loaded_bytes("vace") == plain.t2v_bytes
