@@ -188,7 +188,8 @@ def _check_arch(arch: str | None, path: Path) -> None:
     raise WrongModelError(
         f"this GGUF holds a '{arch}' {'text model' if text else 'model'}, not a Wan2.1 diffusion model",
         path=path,
-        expected="general.architecture 'wan' (a Wan2.1 T2V-14B GGUF, e.g. QuantStack's Wan2.1-T2V-14B-GGUF)",
+        expected="general.architecture 'wan' (a Wan2.1 T2V-14B GGUF, e.g. QuantStack's "
+                 "Wan2.1_T2V_14B_LightX2V_StepCfgDistill_VACE-<TIER>.gguf)",
         found=f"general.architecture '{arch}'",
         fix=(
             "load text-encoder GGUFs (UMT5) in the Wan4Step UMT5 Loader and pick a Wan2.1 T2V-14B GGUF here."
