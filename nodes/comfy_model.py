@@ -111,5 +111,6 @@ def build_model(loaded: LoadedDiT, compute_dtype: torch.dtype = torch.bfloat16) 
     if mp is None:
         raise RuntimeError(f"ComfyUI could not detect the model type of {loaded.path}")
     patcher = Wan4StepModelPatcher(mp.model, load_device=mp.load_device, offload_device=mp.offload_device)
-    patcher.wan4step = {"loaded": loaded.describe(), "format": loaded.format, "config": loaded.config}
+    patcher.wan4step = {"loaded": loaded.describe(), "format": loaded.format, "config": loaded.config,
+                        "mode": loaded.mode, "vace": loaded.vace}
     return set_shift(patcher, DEFAULT_SHIFT)

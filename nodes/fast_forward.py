@@ -4,6 +4,10 @@ Installed as `patches_replace["dit"][("double_block", i)]`, the hook ComfyUI's
 WanModel offers per block, so the MODEL stays ComfyUI's (LoRA, other patches,
 model management) while the block math is ours. Falls back to ComfyUI's own
 block whenever something the fast path does not model is present.
+
+VACE models (ComfyUI's VaceWanModel): the main blocks take the same hook and run
+fused; the VACE blocks have no hook (VaceWanModel calls them directly after their
+host block), so they always run ComfyUI's own block code, on the pack's linears.
 """
 
 from __future__ import annotations

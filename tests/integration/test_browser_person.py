@@ -53,7 +53,7 @@ def _has(path: Path, node_type: str) -> bool:
 
 
 def _order(path: Path) -> int:
-    return _wf(path)["extra"]["wan4step"]["template"]["order"]
+    return _wf(path)["extra"]["wan4step_ui"]["template"]["order"]
 
 
 ADVISED = [p for p in WORKFLOWS if _has(p, "Wan4StepVRAMAdvisor")]
@@ -100,12 +100,12 @@ def test_a_dropped_workflow_opens_readable_at_its_saved_view(page, path):
 
 def test_the_layout_check_sees_what_the_issue_saw(page):
     """The negative control: the checks above do fail on the problems reported in issue 19."""
-    drop_workflow(page, REPO / "workflows" / "wan4step_t2v_gguf_q4km.json")
+    drop_workflow(page, REPO / "workflows" / "wan4step_t2v_gguf.json")
     page.evaluate("""() => {
       const by = (t) => app.graph.nodes.find((n) => n.type === t);
       by('Wan4StepVRAMAdvisor').__wan4stepAdvice.style.minHeight = '140px';   // the old text box
       by('SaveVideo').pos[0] += 600;                                            // cut off at the right
-      by('Wan4StepVAELoader').pos[1] -= 40;                                     // under the UMT5 loader
+      by('Wan4StepBlockSwap').pos[1] -= 60;                                     // onto the loader's badge
       app.canvas.setDirty(true, true);
     }""")
     page.wait_for_timeout(500)
@@ -113,7 +113,7 @@ def test_the_layout_check_sees_what_the_issue_saw(page):
     found = " | ".join(problems)
     assert "the textarea of advice spills out of its node" in found
     assert "Save Video (#" in found and "is outside the view" in found
-    assert "Wan4Step VAE Loader" in found and "overlaps" in found
+    assert "Wan4Step Block Swap" in found and "overlaps" in found
     page.evaluate("() => { app.canvas.ds.scale = 0.54; app.canvas.setDirty(true, true); }")  # the template browser's old zoom
     page.wait_for_timeout(500)
     _probe, _texts, problems = look(page)
@@ -152,8 +152,8 @@ def test_a_template_opens_readable(browser_env, page, path):
     page.wait_for_function("(n) => app.graph.nodes.length === n && !document.querySelector('[role=dialog] h3')",
                            arg=len(_wf(path)["nodes"]), timeout=30_000)
     page.wait_for_timeout(1500)
-    title = page.evaluate("() => app.graph.extra?.wan4step?.template?.title")
-    assert title == _wf(path)["extra"]["wan4step"]["template"]["title"]
+    title = page.evaluate("() => app.graph.extra?.wan4step_ui?.template?.title")
+    assert title == _wf(path)["extra"]["wan4step_ui"]["template"]["title"]
     probe, _texts, problems = look(page, SHOTS / f"{path.stem}__template.png")
     assert probe["scale"] >= 0.75, f"the template browser opened it at {probe['scale']:.0%}"
     assert problems == []
