@@ -3,7 +3,7 @@
 The template browser shows `<name>.jpg` on each custom-node template's card (a 404 is a console
 error and a blank card). Frontend 1.49 titles a custom node's card with the file name only, so
 the picture carries what a person needs to choose: the workflow's title, the cards it is for and
-one line of description (`extra.wan4step.template`, written by scripts/workflow_layout.py), above a
+one line of description (`extra.wan4step_ui.template`, written by scripts/workflow_layout.py), above a
 screenshot of the workflow itself as it opens (its saved view, 1600x1000 window). Every card
 therefore looks different. Re-run after changing a workflow's layout or metadata:
 
@@ -96,9 +96,9 @@ def render(server: str, chromium: str, out_dir: Path = UI_DIR) -> list[Path]:
             page.wait_for_timeout(300)
         for path in ui_workflows():
             wf = json.loads(path.read_text())
-            meta = (wf.get("extra", {}).get("wan4step") or {}).get("template")
+            meta = (wf.get("extra", {}).get("wan4step_ui") or {}).get("template")
             if not meta:
-                raise SystemExit(f"{path.name} has no extra.wan4step.template: run scripts/build_workflows.py")
+                raise SystemExit(f"{path.name} has no extra.wan4step_ui.template: run scripts/build_workflows.py")
             clip = page.evaluate(OPEN, [wf, path.stem])
             page.evaluate("() => document.querySelectorAll('.p-toast-message').forEach((t) => t.remove())")
             graph = page.screenshot(clip=clip)

@@ -3,7 +3,7 @@
 // them, which is the server's directory order (unsorted glob), and titles each card with its file
 // name (Comfy-Org/ComfyUI_frontend issue #13462; index.json for custom nodes is the open PR
 // #9284). Each workflow written by scripts/build_workflows.py carries its place in
-// extra.wan4step.template.order; this sorts the pack's list by it when the browser loads the
+// extra.wan4step_ui.template.order; this sorts the pack's list by it when the browser loads the
 // list. Other packs' lists are left as they are. The thumbnails carry the title and description.
 import { api } from "../../scripts/api.js";
 
@@ -15,7 +15,7 @@ async function orderOf(name) {
   try {
     const res = await fetch(api.apiURL(`/workflow_templates/${encodeURIComponent(PACK)}/${encodeURIComponent(name)}.json`));
     const wf = await res.json();
-    const order = wf?.extra?.wan4step?.template?.order;
+    const order = wf?.extra?.wan4step_ui?.template?.order;
     return typeof order === "number" ? order : LAST;
   } catch {
     return LAST;
