@@ -9,8 +9,8 @@ from comfy_api.latest import io
 
 from ..wan4step import attention as attn
 from ..wan4step.formats import load_dit
-from . import fast_forward as fast_forward_mod
-from .comfy_model import build_model
+from .comfy_compat import fast_forward as fast_forward_mod
+from .comfy_compat.model import build_model
 from .model_files import list_models, resolve
 
 DIT_FOLDERS = ("diffusion_models", "unet")

@@ -34,9 +34,9 @@ import comfy.sd1_clip
 import comfy.text_encoders.wan as comfy_wan
 import torch
 
-from ..wan4step.hardware import cpu_fast_bf16
-from ..wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
-from ..wan4step.umt5.model import WAN_TEXT_LEN
+from ...wan4step.hardware import cpu_fast_bf16
+from ...wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
+from ...wan4step.umt5.model import WAN_TEXT_LEN
 
 log = logging.getLogger("wan4step")
 

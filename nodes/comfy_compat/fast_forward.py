@@ -13,10 +13,10 @@ import logging
 import comfy.model_management
 import torch
 
-from ..wan4step import attention as attn
-from ..wan4step.dit.block import block_forward, has_use_time_patches, supports
-from ..wan4step.dit.fused import rope_tables
-from ..wan4step.offload.wrap import on_device
+from ...wan4step import attention as attn
+from ...wan4step.dit.block import block_forward, has_use_time_patches, supports
+from ...wan4step.dit.fused import rope_tables
+from ...wan4step.offload.wrap import on_device
 
 KEY = "wan4step_fast"
 log = logging.getLogger("wan4step")

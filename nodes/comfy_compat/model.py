@@ -19,10 +19,10 @@ import comfy.sd
 import comfy.utils
 import torch
 
-from ..wan4step.formats import LoadedDiT
-from ..wan4step.quant.linear import QuantLinear
-from ..wan4step.quant.weights import QuantWeight
-from ..wan4step.schedule import DEFAULT_SHIFT
+from ...wan4step.formats import LoadedDiT
+from ...wan4step.quant.linear import QuantLinear
+from ...wan4step.quant.weights import QuantWeight
+from ...wan4step.schedule import DEFAULT_SHIFT
 
 log = logging.getLogger("wan4step")
 

@@ -24,7 +24,7 @@ def _sample(pack, model, seed=7):
 def test_swapped_sampling_equals_resident(comfy, pack, tmp_path):
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
     ref = _sample(pack, base)
     for k, prefetch, source, emb in [(1, 1, "ram", False), (2, 2, "ram", True), (2, 1, "disk", False)]:
         swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(base, k, prefetch, True, source, emb).result[0]
@@ -41,9 +41,9 @@ def test_swapped_sampling_equals_resident(comfy, pack, tmp_path):
 def test_fast_forward_matches_comfy_block_and_streams(comfy, pack, tmp_path):
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
     ref = _sample(pack, base)
-    fast = pack.nodes.fast_forward.install(base, "sdpa")
+    fast = pack.nodes.comfy_compat.fast_forward.install(base, "sdpa")
     out = _sample(pack, fast)
     torch.testing.assert_close(out, ref, rtol=2e-4, atol=2e-4)
     swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(fast, 2, 1, True, "ram", False).result[0]
@@ -57,7 +57,7 @@ def test_ram_stays_flat_across_five_swapped_runs(comfy, pack, tmp_path):
 
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
     swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(base, 2, 1, True, "ram", True).result[0]
     proc = psutil.Process()
     rss = []
@@ -80,7 +80,7 @@ def test_w8a8_shared_codes_equal_per_linear_quantization(comfy, pack, tmp_path, 
 
     for kind in ("fp8", "int8"):
         folder = write_lightx2v_dir(tmp_path / f"distill_{kind}", tiny_dit_state_dict(), kind)
-        fast = pack.nodes.fast_forward.install(pack.nodes.comfy_model.build_model(load_dit(folder), torch.bfloat16), "sdpa")
+        fast = pack.nodes.comfy_compat.fast_forward.install(pack.nodes.comfy_compat.model.build_model(load_dit(folder), torch.bfloat16), "sdpa")
         shared = _sample(pack, fast)
         calls = []
         real = fast_block._shared_w8a8
@@ -106,13 +106,13 @@ def test_compiled_block_matches_eager_and_survives_block_swap(comfy, pack, tmp_p
 
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.float32)
-    eager = _sample(pack, pack.nodes.fast_forward.install(base, "sdpa"))
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.float32)
+    eager = _sample(pack, pack.nodes.comfy_compat.fast_forward.install(base, "sdpa"))
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
-    compiled = pack.nodes.fast_forward.install(base, "sdpa", compile=True)
+    compiled = pack.nodes.comfy_compat.fast_forward.install(base, "sdpa", compile=True)
     out = _sample(pack, compiled)
     fast = compiled.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)]
     assert fast.__closure__ is not None
@@ -128,14 +128,14 @@ def test_compiled_block_matches_eager_and_survives_block_swap(comfy, pack, tmp_p
 def test_compile_failure_falls_back_to_eager_with_one_warning(comfy, pack, tmp_path, monkeypatch, caplog):
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
-    eager = _sample(pack, pack.nodes.fast_forward.install(base, "sdpa"))
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
+    eager = _sample(pack, pack.nodes.comfy_compat.fast_forward.install(base, "sdpa"))
 
     def broken(*args, **kwargs):
         raise RuntimeError("no working C++ compiler")
 
-    monkeypatch.setattr(pack.nodes.fast_forward, "_compiled", broken)
-    model = pack.nodes.fast_forward.install(base, "sdpa", compile=True)
+    monkeypatch.setattr(pack.nodes.comfy_compat.fast_forward, "_compiled", broken)
+    model = pack.nodes.comfy_compat.fast_forward.install(base, "sdpa", compile=True)
     with caplog.at_level("WARNING", logger="wan4step"):
         assert torch.equal(_sample(pack, model), eager)
         assert torch.equal(_sample(pack, model), eager)
