@@ -16,3 +16,5 @@ ComfyUI-GGUF's `tensor_type`/`patches`, `comfy.sd.VAE`'s fields, pinned-memory g
 - `vae.py`, `clip.py`: the pack's VAE and UMT5 engines as ComfyUI's own VAE and CLIP objects.
 - `routes.py`: HTTP routes, registered from `ComfyExtension.on_load`.
 """
+
+from . import memory  # noqa: F401,E402 - registers ComfyUI's interrupt with the engine's fallback policy

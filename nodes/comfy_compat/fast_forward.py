@@ -3,24 +3,42 @@
 Installed as `patches_replace["dit"][("double_block", i)]`, the hook ComfyUI's
 WanModel offers per block, so the MODEL stays ComfyUI's (LoRA, other patches,
 model management) while the block math is ours. Falls back to ComfyUI's own
-block whenever something the fast path does not model is present.
+block whenever something the fast path does not model is present:
+- per-frame timesteps, `attn1_patch` / `attn2_patch` patches;
+- a use-time patch (a LoRA ComfyUI applies when the module runs) on a q/k norm weight the fused
+  forward reads directly (on norm3 only, norm3 runs as a module inside the fused forward).
+Another pack's attention override (`transformer_options["optimized_attention_override"]`, set by
+`ModelPatcher.set_model_optimized_attention`) is used: the fused block's attention then calls
+ComfyUI's `optimized_attention`, which hands the call to the override with the arguments ComfyUI's
+own Wan block passes.
+
+State lives where clone() copies it: the `FastBlocks` holder in `transformer_options[KEY]`; the
+diffusion model whose blocks run comes, per forward, from a DIFFUSION_MODEL wrapper (so a clone
+whose model was rebuilt, e.g. by `clone(disable_dynamic=True)`, runs its own blocks).
 """
 
 from __future__ import annotations
 
 import logging
 
-import comfy.model_management
+import comfy.ldm.modules.attention as comfy_attention
+import comfy.patcher_extension
 import torch
 
 from ...wan4step import attention as attn
-from ...wan4step.dit.block import block_forward, has_use_time_patches, supports
+from ...wan4step import fallback
+from ...wan4step.dit.block import block_forward, supports
 from ...wan4step.dit.fused import rope_tables
 from ...wan4step.offload.wrap import on_device
+from . import memory
+from .patches import direct_weights_patched
 
 KEY = "wan4step_fast"
+DM_KEY = "wan4step_fast_dm"  # the running diffusion model, in the per-forward transformer_options
+OVERRIDE = "optimized_attention_override"
 log = logging.getLogger("wan4step")
 _compiled = None  # one torch.compile wrapper for every model: dynamo caches per code object anyway
+_COMPILE = fallback.switch("torch.compile of the block", "the uncompiled block")
 
 
 def _compiled_block_forward():
@@ -32,28 +50,46 @@ def _compiled_block_forward():
     return _compiled
 
 
+def comfy_attention_fn(transformer_options: dict):
+    """An engine attention function ([B, H, L, D] in and out) that calls ComfyUI's
+    `optimized_attention` the way ComfyUI's Wan block does ([B, L, H*D], heads=H), so another
+    pack's override in `transformer_options` handles the call. The layout changes are views."""
+
+    def fn(q, k, v):
+        b, h, lq, d = q.shape
+        out = comfy_attention.optimized_attention(
+            q.transpose(1, 2).reshape(b, lq, h * d), k.transpose(1, 2).reshape(b, k.shape[2], h * d),
+            v.transpose(1, 2).reshape(b, v.shape[2], h * d), heads=h, transformer_options=transformer_options)
+        return out.view(b, lq, h, d).transpose(1, 2)
+
+    return fn
+
+
 class FastBlocks:
+    """The fused forward's settings for one MODEL (the holder in `transformer_options[KEY]`)."""
+
     def __init__(self, dm, attention: str, device, compile: bool = False) -> None:
-        self.dm = dm
+        self.dm = dm  # used when no DIFFUSION_MODEL wrapper ran (the bench scripts call the model directly)
+        self.attention = attention
         self.name, self.fn = attn.resolve(attention, device)
         self._rope_src = None
         self._rope = None
         self.compile = compile
         self._forward = _compiled_block_forward() if compile else block_forward
 
+    def clone(self) -> FastBlocks:
+        return self  # settings only; the rope cache is keyed by the freqs tensor it was made from
+
     def forward(self, blk, *args):
         if self._forward is block_forward:
             return block_forward(blk, *args)
+        if "block" in _COMPILE.off:
+            return block_forward(blk, *args)
         try:
             return self._forward(blk, *args)
-        except (torch.OutOfMemoryError, comfy.model_management.InterruptProcessingException):
-            raise
-        except Exception as exc:  # no C/C++ compiler, no Triton for this GPU, an op dynamo cannot trace
-            out = block_forward(blk, *args)  # if eager fails too, that error is the real one
-            self._forward = block_forward
-            log.warning("Wan4Step: torch.compile of the block failed (%s: %s); running uncompiled",
-                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-            return out
+        except Exception as exc:  # noqa: BLE001 - no C/C++ compiler, no Triton for this GPU, an op dynamo cannot trace
+            _COMPILE.fail("block", exc, "torch.compile of the block")  # OOM and interrupts are re-raised here
+        return block_forward(blk, *args)  # if eager fails too, that error is the real one
 
     def rope(self, freqs):
         if freqs is not self._rope_src:
@@ -62,17 +98,31 @@ class FastBlocks:
 
     def make(self, i: int):
         def replace(args, extra):
-            comfy.model_management.throw_exception_if_processing_interrupted()
+            memory.interrupt_point()
             topts = args["transformer_options"]
             patches = topts.get("patches", {})
-            block = self.dm.blocks[i]
-            if (not supports(args["vec"]) or "attn1_patch" in patches or "attn2_patch" in patches
-                    or has_use_time_patches(getattr(block, "inner", block))):
+            block = (topts.get(DM_KEY) or self.dm).blocks[i]
+            if not supports(args["vec"]) or "attn1_patch" in patches or "attn2_patch" in patches:
                 return extra["original_block"](args)
+            qk_patched, norm3_patched = direct_weights_patched(getattr(block, "inner", block))
+            if qk_patched:
+                return extra["original_block"](args)
+            fn = comfy_attention_fn(topts) if OVERRIDE in topts else self.fn
             with on_device(block) as blk:
-                return {"img": self.forward(blk, args["img"], args["vec"], self.rope(args["pe"]), args["txt"], self.fn)}
+                return {"img": self.forward(blk, args["img"], args["vec"], self.rope(args["pe"]), args["txt"], fn,
+                                            not norm3_patched)}
 
         return replace
+
+
+def _diffusion_model_wrapper(executor, *args, **kwargs):
+    """DIFFUSION_MODEL wrapper: tell the block replacements which model is running."""
+    topts = kwargs.get("transformer_options")
+    if topts is None:
+        topts = args[5] if len(args) > 5 else None
+    if isinstance(topts, dict):
+        topts[DM_KEY] = executor.class_obj
+    return executor(*args, **kwargs)
 
 
 def install(model, attention: str = "auto", compile: bool = False):
@@ -82,5 +132,12 @@ def install(model, attention: str = "auto", compile: bool = False):
     fast = FastBlocks(dm, attention, m.load_device, compile)
     for i in range(len(dm.blocks)):
         m.set_model_patch_replace(fast.make(i), "dit", "double_block", i)
-    m.wan4step_attention = fast.name
+    m.model_options["transformer_options"][KEY] = fast
+    m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_model_wrapper)
     return m
+
+
+def info(model) -> FastBlocks | None:
+    """The fused forward's holder of a MODEL (its `name` is the attention backend it resolved to)."""
+    return model.model_options.get("transformer_options", {}).get(KEY)

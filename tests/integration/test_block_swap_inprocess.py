@@ -30,9 +30,9 @@ def test_swapped_sampling_equals_resident(comfy, pack, tmp_path):
         swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(base, k, prefetch, True, source, emb).result[0]
         for _ in range(2):  # repeated runs reuse the plan
             assert torch.equal(_sample(pack, swapped), ref)
-        swap = swapped.wan4step_swap
-        assert swap.plan is not None and len(swap.plan.indices) == k
-        assert swap.plan.streamer.stats.copies > 0
+        plan = pack.nodes.comfy_compat.block_swap.holder_of(swapped).plan_for(swapped)
+        assert plan is not None and len(plan.indices) == k
+        assert plan.streamer.stats.copies > 0
         assert swapped.model_size() < base.model_size(), (k, source, emb)
     # the unswapped model is untouched by the swapped clones
     assert torch.equal(_sample(pack, base), ref)
@@ -69,7 +69,8 @@ def test_ram_stays_flat_across_five_swapped_runs(comfy, pack, tmp_path):
     assert all(torch.equal(o, outs[0]) for o in outs)
     growth = max(rss[1:]) - rss[1]
     assert growth < 32 * 2**20, [r / 2**20 for r in rss]  # no per-run host allocations survive
-    assert swapped.wan4step_swap.plan.streamer.slots == []  # device ring released after each run
+    plan = pack.nodes.comfy_compat.block_swap.holder_of(swapped).plan_for(swapped)
+    assert plan.streamer.slots == []  # device ring released after each run
 
 
 def test_w8a8_shared_codes_equal_per_linear_quantization(comfy, pack, tmp_path, monkeypatch):
@@ -126,6 +127,9 @@ def test_compiled_block_matches_eager_and_survives_block_swap(comfy, pack, tmp_p
 
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(comfy, pack, tmp_path, monkeypatch, caplog):
+    from wan4step import fallback
+
+    state = fallback.snapshot()  # the switch is process-wide: later tests get compile back
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
     base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
@@ -139,5 +143,6 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(comfy, pack, tmp_p
     with caplog.at_level("WARNING", logger="wan4step"):
         assert torch.equal(_sample(pack, model), eager)
         assert torch.equal(_sample(pack, model), eager)
+    fallback.restore(state)
     warnings = [r for r in caplog.records if "torch.compile" in r.getMessage()]
     assert len(warnings) == 1 and "no working C++ compiler" in warnings[0].getMessage()
