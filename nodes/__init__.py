@@ -8,10 +8,21 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import advisor, block_swap, download, env_info, model_loader, sampler, text_encoder, vae_loader, web_estimate
+from . import (
+    advisor,
+    block_swap,
+    download,
+    env_info,
+    model_loader,
+    sampler,
+    text_encoder,
+    tiny_models,
+    vae_loader,
+    web_estimate,
+)
 from .comfy_compat import routes
 
-_MODULES = [env_info, model_loader, sampler, block_swap, text_encoder, advisor, download, vae_loader, web_estimate]
+_MODULES = [env_info, model_loader, sampler, block_swap, text_encoder, advisor, download, vae_loader, web_estimate, tiny_models]
 _ROUTE_MODULES = [advisor, web_estimate]  # each has register_routes(routes)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..wan4step import advisor, estimate
 from ..wan4step.errors import Wan4StepError
-from .advisor import AUTO_GPU, CPU_ONLY, _detect
+from .advisor import ANY_FORMAT, AUTO_GPU, CPU_ONLY, WEIGHTS_FORMATS, _detect
 
 _INTS = ("width", "height", "frames", "blocks_to_swap", "prefetch")
 _OVERRIDES = ("gpu", "vram_gb", "free_vram_gb", "compute_capability", "ram_gb")
@@ -41,8 +41,10 @@ def answer(body: dict) -> dict:
     out = est.as_dict()
     try:
         priority = body.get("priority") if body.get("priority") in advisor.PRIORITIES else "speed"
+        fmt = body.get("weights_format")
+        formats = (fmt,) if fmt in WEIGHTS_FORMATS and fmt != ANY_FORMAT else ()
         rec = advisor.recommend(machine, advisor.Request(vals.get("width", 832), vals.get("height", 480),
-                                                         vals.get("frames", 81), priority))
+                                                         vals.get("frames", 81), priority, formats=formats))
         out["recommendation"] = estimate.recommendation_line(rec)
     except Wan4StepError as exc:  # a bad size already shows in the estimate; the badge must not break
         out["recommendation"] = f"Advisor: {exc}"
