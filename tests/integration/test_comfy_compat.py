@@ -13,6 +13,7 @@ import torch
 from wan4step.formats import load_dit
 from wan4step.formats.gguf_file import write_gguf
 from wan4step.formats.lightx2v_dir import write_lightx2v_dir
+from wan4step.tiny import bundle
 from wan4step.tiny.dit import tiny_dit_state_dict
 
 SMALL = (1, 16, 3, 8, 8)
@@ -176,6 +177,31 @@ def test_model_save_bakes_a_lora_into_quantized_layers_as_computed(comfy, pack, 
     got = _sample(pack, _realigned(_build(pack, path)))
     # the reloaded layer runs W16A16 where the LoRA'd layer ran decoded too: same weights, same math
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_checkpoint_save_with_the_packs_clip_and_vae(comfy, pack, files, tmp_path):
+    """CheckpointSave (MODEL + CLIP + VAE in one file) of the pack's FP8 MODEL, UMT5 CLIP and VAE:
+    the DiT part reloads to the same output; the text encoder and VAE keys are there too."""
+    import pathlib
+
+    import comfy_extras.nodes_model_merging as merging
+
+    from wan4step.formats.safetensors_file import open_safetensors
+    from wan4step.umt5 import file_tokenizer, read_umt5
+
+    models = tmp_path / "models"
+    bundle.write_tiny_models(models)
+    f = read_umt5(models / "text_encoders" / bundle.UMT5)
+    clip = pack.nodes.comfy_compat.clip.build_clip(f, file_tokenizer(f, None), "cpu")
+    vae = pack.nodes.vae_loader.make_comfy_vae(str(models / "vae" / bundle.VAE))
+    comfy.folder_paths.set_output_directory(str(tmp_path))
+    want = _sample(pack, _realigned(_build(pack, files["fp8"])))
+    merging.CheckpointSave().save(_build(pack, files["fp8"]), clip, vae, "seam_ckpt")
+    path = sorted(pathlib.Path(tmp_path).glob("seam_ckpt_*.safetensors"))[-1]
+    sd, _ = open_safetensors(path)
+    assert any(k.startswith("vae.decoder.") for k in sd) and any(k.startswith("text_encoders.umt5xxl.") for k in sd)
+    assert sd["model.diffusion_model.blocks.1.ffn.2.weight"].dtype == torch.float8_e4m3fn
+    assert torch.equal(_sample(pack, _realigned(_build(pack, path))), want)
 
 
 def test_patch_weight_to_device_returns_the_weight_it_computes_with(comfy, pack, files):

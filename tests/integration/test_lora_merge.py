@@ -209,7 +209,7 @@ def test_loader_node_merges_a_lora_from_the_loras_folder(comfy, pack, tmp_path, 
     node = pack.nodes.model_loader.Wan4StepModelLoader
     plain = node.execute("tiny-Q8_0.gguf", "fp32", "sdpa", False).result[0]
     merged = node.execute("tiny-Q8_0.gguf", "fp32", "sdpa", False, lora_name=lora_file.name, lora_strength=1.0).result[0]
-    assert "LoRA" in merged.wan4step["loaded"]
+    assert "LoRA" in pack.nodes.comfy_compat.model.model_info(merged).loaded
     w = merged.model.diffusion_model.blocks[0].ffn[0]
     assert w.qkind == "gguf"  # merged in place of the GGUF bytes, no per-use patch
     assert not w.weight_function

@@ -44,6 +44,7 @@ _kernels_loaded = False
 _fused_loaded = False
 # qtypes whose Triton decoder failed `_self_check` (or a launch) here
 _DECODERS = switch("Triton GGUF decoder", "the torch decoder")
+_DECODERS_OFF, _DECODERS_CHECKED = _DECODERS.off, _DECODERS.checked  # hot-path aliases (sets, updated in place)
 # (qtype, x dtype) whose fused kernel failed `_fused_self_check` (or a launch) here
 _FUSED = switch("fused GGUF linear", "decode + matmul")
 log = logging.getLogger("wan4step")
@@ -154,8 +155,8 @@ def dequantize_on_device(data: torch.Tensor, qtype: int, shape: Sequence[int], d
             _load_kernels()
         qtype = int(qtype)
         kernel = _DEQUANT_KERNELS.get(qtype)
-        if kernel is not None and qtype not in _DECODERS.off and (
-                qtype in _DECODERS.checked or _DECODERS.check_once(qtype, lambda: _self_check(qtype, kernel, data.device))):
+        if kernel is not None and qtype not in _DECODERS_OFF and (
+                qtype in _DECODERS_CHECKED or _DECODERS.check_once(qtype, lambda: _self_check(qtype, kernel, data.device))):
             return kernel(data, shape, dtype)
     return dequantize(data, qtype, shape, dtype)
 

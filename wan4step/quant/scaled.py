@@ -198,12 +198,20 @@ def _int8_int_mm(xq, sa, q, scale, bias, out_dtype):
     return rescale(acc, sa, scale, bias, out_dtype if out_dtype.is_floating_point else torch.bfloat16)
 
 
+# torch.mm(..., out_dtype=float32) on bf16 inputs: missing in older torch (TypeError) or for a GPU
+_FP32_ACC = switch("bf16 matmul with fp32 accumulation", "a bf16 matmul (rounded sums)")
+
+
 def _emulated(xq, sa, q, scale, bias, out_dtype):
     if xq.device.type == "cuda":
         # codes are exact in bf16; accumulate in fp32 where this torch can
-        try:
-            acc = torch.mm(xq.to(torch.bfloat16), q.to(torch.bfloat16).t(), out_dtype=torch.float32)
-        except (TypeError, RuntimeError):
+        acc = None
+        if "mm" not in _FP32_ACC.off:
+            try:
+                acc = torch.mm(xq.to(torch.bfloat16), q.to(torch.bfloat16).t(), out_dtype=torch.float32)
+            except (TypeError, RuntimeError) as e:
+                _FP32_ACC.fail("mm", e, "torch.mm(out_dtype=float32)")  # OOM and interrupts re-raised
+        if acc is None:
             acc = (xq.to(torch.bfloat16) @ q.to(torch.bfloat16).t()).float()
     else:
         acc = xq.to(torch.float32) @ q.to(torch.float32).t()
