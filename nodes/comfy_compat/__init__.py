@@ -7,9 +7,12 @@ forward's `fuse_norm3`, the fallback registry's propagating exceptions). The nod
 attribute names (`weight_function`, `*_lowvram_function`, `<param>_comfy_model_dtype`,
 ComfyUI-GGUF's `tensor_type`/`patches`, `comfy.sd.VAE`'s fields, pinned-memory globals, ...).
 
-- `model.py`: the quantized Linear on `comfy.ops` (the way core's controlnet ops and
-  ComfyUI-GGUF's ops subclass core's), the ModelPatcher (LoRA at use time, saving), `build_model`.
-- `fast_forward.py`: installs the fused block through `patches_replace["dit"]`.
+- `ops.py`: the quantized Linear on `comfy.ops` (the way core's controlnet ops and ComfyUI-GGUF's
+  ops subclass core's), and why not core's quantized-tensor layouts.
+- `model.py`: the ModelPatcher (LoRA at use time), `build_model`; `saving.py`: what ModelSave /
+  CheckpointSave write for each encoding.
+- `fast_forward.py`: installs the fused block through `patches_replace["dit"]`; `dit_hooks.py`:
+  other packs' attention overrides and the running model, per forward.
 - `block_swap.py`: Block Swap's holder in `transformer_options` and its sampling wrapper.
 - `patches.py`: what ComfyUI (and ComfyUI-GGUF) attach to modules: use-time patches, cast dtypes.
 - `memory.py`: ComfyUI's pinned-memory switch and budget, free memory, interrupts.

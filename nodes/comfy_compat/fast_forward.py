@@ -3,25 +3,15 @@
 Installed as `patches_replace["dit"][("double_block", i)]`, the hook ComfyUI's
 WanModel offers per block, so the MODEL stays ComfyUI's (LoRA, other patches,
 model management) while the block math is ours. Falls back to ComfyUI's own
-block whenever something the fast path does not model is present:
-- per-frame timesteps, `attn1_patch` / `attn2_patch` patches;
-- a use-time patch (a LoRA ComfyUI applies when the module runs) on a q/k norm weight the fused
-  forward reads directly (on norm3 only, norm3 runs as a module inside the fused forward).
-Another pack's attention override (`transformer_options["optimized_attention_override"]`, set by
-`ModelPatcher.set_model_optimized_attention`) is used: the fused block's attention then calls
-ComfyUI's `optimized_attention`, which hands the call to the override with the arguments ComfyUI's
-own Wan block passes.
-
-State lives where clone() copies it: the `FastBlocks` holder in `transformer_options[KEY]`; the
-diffusion model whose blocks run comes, per forward, from a DIFFUSION_MODEL wrapper (so a clone
-whose model was rebuilt, e.g. by `clone(disable_dynamic=True)`, runs its own blocks).
+block whenever something the fast path does not model is present (a use-time patch
+on a q/k norm weight it reads directly; on norm3 only, norm3 runs as a module).
+Other packs' attention overrides are used; state is in `transformer_options` (dit_hooks.py).
 """
 
 from __future__ import annotations
 
 import logging
 
-import comfy.ldm.modules.attention as comfy_attention
 import comfy.patcher_extension
 import torch
 
@@ -31,11 +21,10 @@ from ...wan4step.dit.block import block_forward, supports
 from ...wan4step.dit.fused import rope_tables
 from ...wan4step.offload.wrap import on_device
 from . import memory
+from .dit_hooks import DM_KEY, OVERRIDE, comfy_attention_fn, diffusion_model_wrapper
 from .patches import direct_weights_patched
 
 KEY = "wan4step_fast"
-DM_KEY = "wan4step_fast_dm"  # the running diffusion model, in the per-forward transformer_options
-OVERRIDE = "optimized_attention_override"
 log = logging.getLogger("wan4step")
 _compiled = None  # one torch.compile wrapper for every model: dynamo caches per code object anyway
 _COMPILE = fallback.switch("torch.compile of the block", "the uncompiled block")
@@ -50,26 +39,9 @@ def _compiled_block_forward():
     return _compiled
 
 
-def comfy_attention_fn(transformer_options: dict):
-    """An engine attention function ([B, H, L, D] in and out) that calls ComfyUI's
-    `optimized_attention` the way ComfyUI's Wan block does ([B, L, H*D], heads=H), so another
-    pack's override in `transformer_options` handles the call. The layout changes are views."""
-
-    def fn(q, k, v):
-        b, h, lq, d = q.shape
-        out = comfy_attention.optimized_attention(
-            q.transpose(1, 2).reshape(b, lq, h * d), k.transpose(1, 2).reshape(b, k.shape[2], h * d),
-            v.transpose(1, 2).reshape(b, v.shape[2], h * d), heads=h, transformer_options=transformer_options)
-        return out.view(b, lq, h, d).transpose(1, 2)
-
-    return fn
-
-
 class FastBlocks:
-    """The fused forward's settings for one MODEL (the holder in `transformer_options[KEY]`)."""
-
     def __init__(self, dm, attention: str, device, compile: bool = False) -> None:
-        self.dm = dm  # used when no DIFFUSION_MODEL wrapper ran (the bench scripts call the model directly)
+        self.dm = dm  # when no DIFFUSION_MODEL wrapper ran (bench scripts call the model directly)
         self.attention = attention
         self.name, self.fn = attn.resolve(attention, device)
         self._rope_src = None
@@ -115,16 +87,6 @@ class FastBlocks:
         return replace
 
 
-def _diffusion_model_wrapper(executor, *args, **kwargs):
-    """DIFFUSION_MODEL wrapper: tell the block replacements which model is running."""
-    topts = kwargs.get("transformer_options")
-    if topts is None:
-        topts = args[5] if len(args) > 5 else None
-    if isinstance(topts, dict):
-        topts[DM_KEY] = executor.class_obj
-    return executor(*args, **kwargs)
-
-
 def install(model, attention: str = "auto", compile: bool = False):
     """Return a clone of `model` whose blocks run the fused forward (under torch.compile if asked)."""
     m = model.clone()
@@ -134,7 +96,7 @@ def install(model, attention: str = "auto", compile: bool = False):
         m.set_model_patch_replace(fast.make(i), "dit", "double_block", i)
     m.model_options["transformer_options"][KEY] = fast
     m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY)
-    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, _diffusion_model_wrapper)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, diffusion_model_wrapper)
     return m
 
 
