@@ -22,7 +22,8 @@ class Wan4StepBlockSwap(io.ComfyNode):
                 io.Int.Input("blocks_to_swap", default=-1, min=-1, max=40,
                              tooltip="-1 = auto: the fewest blocks that let the rest fit in free VRAM at this latent size "
                                      "(decided again at every sampling run; a larger video streams more blocks). "
-                                     "40 = stream every block (8 GB cards)."),
+                                     "40 = stream every block (8 GB cards). A VACE model's VACE blocks are streamed in "
+                                     "the same proportion (40 = all 8)."),
                 io.Int.Input("prefetch", default=2, min=1, max=8,
                              tooltip="How many blocks are copied ahead of use. 2 hides the copy behind compute; each extra "
                                      "one costs one block of VRAM (FP8 352 MB, GGUF Q4 ~290 MB, bf16 704 MB)."),

@@ -23,6 +23,8 @@ from ..wan4step.errors import OutOfMemoryError, SettingsError, WrongModelError
 log = logging.getLogger("wan4step")
 
 _IMAGE_COND_KEYS = ("concat_latent_image", "clip_vision_output", "reference_latents", "concat_mask")
+# what core's WanVaceToVideo adds (comfy_extras/nodes_wan.py); comfy.model_base.WAN21_Vace consumes it
+_VACE_COND_KEYS = ("vace_frames", "vace_mask", "vace_strength")
 
 
 def _lightx2v_loop(model, x, sigmas, extra_args=None, callback=None, disable=None, update="lcm", noise=None):
@@ -65,7 +67,15 @@ def check_latent(samples) -> None:
         raise SettingsError("invalid video size: " + "; ".join(problems), fix="set width/height to multiples of 16.")
 
 
-def check_text_only(conditioning) -> None:
+def is_vace_model(model) -> bool:
+    """ComfyUI's VACE model (Wan4Step Model Loader mode 'vace', or any loader of a VACE-merged file)."""
+    import comfy.model_base
+
+    return isinstance(getattr(model, "model", None), comfy.model_base.WAN21_Vace)
+
+
+def check_text_only(conditioning, vace: bool = False) -> None:
+    """Refuse image conditioning, and VACE control conditioning unless the model is a VACE model."""
     for _, extra in conditioning:
         hits = [k for k in _IMAGE_COND_KEYS if extra.get(k) is not None]
         if hits:
@@ -73,6 +83,14 @@ def check_text_only(conditioning) -> None:
                 "image conditioning was given to the text-to-video model",
                 found=f"conditioning with {', '.join(hits)} (from an image-to-video node)",
                 fix="connect CLIPTextEncode output directly; Wan2.1 T2V-14B takes text only.",
+            )
+        hits = [k for k in _VACE_COND_KEYS if extra.get(k) is not None]
+        if hits and not vace:
+            raise WrongModelError(
+                "VACE control conditioning was given to a text-to-video model, which would ignore it",
+                found=f"conditioning with {', '.join(hits)} (from WanVaceToVideo)",
+                fix="load a VACE-merged file (e.g. ..._StepCfgDistill_VACE-<TIER>.gguf) with the Wan4Step Model "
+                    "Loader's mode set to 'vace', or connect CLIPTextEncode directly for plain text-to-video.",
             )
 
 
@@ -122,7 +140,7 @@ class Wan4StepSampler(io.ComfyNode):
     def execute(cls, model, positive, latent, seed, steps, shift, cfg, noise, update, step_list="", negative=None) -> io.NodeOutput:
         latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
         check_latent(latent_image)
-        check_text_only(positive)
+        check_text_only(positive, vace=is_vace_model(model))
         custom = schedule.parse_step_list(step_list)
         warnings = recipe_warnings(steps, shift, cfg, custom)
         for w in warnings:

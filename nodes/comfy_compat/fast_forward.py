@@ -6,6 +6,10 @@ model management) while the block math is ours. Falls back to ComfyUI's own
 block whenever something the fast path does not model is present (a use-time patch
 on a q/k norm weight it reads directly; on norm3 only, norm3 runs as a module).
 Other packs' attention overrides are used; state is in `transformer_options` (dit_hooks.py).
+
+VACE models (ComfyUI's VaceWanModel): the main blocks take the same hook and run
+fused; the VACE blocks have no hook (VaceWanModel calls them directly after their
+host block), so they always run ComfyUI's own block code, on the pack's linears.
 """
 
 from __future__ import annotations

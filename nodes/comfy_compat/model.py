@@ -109,6 +109,8 @@ class ModelInfo:
     loaded: str
     format: str
     config: object
+    mode: str = "t2v"
+    vace: object = None
 
     def clone(self) -> ModelInfo:
         return self  # immutable
@@ -145,5 +147,6 @@ def build_model(loaded: LoadedDiT, compute_dtype: torch.dtype = torch.bfloat16) 
     if mp is None:
         raise RuntimeError(f"ComfyUI could not detect the model type of {loaded.path}")
     patcher = Wan4StepModelPatcher(mp.model, load_device=mp.load_device, offload_device=mp.offload_device)
-    patcher.model_options["transformer_options"][INFO_KEY] = ModelInfo(loaded.describe(), loaded.format, loaded.config)
+    patcher.model_options["transformer_options"][INFO_KEY] = ModelInfo(loaded.describe(), loaded.format, loaded.config,
+                                                                        loaded.mode, loaded.vace)
     return set_shift(patcher, DEFAULT_SHIFT)

@@ -47,7 +47,7 @@ def test_advisor_node_outputs_wire_into_the_pack_nodes(comfy, pack):
     assert "RTX 3090" in report and "INT8" in report and out.ui["text"] == [report]
     assert model_name == catalog.WEIGHTS["lightx2v_int8"].model_name
     assert te_name == catalog.TEXT_ENCODERS_TABLE["umt5_fp8"].name and vae_name == "wan_2.1_vae.safetensors"
-    assert te_device in ("gpu", "gpu_then_free", "cpu") and tiled in ("on", "off") and attention == "sdpa"
+    assert te_device in ("gpu", "gpu_then_free", "cpu") and tiled in ("on", "off") and attention == "8bit"  # what auto runs on sm86
     assert isinstance(k, int) and 0 <= k <= 40 and isinstance(prefetch, int)
     assert plan == {"weights": "lightx2v_int8", "text_encoder": "umt5_fp8", "vae": "wan_2.1_vae", "fits": True}
     # the values are legal inputs of the nodes they wire into (where those nodes exist yet)
