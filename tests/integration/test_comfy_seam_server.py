@@ -73,11 +73,11 @@ def server(tmp_path_factory):
 def _workflow() -> dict:
     wf = copy.deepcopy(json.loads(WORKFLOW.read_text()))
     wf["1"]["inputs"]["model_name"] = bundle.DIT_FP8
-    wf["10"] = {"class_type": "Wan4StepTestOOMOnce", "inputs": {"model": ["1", 0]}}
-    wf["11"] = {"class_type": "Wan4StepBlockSwap", "inputs": {"model": ["10", 0], "blocks_to_swap": 1, "prefetch": 1,
-                                                              "pin_memory": True, "source": "ram",
-                                                              "offload_embeddings": False}}
-    wf["5"]["inputs"]["model"] = ["11", 0]
+    wf["seam_oom"] = {"class_type": "Wan4StepTestOOMOnce", "inputs": {"model": ["1", 0]}}
+    wf["seam_swap"] = {"class_type": "Wan4StepBlockSwap", "inputs": {"model": ["seam_oom", 0], "blocks_to_swap": 1,
+                                                                    "prefetch": 1, "pin_memory": True, "source": "ram",
+                                                                    "offload_embeddings": False}}
+    wf["5"]["inputs"]["model"] = ["seam_swap", 0]
     return wf
 
 
