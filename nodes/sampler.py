@@ -166,7 +166,10 @@ class Wan4StepSampler(io.ComfyNode):
                 noise_mask=latent.get("noise_mask"), callback=callback, seed=seed,
             )
         except torch.OutOfMemoryError as exc:
-            raise out_of_memory(latent_image) from exc
+            # still a torch.OutOfMemoryError, so ComfyUI's is_oom() sees it and unloads every model
+            err = out_of_memory(latent_image)
+            log.error("Wan4Step Sampler: %s", err)
+            raise err from exc
         out = latent.copy()
         out.pop("downscale_ratio_spacial", None)
         out["samples"] = samples
