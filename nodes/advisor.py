@@ -9,7 +9,6 @@ extension show the advice without running the graph.
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 from comfy_api.latest import io
 
@@ -143,12 +142,9 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                              ui={"text": [text], "memory_plan": [memory_plan(rec)]})
 
 
-def _register_route() -> None:
-    """POST /wan4step/advisor {inputs} -> {report, recommendation}: advice without running the graph."""
-    server = sys.modules.get("server")
-    inst = getattr(getattr(server, "PromptServer", None), "instance", None)
-    if inst is None:  # imported outside a running ComfyUI (tests): nothing to register on
-        return
+def register_routes(routes) -> None:
+    """POST /wan4step/advisor {inputs} -> {report, recommendation}: advice without running the graph.
+    `routes` is the server's aiohttp RouteTableDef (comfy_compat/routes.py, from ComfyExtension.on_load)."""
     from aiohttp import web
 
     from ..wan4step.errors import Wan4StepError
@@ -156,7 +152,7 @@ def _register_route() -> None:
     names = {"width", "height", "frames", "priority", "gpu", "vram_gb", "free_vram_gb", "compute_capability",
              "ram_gb", "disk_gb", "attention", "weights_format"}
 
-    @inst.routes.post("/wan4step/advisor")
+    @routes.post("/wan4step/advisor")
     async def _advice(request):
         body = await request.json()
         try:
@@ -166,7 +162,5 @@ def _register_route() -> None:
         return web.json_response({"report": rec.report(), "recommendation": rec.as_dict(),
                                   "memory_plan": memory_plan(rec)})
 
-
-_register_route()
 
 NODES = [Wan4StepVRAMAdvisor]

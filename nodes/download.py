@@ -13,7 +13,7 @@ from comfy_api.latest import io
 
 from ..wan4step import catalog, hub
 from .advisor import PLAN
-from .progress import NodeProgress
+from .comfy_compat.progress import NodeProgress
 
 NONE = "none"
 

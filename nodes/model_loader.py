@@ -11,8 +11,8 @@ from ..wan4step import attention as attn
 from ..wan4step.formats import load_dit
 from ..wan4step.formats.dit import MODES
 from ..wan4step.lora.merge import GGUF_TARGETS, merge_into
-from . import fast_forward as fast_forward_mod
-from .comfy_model import build_model
+from .comfy_compat import fast_forward as fast_forward_mod
+from .comfy_compat.model import build_model
 from .model_files import list_models, resolve
 
 DIT_FOLDERS = ("diffusion_models", "unet")

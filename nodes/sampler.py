@@ -19,7 +19,7 @@ from comfy_api.latest import io
 
 from ..wan4step import sampling, schedule
 from ..wan4step.errors import OutOfMemoryError, SettingsError, WrongModelError
-from . import progress
+from .comfy_compat import progress
 
 log = logging.getLogger("wan4step")
 
@@ -167,7 +167,10 @@ class Wan4StepSampler(io.ComfyNode):
                 noise_mask=latent.get("noise_mask"), callback=callback, seed=seed,
             )
         except torch.OutOfMemoryError as exc:
-            raise out_of_memory(latent_image) from exc
+            # still a torch.OutOfMemoryError, so ComfyUI's is_oom() sees it and unloads every model
+            err = out_of_memory(latent_image)
+            log.error("Wan4Step Sampler: %s", err)
+            raise err from exc
         out = latent.copy()
         out.pop("downscale_ratio_spacial", None)
         out["samples"] = samples

@@ -8,8 +8,6 @@ the advisor's own pick for that size, in one line. No node here: `NODES` is empt
 
 from __future__ import annotations
 
-import sys
-
 from ..wan4step import advisor, estimate
 from ..wan4step.errors import Wan4StepError
 from .advisor import ANY_FORMAT, AUTO_GPU, CPU_ONLY, WEIGHTS_FORMATS, _detect
@@ -53,14 +51,11 @@ def answer(body: dict) -> dict:
     return out
 
 
-def _register_route() -> None:
-    server = sys.modules.get("server")
-    inst = getattr(getattr(server, "PromptServer", None), "instance", None)
-    if inst is None:  # imported outside a running ComfyUI (tests): nothing to register on
-        return
+def register_routes(routes) -> None:
+    """POST /wan4step/estimate on the server's aiohttp RouteTableDef (from ComfyExtension.on_load)."""
     from aiohttp import web
 
-    @inst.routes.post("/wan4step/estimate")
+    @routes.post("/wan4step/estimate")
     async def _estimate(request):
         try:
             body = await request.json()
@@ -69,7 +64,5 @@ def _register_route() -> None:
             return web.json_response({"known": False, "note": f"bad request: {exc}", "badge": "", "lines": []},
                                      status=400)
 
-
-_register_route()
 
 NODES: list = []

@@ -41,6 +41,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from . import fallback
+
 log = logging.getLogger("wan4step")
 BACKENDS = ("auto", "sdpa", "8bit", "sage", "flash", "fa4")
 # not in the UI: the 8-bit method run by its torch reference on any device (slow; tests and the CPU demo)
@@ -119,7 +121,11 @@ def _load_8bit(device: torch.device) -> Callable | None:
 
 _LOADERS: dict[str, Callable[[torch.device], Callable | None]] = {
     "8bit": _load_8bit, "sage": _load_sage, "flash": _load_flash, "fa4": _load_fa4}
-_checked: dict[tuple[str, str], bool] = {}
+# one policy for every fast path (wan4step/fallback.py): a backend that fails at run time is switched
+# off for good (SDPA answers), one that fails its accuracy check is not used; OOM and the host's
+# interrupt always propagate, so a cancel or an OOM never turns a backend off
+_RUN = fallback.switch("attention backend", "PyTorch SDPA")
+_ACCURACY = fallback.switch("attention accuracy check", "the next backend")
 
 
 def _warn(key: str, msg: str) -> None:
@@ -136,9 +142,7 @@ def check(name: str, fn: Callable, device: torch.device) -> bool:
     """
     from .attn8.structured import accuracy, passes, sdpa_fp32, structured_qkv
 
-    key = (name, str(device))
-    if key not in _checked:
-        ok = True
+    def accurate() -> bool:
         with torch.no_grad():
             for lq, lk, seed in ((1024, 1024, 11), (1024, 512, 12)):
                 q, k, v = structured_qkv(1, 4, lq, lk, seed=seed, device=device)
@@ -147,10 +151,10 @@ def check(name: str, fn: Callable, device: torch.device) -> bool:
                     cos, rel = accuracy(out, sdpa_fp32(q, k, v))
                     _warn(name + "-acc", f"{name} attention failed its accuracy check on {device} "
                                          f"(cosine {cos:.5f}, relative L2 {rel:.4f}); using the next backend")
-                    ok = False
-                    break
-        _checked[key] = ok
-    return _checked[key]
+                    return False
+        return True
+
+    return _ACCURACY.check_once((name, str(device)), accurate)
 
 
 def _try(name: str, device: torch.device | None, checked: bool = True) -> Callable | None:
@@ -163,6 +167,8 @@ def _try(name: str, device: torch.device | None, checked: bool = True) -> Callab
         if fn is None or (checked and not check(name, _guarded(name, fn, fallback=False), device)):
             return None
     except Exception as exc:  # ImportError, Triton's KeyError('None-triton') on Windows, a kernel that fails
+        if fallback.must_propagate(exc):
+            raise
         _warn(name, f"{name} attention unavailable ({type(exc).__name__}: {exc}); using the next backend")
         return None
     return _guarded(name, fn)
@@ -202,24 +208,10 @@ def _reference_8bit(q, k, v):
 
 
 def _guarded(name: str, fn: Callable, fallback: bool = True) -> Callable:
-    """Fall back to SDPA for good if the optional kernel fails at run time (e.g. unsupported arch).
-    OOM always propagates: falling back would only move it."""
-    state = {"ok": True}
-
-    def call(q, k, v):
-        if state["ok"] or not fallback:
-            try:
-                return fn(q, k, v)
-            except torch.OutOfMemoryError:
-                raise
-            except Exception as exc:
-                if not fallback:
-                    raise
-                state["ok"] = False
-                _warn(name + "-run", f"{name} attention failed ({type(exc).__name__}: {exc}); using PyTorch SDPA")
-        return _sdpa(q, k, v)
-
-    return call
+    """`fn`, switched off for good (SDPA answers) the first time it fails at run time, e.g. on an
+    architecture its kernels were not built for. Without `fallback` (the accuracy check) a failure
+    raises. OOM and interrupts always propagate (wan4step/fallback.py)."""
+    return _RUN.guard(name, fn, _sdpa, f"{name} attention") if fallback else fn
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, fn: Callable = _sdpa) -> torch.Tensor:

@@ -82,7 +82,8 @@ def test_resolve_checks_and_picks_8bit():
 
     name, fn = attention.resolve("8bit", DEV)
     assert name == "8bit"
-    assert attention._checked[("8bit", str(DEV))]
+    key = ("8bit", str(DEV))
+    assert key in attention._ACCURACY.checked and key not in attention._ACCURACY.off
     q, k, v = structured_qkv(1, H, 4096, 4096, seed=5, device=DEV)
     cos, rel = accuracy(fn(q, k, v), _fp32_sdpa(q, k, v))
     assert cos >= MIN_COSINE and rel <= MAX_REL_L2

@@ -36,8 +36,8 @@ def files(tmp_path_factory):
 
 
 def _model(pack, path, attn: str):
-    mp = pack.nodes.comfy_model.build_model(load_dit(path), torch.bfloat16)
-    return pack.nodes.fast_forward.install(mp, attn)
+    mp = pack.nodes.comfy_compat.model.build_model(load_dit(path), torch.bfloat16)
+    return pack.nodes.comfy_compat.fast_forward.install(mp, attn)
 
 
 def _cond(seed=0):

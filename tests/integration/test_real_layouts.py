@@ -52,7 +52,7 @@ def _forward(mp, x, t, ctx):
 
 
 def _ours(pack, path, dtype=torch.float32):
-    return pack.nodes.comfy_model.build_model(load_dit(path), dtype)
+    return pack.nodes.comfy_compat.model.build_model(load_dit(path), dtype)
 
 
 def rel(a, b):

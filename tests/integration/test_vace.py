@@ -67,13 +67,13 @@ def test_vace_mode_equals_diffusers_wan_vace_transformer(comfy, pack, files, inp
                    control_hidden_states_scale=torch.full((TINY_VACE.num_layers,), 0.8), return_dict=False)[0].float()
     loaded = load_dit(files["f32"], "vace")
     for fast in (False, True):  # ComfyUI's blocks, and the pack's fused main blocks beside ComfyUI's VACE blocks
-        mp = pack.nodes.comfy_model.build_model(loaded, torch.float32)
+        mp = pack.nodes.comfy_compat.model.build_model(loaded, torch.float32)
         if fast:
-            mp = pack.nodes.fast_forward.install(mp, "sdpa")
+            mp = pack.nodes.comfy_compat.fast_forward.install(mp, "sdpa")
         assert isinstance(mp.model.diffusion_model, wan.VaceWanModel)
         got = _forward(mp, x, t, ctx, control, 0.8)
         assert rel(got, want) < 1e-5, (fast, rel(got, want))
-    plain = _forward(pack.nodes.comfy_model.build_model(loaded, torch.float32), x, t, ctx, control, 0.0)
+    plain = _forward(pack.nodes.comfy_compat.model.build_model(loaded, torch.float32), x, t, ctx, control, 0.0)
     assert rel(plain, want) > 0.05  # the control input matters: a test feeding it wrong would fail
 
 
@@ -87,9 +87,9 @@ def test_t2v_mode_is_the_plain_t2v_model(comfy, pack, files, inputs):
     plain = load_dit(files["plain"])
     assert loaded.state.keys() == plain.state.keys()
     assert all(torch.equal(loaded.state[k], plain.state[k]) for k in plain.state)
-    mp = pack.nodes.comfy_model.build_model(loaded, torch.float32)
+    mp = pack.nodes.comfy_compat.model.build_model(loaded, torch.float32)
     assert type(mp.model.diffusion_model) is wan.WanModel
-    want = _forward(pack.nodes.comfy_model.build_model(plain, torch.float32), x, t, ctx)
+    want = _forward(pack.nodes.comfy_compat.model.build_model(plain, torch.float32), x, t, ctx)
     # the same weights at other file offsets: CPU GEMMs may round differently by alignment (1e-6 seen)
     assert rel(_forward(mp, x, t, ctx), want) < 1e-6
 
@@ -101,13 +101,13 @@ def test_comfyui_gguf_loads_the_vace_gguf_like_our_vace_mode(comfy, pack, comfyu
     theirs = comfyui_gguf.nodes.UnetLoaderGGUF().load_unet(files["q8"].name)[0]
     assert isinstance(theirs.model.diffusion_model, wan.VaceWanModel)
     assert len(theirs.model.diffusion_model.vace_blocks) == TINY_VACE.num_layers
-    ours = pack.nodes.comfy_model.build_model(load_dit(files["q8"], "vace"), torch.bfloat16)
+    ours = pack.nodes.comfy_compat.model.build_model(load_dit(files["q8"], "vace"), torch.bfloat16)
     x, t, ctx, control = inputs
     want = _forward(theirs, x, t, ctx, control)
     got = _forward(ours, x, t, ctx, control)
     # same Q8_0 bytes; ComfyUI-GGUF decodes in fp16 arithmetic, the pack in fp32: tiny differences
     assert rel(got, want) < 2e-3, rel(got, want)
-    ref = _forward(pack.nodes.comfy_model.build_model(load_dit(files["f32"], "vace"), torch.float32), x, t, ctx, control)
+    ref = _forward(pack.nodes.comfy_compat.model.build_model(load_dit(files["f32"], "vace"), torch.float32), x, t, ctx, control)
     assert rel(got, ref) < 0.01  # and both are the float model within Q8_0's error
 
 
@@ -147,7 +147,7 @@ def _sample(pack, model, cond, latent, seed=7):
 
 @pytest.fixture(scope="module")
 def vace_model(comfy, pack, files):
-    return pack.nodes.comfy_model.build_model(load_dit(files["q8"], "vace"), torch.bfloat16)
+    return pack.nodes.comfy_compat.model.build_model(load_dit(files["q8"], "vace"), torch.bfloat16)
 
 
 def test_sampler_runs_vace_conditioning_on_a_vace_model_and_refuses_it_on_t2v(comfy, pack, files, vace_cond, vace_model):
@@ -159,7 +159,7 @@ def test_sampler_runs_vace_conditioning_on_a_vace_model_and_refuses_it_on_t2v(co
     assert out.shape == latent["samples"].shape and torch.isfinite(out).all()
     no_control = _sample(pack, vace_model, vace_cond["pos0"], latent)
     assert rel(out, no_control) > 0.05  # strength 0 vs 1: the control video reaches the model
-    t2v = pack.nodes.comfy_model.build_model(load_dit(files["q8"], "t2v"), torch.bfloat16)
+    t2v = pack.nodes.comfy_compat.model.build_model(load_dit(files["q8"], "t2v"), torch.bfloat16)
     with pytest.raises(WrongModelError, match="VACE control conditioning.*mode set to 'vace'"):
         _sample(pack, t2v, vace_cond["pos"], latent)
     _sample(pack, vace_model, vace_cond["text"], latent)  # a VACE model also runs plain text-to-video
@@ -171,13 +171,13 @@ def test_block_swap_streams_vace_blocks_and_changes_nothing(comfy, pack, vace_co
     for k, source in ((2, "ram"), (4, "disk")):
         swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(vace_model, k, 1, True, source, False).result[0]
         assert torch.equal(_sample(pack, swapped, vace_cond["pos"], latent), ref)
-        plan = swapped.wan4step_swap.plan
+        plan = pack.nodes.comfy_compat.block_swap.holder_of(swapped).plan_for(swapped)
         assert plan.vace_indices == ([1] if k == 2 else [0, 1])
         order = list(plan.patches)
         if k == 4:  # execution order: each VACE block right after its host block (0 and 2)
             assert order == ["blocks.0", "vace_blocks.0", "blocks.1", "blocks.2", "vace_blocks.1", "blocks.3"]
         assert swapped.model_size() < vace_model.model_size()
-    fast = pack.nodes.fast_forward.install(vace_model, "sdpa")
+    fast = pack.nodes.comfy_compat.fast_forward.install(vace_model, "sdpa")
     out = _sample(pack, fast, vace_cond["pos"], latent)
     assert rel(out, ref) < 2e-3  # fused main blocks (bf16) beside ComfyUI's VACE blocks
     swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(fast, 4, 2, True, "ram", False).result[0]

@@ -145,3 +145,34 @@ def test_advisor_knows_every_backend_and_what_auto_runs():
         planned = advisor.auto_attention(cap)
         assert planned == (order[0] if order[0] == "8bit" else "sdpa"), cap
     assert advisor.auto_attention(None) == "sdpa" and advisor.auto_attention((7, 5)) == "sdpa"
+
+
+def test_backend_failures_follow_the_fallback_policy(caplog):
+    """A backend that fails at run time is switched off for good (SDPA answers, one warning); an OOM
+    propagates and leaves it on, so a too-large job never makes later jobs slower."""
+    import torch
+
+    from wan4step import attention, fallback
+
+    state = fallback.snapshot()
+    calls = {"n": 0}
+
+    def flaky(q, k, v):
+        calls["n"] += 1
+        raise (torch.OutOfMemoryError("CUDA out of memory") if calls["n"] == 1 else RuntimeError("no kernel image"))
+
+    q = k = v = torch.randn(1, 2, 8, 16)
+    try:
+        fn = attention._guarded("test-backend", flaky)
+        with pytest.raises(torch.OutOfMemoryError):
+            fn(q, k, v)
+        assert "test-backend" not in attention._RUN.off
+        with caplog.at_level("WARNING", logger="wan4step"):
+            out = fn(q, k, v)  # the RuntimeError: SDPA answers this very call
+            out2 = fn(q, k, v)  # and every later one, without trying the backend again
+        assert torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
+        assert torch.equal(out, out2) and calls["n"] == 2
+        assert "test-backend" in attention._RUN.off
+        assert sum("test-backend attention failed" in r.getMessage() for r in caplog.records) == 1
+    finally:
+        fallback.restore(state)

@@ -27,13 +27,13 @@ def module_bytes(m: torch.nn.Module) -> int:
 
 
 def weights_kind(block: torch.nn.Module) -> str:
-    """The memory model's format name for a block's linears (fp8 / int8 / gguf / bf16)."""
+    """The memory model's format name for a block of the pack's linears (fp8 / int8 / gguf / bf16).
+
+    Other packs' quantized modules are named by the host (`choose_k(kind=...)`)."""
     for m in block.modules():
         kind = getattr(m, "qkind", None)
         if kind:
             return kind
-        if getattr(getattr(m, "weight", None), "tensor_type", None) is not None:  # ComfyUI-GGUF
-            return "gguf"
     return "bf16"
 
 
@@ -79,16 +79,22 @@ def vace_share(k: int, n: int, nv: int) -> int:
     return min(nv, math.ceil(k * nv / n)) if n else 0
 
 
-def choose_k(dm: torch.nn.Module, requested: int, device: torch.device, latent_shape, prefetch: int) -> int:
-    """Main blocks to stream (`vace_share` of the VACE blocks go with them)."""
+def choose_k(dm: torch.nn.Module, requested: int, device: torch.device, latent_shape, prefetch: int,
+             free_bytes: int | None = None, kind: str | None = None) -> int:
+    """Main blocks to stream (`vace_share` of the VACE blocks go with them): `requested`, or for -1
+    ("auto") the fewest that let the rest fit in `free_bytes` (default: what CUDA reports free now)
+    at this latent size. `kind` names the weights' format when the host knows better than
+    `weights_kind` (another pack's modules)."""
     n = len(dm.blocks)
     if requested >= 0:
         return min(requested, n)
-    if device.type != "cuda":
-        return 0
+    if free_bytes is None:
+        if device.type != "cuda":
+            return 0  # nothing to fit into
+        free_bytes = torch.cuda.mem_get_info(device)[0]
     from ..memory_model import MemoryModel
 
-    free, _ = torch.cuda.mem_get_info(device)
+    free = free_bytes
     blocks = [original(b) for b in dm.blocks] + [original(b) for b in vace_blocks(dm)]
     b, _, t, h, w = tuple(latent_shape)
     k_all = MemoryModel.load().auto_blocks_to_swap(
@@ -96,7 +102,7 @@ def choose_k(dm: torch.nn.Module, requested: int, device: torch.device, latent_s
         non_block_bytes=sum(module_bytes(original(m)) for name, m in dm.named_children()
                             if name not in ("blocks", "vace_blocks")),
         n_blocks=len(blocks),
-        kind=weights_kind(blocks[0]),
+        kind=kind or weights_kind(blocks[0]),
         tokens=b * t * (h // 2) * (w // 2),
         free_bytes=free,
         prefetch=prefetch,
@@ -106,10 +112,12 @@ def choose_k(dm: torch.nn.Module, requested: int, device: torch.device, latent_s
 
 
 def plan_swap(
-    dm: torch.nn.Module, k: int, device, prefetch: int = 2, pin: bool = True, disk: bool = False, embeddings: bool = False
+    dm: torch.nn.Module, k: int, device, prefetch: int = 2, pin: bool = True, disk: bool = False, embeddings: bool = False,
+    **hooks,
 ) -> SwapPlan | None:
     """Stream k evenly spaced blocks (with their share of VACE blocks, and optionally the small
-    non-block layers) of `dm`, handed to the streamer in execution order."""
+    non-block layers) of `dm`, handed to the streamer in execution order; `hooks` are
+    BlockStreamer's host hooks (dtype_of, pinner)."""
     n = len(dm.blocks)
     indices = spread(k, n)
     vace = vace_blocks(dm)
@@ -134,5 +142,5 @@ def plan_swap(
     if not modules:
         return None
     param_bytes = sum(module_bytes(m) for m in modules)
-    streamer, wrapped = stream_modules(modules, device, prefetch=prefetch, pin=pin, disk=disk)
+    streamer, wrapped = stream_modules(modules, device, prefetch=prefetch, pin=pin, disk=disk, **hooks)
     return SwapPlan(indices, embeddings, streamer, dict(zip(names, wrapped, strict=True)), param_bytes, vace_indices)

@@ -26,6 +26,7 @@ not know the pack's quantized linears.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import comfy.model_management as mm
@@ -34,9 +35,9 @@ import comfy.sd1_clip
 import comfy.text_encoders.wan as comfy_wan
 import torch
 
-from ..wan4step.hardware import cpu_fast_bf16
-from ..wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
-from ..wan4step.umt5.model import WAN_TEXT_LEN
+from ...wan4step.hardware import cpu_fast_bf16
+from ...wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
+from ...wan4step.umt5.model import WAN_TEXT_LEN
 from .progress import EncodeTicks
 
 log = logging.getLogger("wan4step")
@@ -158,6 +159,28 @@ def build_clip(f: UMT5File, tokenizer: UMT5Tokenizer, device_mode: str = GPU,
     clip = comfy.sd.CLIP(target, embedding_directory=embedding_directory, tokenizer_data={"spiece_model": spm},
                          parameters=f.config.param_count(), state_dict=[f.state], model_options=model_options,
                          disable_dynamic=True)
-    clip.wan4step = {"file": str(f.path), "encoding": f.encoding, "layout": f.layout, "tokenizer": tokenizer.source,
-                     "device": device_mode}
+    # where clone() copies it (CLIP.clone() clones the patcher, not attributes set on the CLIP)
+    clip.patcher.model_options["transformer_options"][INFO_KEY] = TextEncoderInfo(
+        str(f.path), f.encoding, f.layout, tokenizer.source, device_mode)
     return clip
+
+
+@dataclass(frozen=True)
+class TextEncoderInfo:
+    """What the UMT5 loader built (`transformer_options[INFO_KEY]` of the CLIP's patcher)."""
+
+    file: str
+    encoding: str
+    layout: str
+    tokenizer: str
+    device: str
+
+    def clone(self) -> TextEncoderInfo:
+        return self  # immutable
+
+
+INFO_KEY = "wan4step_umt5_info"
+
+
+def text_encoder_info(clip) -> TextEncoderInfo | None:
+    return clip.patcher.model_options.get("transformer_options", {}).get(INFO_KEY)
