@@ -2,9 +2,9 @@
 
 The template browser shows `<name>.jpg` on each custom-node template's card (a 404 is a console
 error and a blank card). Frontend 1.49 titles a custom node's card with the file name only, so
-the picture carries what a person needs to choose: the workflow's title, the cards it is for and
-one line of description (`extra.wan4step_ui.template`, written by scripts/workflow_layout.py), above a
-screenshot of the workflow itself as it opens (its saved view, 1600x1000 window). Every card
+the picture carries what a person needs to choose: a screenshot of the workflow itself as it opens
+(its saved view, 1600x1000 window) above its title, the machine it is planned for and one line of
+description (`extra.wan4step_ui.template`, written by scripts/workflow_layout.py). Every card
 therefore looks different. Re-run after changing a workflow's layout or metadata:
 
     python scripts/make_template_thumbnails.py [--server URL] [--chromium /usr/bin/chromium]
@@ -51,30 +51,33 @@ OPEN = """async ([wf, name]) => {
   return { x: (x0 + ox) * s - pad, y: (y0 + oy) * s - pad, width: (x1 - x0) * s + 2 * pad, height: (y1 - y0) * s + 2 * pad };
 }"""
 
-# the card: title, cards it is for, one line of description, then the workflow itself
+# the card: the workflow itself on top (the browser lays its "Node graph" chip over the top-left
+# corner), then the title, the machine it is planned for and one line of description, large enough
+# to read when the browser shows the 512 px picture at ~230 px
 CARD = """([img, meta, side]) => {
   document.getElementById('wan4step-thumb')?.remove();
   const el = document.createElement('div');
   el.id = 'wan4step-thumb';
   el.style.cssText = `position:fixed;left:0;top:0;width:${side}px;height:${side}px;z-index:100000;`
     + 'background:#15181d;color:#eef1f5;font-family:Inter,Arial,sans-serif;display:flex;flex-direction:column;';
-  const head = document.createElement('div');
-  head.style.cssText = 'padding:22px 26px 12px 26px;';
+  const pic = document.createElement('div');
+  pic.style.cssText = `flex:1;margin:12px 12px 0 12px;border-radius:8px;background:#202329 url(${img}) center/contain no-repeat;`;
+  const foot = document.createElement('div');
+  foot.style.cssText = 'padding:12px 22px 18px 22px;';
   const title = document.createElement('div');
   title.textContent = meta.title;
-  title.style.cssText = 'font-size:34px;font-weight:700;line-height:1.1;';
+  title.style.cssText = 'font-size:42px;font-weight:700;line-height:1.1;white-space:nowrap;overflow:hidden;';
   const card = document.createElement('div');
   card.textContent = meta.card;
-  card.style.cssText = 'display:inline-block;margin-top:10px;padding:3px 10px;border-radius:6px;'
-    + 'background:#2f6f4a;font-size:17px;font-weight:600;';
+  card.style.cssText = 'display:inline-block;margin-top:8px;padding:3px 10px;border-radius:6px;'
+    + 'background:#2f6f4a;font-size:22px;font-weight:600;';
   const desc = document.createElement('div');
   desc.textContent = meta.description;
-  desc.style.cssText = 'margin-top:10px;font-size:17px;line-height:1.3;color:#c3cad4;';
-  head.append(title, card, desc);
-  const pic = document.createElement('div');
-  pic.style.cssText = `flex:1;margin:0 14px 14px 14px;border-radius:8px;background:#202329 url(${img}) center/contain no-repeat;`;
-  el.append(head, pic);
+  desc.style.cssText = 'margin-top:8px;font-size:22px;line-height:1.25;color:#c3cad4;';
+  foot.append(title, card, desc);
+  el.append(pic, foot);
   document.body.append(el);
+  for (let px = 42; px > 24 && title.scrollWidth > title.clientWidth; px -= 2) title.style.fontSize = `${px}px`;
   return { x: 0, y: 0, width: side, height: side };
 }"""
 
