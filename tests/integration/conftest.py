@@ -1,4 +1,4 @@
-"""The browser the browser tests share: Debian's Chromium driven by Playwright, headless, at the
+"""The browser of the browser tests (one per test file): Debian's Chromium driven by Playwright, headless, at the
 reference window of 1600x1000, on the session's real ComfyUI (tests/conftest.py: comfy_server).
 
 Needs Debian's `chromium` (installed with apt-get when missing and possible) and the `playwright`
@@ -45,8 +45,8 @@ def _chromium() -> str:
                 "WAN4STEP_CHROMIUM to a Chrome/Chromium binary) !!!")
 
 
-@pytest.fixture(scope="session")
-def browser_env(comfy_server, tmp_path_factory):
+@pytest.fixture(scope="module")  # per test file: Playwright's sync API holds an event loop while it runs,
+def browser_env(comfy_server, tmp_path_factory):  # so later files can still asyncio.run()
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

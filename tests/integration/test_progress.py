@@ -107,4 +107,9 @@ def test_every_long_phase_reports_moving_progress(server):
 
 
 def _run_sync(client, prompt):
-    return asyncio.run(_run(client, prompt))
+    # on its own thread: Playwright's sync API (the browser tests of the same session) keeps an
+    # event loop running on this one
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _run(client, prompt)).result()
