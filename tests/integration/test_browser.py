@@ -7,7 +7,7 @@
 - the tiny demo is queued from the UI and its mp4 shows up in /history;
 - no console errors beyond the frontend's own on a fresh, offline install.
 
-The browser (`browser_env`, tests/integration/conftest.py) is shared with test_browser_person.py,
+The browser fixture (`browser_env`, tests/integration/conftest.py) is also used by test_browser_person.py,
 which acts as a person (drops files, opens templates, clicks with the mouse) and checks the
 layout; screenshots go to `out/browser/` (git-ignored).
 """
