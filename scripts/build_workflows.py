@@ -603,7 +603,8 @@ def pack_models(g: Graph, rec: advisor.Recommendation) -> tuple[Node, Node, Node
     lora_name into the loader (merged at load)."""
     w = catalog.weights(rec.weights_key)
     dl = g.add("Wan4StepDownload", (-440, 40), (400, 170), {})
-    singles = [model_entry(s) for s in w.files if not s.is_glob]  # the frontend offers missing single files
+    # the frontend offers to fetch a missing single file (a GGUF tier, a base model and its LoRA); not a block folder
+    singles = [] if w.model_name.endswith("/") else [model_entry(s) for s in w.files]
     loader = g.add("Wan4StepModelLoader", (0, 40), (400, 130),
                    {"compute_dtype": "bf16", "attention": "auto", "fast_forward": True, "compile": False},
                    models=singles or None)
