@@ -87,7 +87,7 @@ def _size(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e9:.2f} GB"
 
 
-ON_DISK = " — **already on disk** in this plan: not downloaded"
+ON_DISK = " — **already on disk**"
 
 
 def file_lines(weights_key: str | None, te_key: str = "umt5_fp8", present: frozenset = frozenset(),
@@ -107,7 +107,7 @@ def file_lines(weights_key: str | None, te_key: str = "umt5_fp8", present: froze
         else:
             for spec in w.files:
                 if spec.folder == catalog.LORAS:
-                    what, why = "LoRA", " (the Model Loader's *lora_name*: merged into the weights at load)"
+                    what, why = "LoRA", ""
                 else:
                     what = "DiT, base model" if w.route == "base+lora" else "DiT"
                     why = (" (VACE-merged: mode *t2v* never reads its VACE blocks, mode *vace* does)"
@@ -339,7 +339,7 @@ class Plan:
         if not self.present:
             return ""
         names = [_present_label(d, short) for d in self.present]
-        return (", " if short else " (already on disk: ") + ", ".join(names) + ("" if short else ")")
+        return (", " if short else " (") + ", ".join(names) + ("" if short else " already on disk)")
 
 
 def _present_label(dest: str, short: bool) -> str:
@@ -347,8 +347,7 @@ def _present_label(dest: str, short: bool) -> str:
     for w in catalog.WEIGHTS.values():
         if w.route == "base+lora" and w.files[0].dest == dest:
             label = w.label.split(" + ")[0].split(" (")[0]  # "base FP8"
-            return f"{label} on disk" if short else f"Comfy-Org's `{dest}`" if w.files[0].repo_id == catalog.COMFY_REPO \
-                else f"`{dest}`"
+            return f"{label} on disk" if short else f"the {label.removeprefix('base ')} base model"
     return f"`{dest}` on disk" if short else f"`{dest}`"
 
 
@@ -629,20 +628,21 @@ def files_paragraph(plan: Plan, rec: advisor.Recommendation, short: bool = False
             if rec.download_bytes < size else "")
     return (f"**Files** (about {size / 1e9:.0f} GB{todo}):\n\n"
             f"{file_lines(rec.weights_key, rec.text_encoder_key, frozenset(plan.present), rec.mode != 'vace')}\n\n"
-            + ("**Wan4Step Download** fetches them on the first run (skips files present, resumes, checks sha256); "
-               "the sampler runs the distilled recipe: **4 steps, shift 5, cfg 1**."
+            + ("**Wan4Step Download** fetches what is missing on the first run (skips files present, resumes, checks "
+               "sha256); the sampler runs the distilled recipe: **4 steps, shift 5, cfg 1**."
                if short else download_note(4 if rec.lora_name else 3)))
 
 
-def official(name: str, info: dict, *, title: str, intro: str, advisor_node: bool = True, extra_note: str = "") -> Graph:
+def official(name: str, info: dict, *, title: str, intro: str, advisor_node: bool = True, extra_note: str = "",
+             short: bool = False) -> Graph:
     """Pack loaders (+ Download wired in) -> Block Swap -> sampler: the GGUF / FP8 / INT8 / 8 GB / 720p / base +
     LoRA paths. Files and settings are the advisor's answer for the workflow's planned machine (`PLANS`)."""
     plan, rec = planned(name)
     g = Graph(name, info)
     _dl, _loader, swap, te, vae = pack_models(g, rec)
     t2v_tail(g, (swap, 0), te, vae, plan.size, prefix=f"wan4step/{name.removeprefix('wan4step_')}")
-    text = (f"## {title}\n\n{intro}\n\n{plan_note(plan, rec, advisor_node)}\n\n{files_paragraph(plan, rec)}\n\n"
-            f"{RECIPE_NOTE}")
+    text = (f"## {title}\n\n{intro}\n\n{plan_note(plan, rec, advisor_node)}\n\n{files_paragraph(plan, rec, short)}"
+            + ("" if short else f"\n\n{RECIPE_NOTE}"))
     if extra_note:
         text += "\n\n" + extra_note
     g.note((-900, -30), (420, 850), text)
@@ -701,16 +701,13 @@ def base_plus_lora(info):
                      if w.route == "distilled" and w.kind == rec.kind and w.recommendable)
     return official(
         name, info, title="Wan2.1 T2V-14B 4-step — base model + distill LoRA",
-        intro=(f"The route most ComfyUI users take: the base Wan2.1 T2V-14B plus LightX2V's 4-step distill LoRA "
-               f"(rank 64, {lora.size_bytes / 1e9:.2f} GB). The Download node hands both names to the **Model Loader** "
-               f"(*model_name* + *lora_name*, *lora_strength* 1.0), which merges the LoRA into the weights once, at "
-               f"load, in the file's own format ({kind} re-quantized per channel; a GGUF base is re-encoded as its own "
-               f"type), so a step costs what the distilled {kind} file's step costs.\n\n**Why this route:** the base "
-               f"is already on disk, so the plan downloads the {lora.size_bytes / 1e9:.2f} GB LoRA instead of the "
-               f"{distilled.size_bytes / 1e9:.1f} GB distilled folder. The distilled file is the better network (the "
-               f"rank-64 LoRA approximates it): without the base on disk the advisor picks {distilled.label.split(' (')[0]}."),
-        extra_note=("The VRAM Advisor on this canvas reads which files are in your model folders: with the base "
-                    f"(`{rec.model_name}`) there it gives this plan; without it, the distilled file."))
+        intro=(f"A base Wan2.1 T2V-14B + LightX2V's 4-step distill LoRA ({lora.size_bytes / 1e9:.2f} GB): the **Model "
+               "Loader** merges the LoRA (*lora_name*, strength 1.0) into the weights once, at load, in the file's "
+               f"own format, so a step costs what the distilled {kind} file's step costs. **Why:** the base is "
+               f"already on disk, so only the LoRA is downloaded, not the {distilled.size_bytes / 1e9:.1f} GB "
+               "distilled folder. Without the base the advisor (this canvas's reads your model folders) picks "
+               f"{distilled.label.split(' (')[0]}, which the LoRA approximates."),
+        short=True)
 
 
 VACE_CONTROL = "wan4step_vace_control.mp4"  # Load Video's default name: a person uploads their own clip
