@@ -1,7 +1,7 @@
 """Base model + distill LoRA: merged once at load (the pack) vs applied by ComfyUI, in one run.
 
 Random weights at the real Wan2.1 T2V-14B shapes and a random rank-64 LoRA on the 400 block
-linears (LightX2V's key layout, `wan4step/lora/fixtures.py`). Every row samples like KSampler at
+linears (LightX2V's key layout, `wan4step_dev/fixtures/lora.py`). Every row samples like KSampler at
 cfg 1 (`comfy.sample.sample`, lcm / simple, 4 steps) on a MODEL built the way a user gets it:
 
   ours <fmt>               the pack's loader + fused forward on a <fmt> file, no LoRA: the step a
@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     import comfy.sd
 
     from wan4step.lora import merge_lora, parse_lora
-    from wan4step.lora.fixtures import make_lora
+    from wan4step_dev.fixtures.lora import make_lora
 
     pack = bl.import_pack()
     ggml = bl.import_comfyui_gguf()

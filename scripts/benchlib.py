@@ -466,14 +466,14 @@ def module_bytes(m) -> int:
 # ---------------------------------------------------------------------------------------
 def comfyui_path() -> Path | None:
     """The ComfyUI checkout the tests use (COMFYUI_PATH, else ~/.cache/wan4step/ComfyUI), or None."""
-    from wan4step.comfy_server import find_comfyui as find
+    from wan4step_dev.comfy_server import find_comfyui as find
 
     return find()
 
 
 def find_comfyui() -> Path:
     """`comfyui_path()`, or exit saying how to get one."""
-    from wan4step.comfy_server import HOW_TO_GET_COMFYUI
+    from wan4step_dev.comfy_server import HOW_TO_GET_COMFYUI
 
     path = comfyui_path()
     if path is None:
@@ -508,7 +508,7 @@ def comfy_args(device, base: Sequence[str] = ("--disable-dynamic-vram",)) -> tup
 
 def import_pack(name: str = "ComfyUI_Wan4Step_bench"):
     """This repository as ComfyUI imports a custom-node package (sharing the tests' copy of the engine)."""
-    from wan4step.packaging_alias import load_pack
+    from wan4step_dev.packaging_alias import load_pack
 
     return load_pack(name)
 

@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from wan4step.comfy_server import PACK_DIR_NAME as PACK
-from wan4step.tiny import bundle
+from wan4step_dev.comfy_server import PACK_DIR_NAME as PACK
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
@@ -68,7 +68,7 @@ def browser_env(comfy_server, tmp_path_factory):
     except ImportError:
         pytest.skip("!!! BROWSER TEST SKIPPED: `pip install playwright` (requirements-dev.txt) !!!")
     exe = _chromium()
-    bundle.write_tiny_models(comfy_server.base_dir / "models")
+    write_tiny_models(comfy_server.base_dir / "models")
     shots = tmp_path_factory.mktemp("screenshots")
     SHOTS.mkdir(parents=True, exist_ok=True)
     pw = sync_playwright().start()
@@ -140,7 +140,7 @@ def test_workflow_loads_clean_and_matches_its_api_twin(browser_env, path):
     result = _load(browser_env, path)
     assert problems_in(result) == []
     api = json.loads((path.parent / "api" / path.name).read_text())
-    assert result["output"] == api, "app.graphToPrompt() differs from workflows/api/ (run wan4step.workflow_convert)"
+    assert result["output"] == api, "app.graphToPrompt() differs from workflows/api/ (run python -m wan4step_dev.workflow_cli)"
     stored = {str(n["id"]): n.get("widgets_values") or [] for n in json.loads(path.read_text())["nodes"]}
     for n in result["nodes"]:
         assert n["values"] == stored[n["id"]], f"node {n['id']} ({n['type']}) re-saves as {n['values']}"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from wan4step.comfy_server import HOW_TO_GET_COMFYUI, find_comfyui
+from wan4step_dev.comfy_server import HOW_TO_GET_COMFYUI, find_comfyui
 
 REPO = Path(__file__).resolve().parents[2]
 COMFYUI = find_comfyui()
