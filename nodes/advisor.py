@@ -60,6 +60,27 @@ def advise(width=832, height=480, frames=81, priority="speed", gpu=AUTO_GPU, vra
     return advisor.recommend(machine, advisor.Request(width, height, frames, priority, attention, formats=formats))
 
 
+PHASES = (("text_encoder", "Text encode"), ("sampling", "Sampling"), ("vae", "VAE decode"))
+
+
+def memory_plan(rec: advisor.Recommendation) -> dict:
+    """What the web extension draws on the node: the VRAM peak of each phase against the card
+    (what the plan may use, what is free, the whole card) and the RAM peak against the machine."""
+    m = rec.machine or {}
+    return {
+        "gpu": m.get("gpu_name"),
+        "vram_total_bytes": int(m.get("vram_total_bytes") or 0),
+        "vram_budget_bytes": int(rec.vram_budget_bytes),
+        "usable_vram_bytes": int(rec.usable_vram_bytes),
+        "phases": [{"key": k, "label": label, "vram_bytes": int(rec.phase_peaks.get(k, 0)),
+                    "device": rec.text_encoder_device if k == "text_encoder" else "gpu"} for k, label in PHASES],
+        "ram_peak_bytes": int(rec.peak_ram_bytes),
+        "ram_budget_bytes": int(rec.ram_budget_bytes),
+        "ram_total_bytes": int(m.get("ram_total_bytes") or 0),
+        "fits": bool(rec.fits),
+    }
+
+
 class Wan4StepVRAMAdvisor(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -118,7 +139,7 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                 "fits": rec.fits}
         return io.NodeOutput(text, rec.model_name, rec.text_encoder_name, rec.text_encoder_device, rec.vae_name,
                              rec.blocks_to_swap, rec.prefetch, "on" if rec.vae_tiled else "off", rec.attention, plan,
-                             ui={"text": [text]})
+                             ui={"text": [text], "memory_plan": [memory_plan(rec)]})
 
 
 def register_routes(routes) -> None:
@@ -138,7 +159,8 @@ def register_routes(routes) -> None:
             rec = advise(**{k: v for k, v in body.items() if k in names})
         except (Wan4StepError, ValueError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"report": rec.report(), "recommendation": rec.as_dict()})
+        return web.json_response({"report": rec.report(), "recommendation": rec.as_dict(),
+                                  "memory_plan": memory_plan(rec)})
 
 
 NODES = [Wan4StepVRAMAdvisor]

@@ -19,6 +19,7 @@ from comfy_api.latest import io
 
 from ..wan4step import sampling, schedule
 from ..wan4step.errors import OutOfMemoryError, SettingsError, WrongModelError
+from .comfy_compat import progress
 
 log = logging.getLogger("wan4step")
 
@@ -161,7 +162,7 @@ class Wan4StepSampler(io.ComfyNode):
 
         callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
         try:
-            samples = comfy.sample.sample_custom(
+            samples = progress.sample_custom(  # comfy.sample.sample_custom + a bar that moves per block
                 model, noise_t, cfg, sampler, sigmas, positive, neg, latent_image,
                 noise_mask=latent.get("noise_mask"), callback=callback, seed=seed,
             )

@@ -10,6 +10,7 @@ import torch
 from comfy_api.latest import io
 
 from ..wan4step.vae.formats import VAEFile, read_vae_state_dict
+from .comfy_compat.progress import NodeProgress
 from .comfy_compat.vae import comfy_vae
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -17,19 +18,16 @@ TILING = ("auto", "on", "off")
 
 
 class _Progress:
-    """ComfyUI progress bar + interrupt check, called by the engine after every decoded piece."""
+    """The decode's/encode's bar + interrupt check, called by the engine with units of work
+    (wan4step/vae/tiled.py: the middle's frames and every upsampling stage, not only finished frames)."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: NodeProgress | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        import comfy.model_management
-        import comfy.utils
-
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        if self.bar is None or self.bar.total != total or done <= 1:
-            self.bar = comfy.utils.ProgressBar(total)
-        self.bar.update_absolute(done, total)
+        if self.bar is None or self.bar.total != max(int(total), 1) or done < self.bar.done:
+            self.bar = NodeProgress(total)
+        self.bar.set(done)
 
 
 def make_comfy_vae(path: str, dtype: str = "auto", tiling: str = "auto", tile_size: int = 512,

@@ -18,6 +18,8 @@ ComfyUI-GGUF's `tensor_type`/`patches`, `comfy.sd.VAE`'s fields, pinned-memory g
 - `memory.py`: ComfyUI's pinned-memory switch and budget, free memory, interrupts.
 - `vae.py`, `clip.py`: the pack's VAE and UMT5 engines as ComfyUI's own VAE and CLIP objects.
 - `routes.py`: HTTP routes, registered from `ComfyExtension.on_load`.
+- `progress.py`: the node bar and the queue panel through ComfyUI's progress hook, unthrottled per
+  tick; per-block sampling progress through `patches["double_block"]` in the guider's own options.
 """
 
 from . import memory  # noqa: F401,E402 - registers ComfyUI's interrupt with the engine's fallback policy

@@ -38,6 +38,7 @@ import torch
 from ...wan4step.hardware import cpu_fast_bf16
 from ...wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
 from ...wan4step.umt5.model import WAN_TEXT_LEN
+from .progress import EncodeTicks
 
 log = logging.getLogger("wan4step")
 
@@ -53,6 +54,7 @@ class UMT5Transformer(UMT5Encoder):
         spec = config_dict[SPEC_KEY]
         super().__init__(spec["config"], activation_quant=spec["activation_quant"])
         self.compute_dtype: torch.dtype | None = spec.get("compute_dtype")
+        self.progress = EncodeTicks(self)  # the Prompt node's bar moves layer by layer
 
     def forward(self, input_ids, attention_mask=None, embeds=None, num_tokens=None, intermediate_output=None,
                 final_layer_norm_intermediate=True, dtype=torch.float32, embeds_info=None, **kwargs):
@@ -64,9 +66,16 @@ class UMT5Transformer(UMT5Encoder):
         # (ComfyUI's choice: they emulate bf16)
         fast_bf16 = dev.type == "cuda" or cpu_fast_bf16()
         run_dtype = self.compute_dtype or (torch.bfloat16 if fast_bf16 else dtype or torch.float32)
-        return super().forward(input_ids, attention_mask, embeds=embeds, dtype=run_dtype,
-                               intermediate_output=intermediate_output,
-                               final_layer_norm_intermediate=final_layer_norm_intermediate)
+        self.progress.start()
+        try:
+            out = super().forward(input_ids, attention_mask, embeds=embeds, dtype=run_dtype,
+                                  intermediate_output=intermediate_output,
+                                  final_layer_norm_intermediate=final_layer_norm_intermediate)
+        except BaseException:
+            self.progress.bar = None
+            raise
+        self.progress.stop()
+        return out
 
 
 class UMT5ClipModel(comfy.sd1_clip.SDClipModel):

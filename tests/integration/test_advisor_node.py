@@ -203,3 +203,9 @@ def test_advisor_runs_through_prompt_and_its_route(comfy_server):
     answer = comfy_server.post_json("/wan4step/advisor", {"gpu": "RTX 5070", "ram_gb": 32, "frames": 81})
     assert answer["recommendation"]["kind"] == "fp8" and answer["recommendation"]["blocks_to_swap"] > 0
     assert answer["report"].startswith("RTX 5070")
+    plan = answer["memory_plan"]  # what web/wan4step_advisor.js draws on the node
+    assert {p["key"]: p["vram_bytes"] for p in plan["phases"]} == answer["recommendation"]["phase_peaks"]
+    assert [p["label"] for p in plan["phases"]] == ["Text encode", "Sampling", "VAE decode"]
+    assert plan["gpu"] == "RTX 5070" and plan["vram_total_bytes"] > plan["usable_vram_bytes"] > 0
+    assert plan["ram_peak_bytes"] == answer["recommendation"]["peak_ram_bytes"]
+    assert hist["outputs"]["1"]["memory_plan"][0]["gpu"] == "RTX 4090"  # after a run, the node redraws it
