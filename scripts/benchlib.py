@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import statistics
 import sys
 import time
@@ -575,10 +574,6 @@ def device_line(device=None) -> str:
     dev = _device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     return f"device: {name}, torch {torch.__version__}"
-
-
-def fmt_or_dash(v: float | None, digits: int = 2, suffix: str = "") -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}{suffix}"
 
 
 # ---------------------------------------------------------------------------------------
