@@ -2,7 +2,7 @@
 
     python scripts/bench_e2e.py                      # 480x832x81: fp8, gguf q4_k, bf16 + ComfyUI baseline; 720p fp8
     python scripts/bench_e2e.py --runs 480p:fp8
-    python scripts/bench_e2e.py --runs 480p:bf16,480p:fp8,480p:int8,480p:q4_k,480p:q8_0,480p:fp8+swap40,480p:fp8+sage
+    python scripts/bench_e2e.py --runs 480p:bf16,480p:fp8,480p:int8,480p:q4_k,480p:q8_0,480p:fp8+swap40,480p:fp8+8bit
     python scripts/bench_e2e.py --smoke              # CPU, tiny DiT/UMT5/VAE: checks the script runs
 
 Models are resident (an H100 holds them all) unless a run says +swapN (N blocks streamed from
@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
 
-SMOKE_RUNS = "tiny:bf16,tiny:fp8,tiny:q4_k,tiny:comfy,tiny:fp8+swap1"
+SMOKE_RUNS = "tiny:bf16,tiny:fp8,tiny:q4_k,tiny:comfy,tiny:fp8+swap1,tiny:fp8+8bit"
+ATTENTION_MODS = ("auto", "8bit", "sage", "flash", "fa4")  # +<backend> picks the attention (default sdpa = cuDNN)
 
 
 def clip(model, opts, vae, shape, frames_expected, encode, decode, sig, g, dev):
@@ -53,9 +54,10 @@ def clip(model, opts, vae, shape, frames_expected, encode, decode, sig, g, dev):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", default="480p:fp8,480p:q4_k,480p:bf16,480p:comfy,720p:fp8",
-                    help="size:format[+swapN][+sage][+compile], format in bf16/fp8/int8/q4_k/q8_0/comfy; "
-                         "+swapN streams N blocks from pinned RAM (Wan4Step Block Swap's engine), +sage asks for "
-                         "sageattention (the row names the backend it got), +compile torch.compiles the block")
+                    help="size:format[+swapN][+<attention>][+compile], format in bf16/fp8/int8/q4_k/q8_0/comfy; "
+                         "+swapN streams N blocks from pinned RAM (Wan4Step Block Swap's engine), +8bit / +auto / "
+                         "+sage / +flash / +fa4 pick the attention backend (default: SDPA asking for cuDNN; the row "
+                         "names the backend it got), +compile torch.compiles the block")
     bl.add_smoke(ap)
     args = bl.smoke_or(ap.parse_args(argv), runs=SMOKE_RUNS)
     dev = torch.device("cpu" if args.smoke else "cuda")
@@ -105,7 +107,7 @@ def main(argv=None) -> None:
             bl.skip_cuda(run)
             continue
         swap = next((int(m[4:]) for m in mods if m.startswith("swap")), 0)
-        attention = "sage" if "sage" in mods else "sdpa"
+        attention = next((m for m in mods if m in ATTENTION_MODS), "sdpa")
         size = bl.SIZES[sname]
         key = ("bf16" if fmt == "comfy" else fmt) + (f"+swap{swap}" if swap else "")
         if key not in models:
@@ -143,7 +145,7 @@ def main(argv=None) -> None:
             print(f"{run}: OOM {exc}")
             continue
         label = "ComfyUI bf16 + ComfyUI VAE" if fmt == "comfy" else f"Wan4Step {spec}" + (
-            f" (attention {fast.name})" if "sage" in mods else "")
+            f" (attention {fast.name})" if attention != "sdpa" else "")
         rows.append((label, sname, te_s, steps_s, vae_s, total, peak))
         print(f"{label:28s} {sname}: encode {te_s:.3f} s, 4 steps {steps_s:.2f} s ({steps_s / 4:.2f} s/step), "
               f"decode {vae_s:.2f} s, total {total:.2f} s, peak {peak:.1f} GiB", flush=True)
