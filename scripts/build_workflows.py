@@ -270,7 +270,7 @@ class Graph:
 # settings: every baked value is the advisor's answer for a named machine
 # --------------------------------------------------------------------------------------
 README = REPO / "README.md"
-DISK_GB = 500  # free disk every plan states; the advisor only warns when downloads would not fit
+DISK_GB = 500  # free disk every plan states: room for any download, so no plan is decided by the disk
 
 
 @dataclass(frozen=True)
@@ -473,9 +473,11 @@ def card_table_markdown() -> str:
         f"**Your machine can get a different answer.** These rows are planned from the card table: the card's "
         f"VRAM minus {desk:g} GiB for the desktop, the row's RAM minus {osr:g} GiB for the OS. On your machine the "
         "advisor reads what it detects: the VRAM free now (plus what ComfyUI itself holds), the RAM available now "
-        "(not the total) and the free disk (downloads that would not fit only give a warning). Less free VRAM "
+        "(not the total), the free disk (a download that fits it is preferred to one that does not) and the "
+        "catalog files already in the model folders (not downloaded again; a DiT already there wins over an "
+        "equally fast download, e.g. a base model makes base + distill LoRA the pick). Less free VRAM "
         f"streams more blocks; less RAM moves streamed blocks from pinned RAM to disk{_ram_example()}. Set the "
-        "advisor node's *gpu*, *ram_gb* and *disk_gb* to reproduce a row.",
+        "advisor node's *gpu*, *ram_gb* and *disk_gb* to reproduce a row (the rows assume no model file on disk yet).",
         "",
         "Files (the Download node fetches exactly the advisor's choice):",
     ]

@@ -444,13 +444,15 @@ def _gb(n: int) -> str:
 def markdown_table() -> str:
     """The README's file table, generated from this module (tests/unit/test_catalog.py keeps them equal)."""
     loaded = {s.pattern: w for w in WEIGHTS.values() for s in w.files if s.folder == DIFFUSION_MODELS}
-    lines = ["| what | repository | file | ComfyUI folder | download | loaded (t2v) |", "|---|---|---|---|---|---|"]
+    lines = ["| what | repository | file | ComfyUI folder | download | loaded (t2v) | loaded (vace) |",
+             "|---|---|---|---|---|---|---|"]
     for group, spec in all_files():
         files = f"`{spec.pattern}`" + (f" ({spec.count} files)" if spec.is_glob else "")
         w = loaded.get(spec.pattern)
         is_dit = group.startswith("DiT")
         held = _gb(w.load_bytes if w is not None and w.loaded_bytes else spec.size_bytes) if is_dit else "—"
         approx = "~" if w is not None and w.key in LIGHTX2V_SINGLE else ""
+        vace = _gb(in_mode(w, "vace").load_bytes) if w is not None and w.has_vace else "—"
         lines.append(f"| {group} | `{spec.repo_id}` | {files} | `{spec.folder}` | {approx}{_gb(spec.size_bytes)} | "
-                     f"{approx if held != '—' else ''}{held} |")
+                     f"{approx if held != '—' else ''}{held} | {vace} |")
     return "\n".join(lines)
