@@ -96,8 +96,9 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
             node_id="Wan4StepVRAMAdvisor",
             display_name="Wan4Step VRAM Advisor",
             category="Wan4Step",
-            description="Detects the GPU, VRAM, RAM and disk and recommends the weights, block swap, text-encoder "
-            "placement, VAE tiling and attention that fit, with predicted peak VRAM and step time and the reason.",
+            description="Detects the GPU, VRAM, RAM, disk and the model files already in ComfyUI's folders and "
+            "recommends the weights, block swap, text-encoder placement, VAE tiling and attention that fit, with "
+            "predicted peak VRAM and step time and the reason.",
             inputs=[
                 io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Video width (multiple of 16)."),
                 io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Video height (multiple of 16)."),
