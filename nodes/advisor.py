@@ -13,6 +13,7 @@ import dataclasses
 from comfy_api.latest import io
 
 from ..wan4step import advisor, cards, catalog, hardware
+from .model_files import present_files
 
 AUTO_GPU = "auto (detected)"
 CPU_ONLY = "none (CPU only)"
@@ -44,10 +45,16 @@ def _detect(folder: str | None) -> advisor.Machine:
     return advisor.machine_from_info(info, gpu_index=index, own_vram_bytes=own_vram, own_ram_bytes=own_ram)
 
 
+def files_on_disk() -> frozenset[str]:
+    """The catalog's files already in ComfyUI's model folders (by name): `Request.present`."""
+    return present_files(spec for _group, spec in catalog.all_files())
+
+
 def advise(width=832, height=480, frames=81, priority="speed", gpu=AUTO_GPU, vram_gb=0.0, free_vram_gb=0.0,
            compute_capability="auto", ram_gb=0.0, disk_gb=0.0, attention="auto",
-           weights_format=ANY_FORMAT) -> advisor.Recommendation:
-    """Detect, override, recommend: shared by the node and the web route."""
+           weights_format=ANY_FORMAT, mode="t2v") -> advisor.Recommendation:
+    """Detect, override, recommend: shared by the node and the web route. Files already in the model
+    folders are not counted as downloads, and a DiT already there wins over an equally fast one."""
     import folder_paths
 
     dirs = folder_paths.get_folder_paths("diffusion_models")
@@ -57,7 +64,8 @@ def advise(width=832, height=480, frames=81, priority="speed", gpu=AUTO_GPU, vra
     machine = advisor.with_overrides(machine, gpu=g, vram_gb=vram_gb, free_vram_gb=free_vram_gb, capability=cap,
                                      ram_gb=ram_gb, disk_gb=disk_gb)
     formats = () if weights_format == ANY_FORMAT else (weights_format,)
-    return advisor.recommend(machine, advisor.Request(width, height, frames, priority, attention, formats=formats))
+    return advisor.recommend(machine, advisor.Request(width, height, frames, priority, attention, formats=formats,
+                                                      present=files_on_disk(), mode=mode))
 
 
 PHASES = (("text_encoder", "Text encode"), ("sampling", "Sampling"), ("vae", "VAE decode"))
@@ -88,8 +96,9 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
             node_id="Wan4StepVRAMAdvisor",
             display_name="Wan4Step VRAM Advisor",
             category="Wan4Step",
-            description="Detects the GPU, VRAM, RAM and disk and recommends the weights, block swap, text-encoder "
-            "placement, VAE tiling and attention that fit, with predicted peak VRAM and step time and the reason.",
+            description="Detects the GPU, VRAM, RAM, disk and the model files already in ComfyUI's folders and "
+            "recommends the weights, block swap, text-encoder placement, VAE tiling and attention that fit, with "
+            "predicted peak VRAM and step time and the reason.",
             inputs=[
                 io.Int.Input("width", default=832, min=16, max=4096, step=16, tooltip="Video width (multiple of 16)."),
                 io.Int.Input("height", default=480, min=16, max=4096, step=16, tooltip="Video height (multiple of 16)."),
@@ -114,6 +123,10 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                 io.Combo.Input("weights_format", options=WEIGHTS_FORMATS, default=ANY_FORMAT, advanced=True, optional=True,
                                tooltip="any = every format this GPU computes natively. gguf (or fp8, ...) = only that "
                                "format: which of its files fits, e.g. for a GGUF-only setup."),
+                io.Combo.Input("mode", options=list(catalog.MODES), default="t2v", advanced=True, optional=True,
+                               tooltip="The Model Loader's mode to plan for. t2v: text to video. vace: WanVaceToVideo "
+                               "(control video, reference image): only VACE-merged files (QuantStack's GGUF tiers), "
+                               "their VACE blocks loaded and run too."),
             ],
             outputs=[
                 io.String.Output("report", tooltip="The advice in plain words with the predicted numbers."),
@@ -150,7 +163,7 @@ def register_routes(routes) -> None:
     from ..wan4step.errors import Wan4StepError
 
     names = {"width", "height", "frames", "priority", "gpu", "vram_gb", "free_vram_gb", "compute_capability",
-             "ram_gb", "disk_gb", "attention", "weights_format"}
+             "ram_gb", "disk_gb", "attention", "weights_format", "mode"}
 
     @routes.post("/wan4step/advisor")
     async def _advice(request):

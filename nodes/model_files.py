@@ -7,7 +7,7 @@ from pathlib import Path
 
 import folder_paths
 
-from ..wan4step.errors import MissingFileError
+from ..wan4step.errors import MissingFileError, Wan4StepError
 
 MODEL_EXTENSIONS = (".safetensors", ".gguf", ".pth", ".pt", ".sft")
 
@@ -50,3 +50,24 @@ def resolve(folders: tuple[str, ...], name: str) -> Path:
         expected=f"a file or folder under ComfyUI's {' / '.join(folders)} model folders",
         fix="refresh the node (R), or put the file into ComfyUI/models/" + folders[0] + "/.",
     )
+
+
+def present_files(specs) -> frozenset[str]:
+    """The catalog files (`wan4step.catalog.FileSpec`s) already in ComfyUI's model folders, by name:
+    their `dest`s, for the advisor's `Request.present`. Each name goes through `resolve`, so the
+    same containment rules apply as to a loader's value; a block-folder pattern counts once its
+    folder holds all `count` files."""
+    out = set()
+    for spec in specs:
+        try:
+            path = resolve((spec.folder,), spec.dest)
+        except Wan4StepError:
+            continue
+        if spec.is_glob:
+            pattern = spec.pattern.rsplit("/", 1)[-1]
+            if not path.is_dir() or sum(1 for p in path.glob(pattern) if p.is_file()) < spec.count:
+                continue
+        elif not path.is_file():
+            continue
+        out.add(spec.dest)
+    return frozenset(out)

@@ -142,7 +142,10 @@ def child(args) -> dict:
         measured = nontorch + torch.cuda.max_memory_reserved() - ballast_bytes
         # the same memory model fed the built model's real sizes
         n = model.num_blocks
-        actual = dataclasses.replace(choice, size_bytes=res["non_block_bytes"] + n * res["block_bytes"])
+        # loaded_bytes too: the memory model derives blocks from it where set (the QuantStack tiers' t2v part),
+        # and the built model holds exactly these bytes (no VACE addon in mode t2v)
+        built = res["non_block_bytes"] + n * res["block_bytes"]
+        actual = dataclasses.replace(choice, size_bytes=built, loaded_bytes=built, vace_bytes=0)
         fmt = dict(model.data["formats"][rec.kind], block_bytes=res["block_bytes"], non_block_bytes=res["non_block_bytes"])
         patched = MemoryModel(dict(model.data, formats=dict(model.data["formats"], **{rec.kind: fmt})))
         pred_actual = patched.sampling_vram(actual, video_tokens(w, h, f), rec.blocks_to_swap, rec.prefetch,

@@ -78,33 +78,55 @@ def vae_entry() -> dict:
     return model_entry(catalog.vae(catalog.DEFAULT_VAE).files[0])
 
 
-def file_lines(weights_key: str | None, te_key: str = "umt5_fp8") -> str:
-    """Markdown list of the files a workflow needs and where they go."""
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e9:.2f} GB"
+
+
+ON_DISK = " — **already on disk**"
+
+
+def file_lines(weights_key: str | None, te_key: str = "umt5_fp8", present: frozenset = frozenset(),
+               explain_vace: bool = True) -> str:
+    """Markdown list of the files a workflow needs and where they go; files already on disk (the plan's
+    `present`) are marked as such."""
     out = []
     if weights_key:
         w = catalog.weights(weights_key)
-        if w.kind == "gguf":
-            spec = w.files[0]
-            out.append(f"- **DiT** [{spec.dest}]({hf_url(spec).split('?')[0]}) ({w.size_bytes / 1e9:.1f} GB) "
-                       f"→ `ComfyUI/models/{spec.folder}/`")
-        else:
+        if w.model_name.endswith("/"):  # a LightX2V block folder
             folder = w.model_name.rstrip("/")
             out.append(f"- **DiT** LightX2V `{folder.rsplit('/', 1)[-1]}/` (40 `block_N.safetensors` + "
                        f"`non_block.safetensors`, {w.size_bytes / 1e9:.1f} GB) from "
                        f"[{catalog.LIGHTX2V_REPO}]({HF}/{catalog.LIGHTX2V_REPO}/tree/main/{folder.rsplit('/', 1)[-1]}) "
-                       f"→ `ComfyUI/models/diffusion_models/{folder}/`")
+                       f"→ `ComfyUI/models/diffusion_models/{folder}/`"
+                       + (ON_DISK if all(f.dest in present for f in w.files) else ""))
+        else:
+            for spec in w.files:
+                if spec.folder == catalog.LORAS:
+                    what, why = "LoRA", ""
+                else:
+                    what = "DiT, base model" if w.route == "base+lora" else "DiT"
+                    why = (" (VACE-merged: mode *t2v* never reads its VACE blocks, mode *vace* does)"
+                           if w.has_vace and explain_vace else "")
+                out.append(f"- **{what}** [{spec.dest.rsplit('/', 1)[-1]}]({hf_url(spec).split('?')[0]}) "
+                           f"({_size(spec.size_bytes)}){why} → `ComfyUI/models/{spec.folder}/`"
+                           + (ON_DISK if spec.dest in present else ""))
     te = catalog.text_encoder(te_key)
     out.append(f"- **Text encoder** [{te.name}]({hf_url(te.files[0]).split('?')[0]}) ({te.size_bytes / 1e9:.1f} GB) "
-               f"→ `ComfyUI/models/text_encoders/`")
+               f"→ `ComfyUI/models/text_encoders/`" + (ON_DISK if te.files[0].dest in present else ""))
     v = catalog.vae(catalog.DEFAULT_VAE)
     out.append(f"- **VAE** [{v.name}]({hf_url(v.files[0]).split('?')[0]}) ({v.size_bytes / 1e9:.2f} GB) "
-               f"→ `ComfyUI/models/vae/`")
+               f"→ `ComfyUI/models/vae/`" + (ON_DISK if v.files[0].dest in present else ""))
     return "\n".join(out)
 
 
-DOWNLOAD_NOTE = ("**Wan4Step Download** (wired into the loaders) fetches exactly these files on the first run, "
-                 "skips files already present, resumes an interrupted download and checks sha256. "
-                 "Already have them under other names? Delete its three links and pick your files in the loaders.")
+def download_note(links: int = 3) -> str:
+    return ("**Wan4Step Download** (wired into the loaders) fetches exactly these files on the first run, "
+            "skips files already present, resumes an interrupted download and checks sha256. "
+            f"Already have them under other names? Delete its {('three', 'four')[links - 3]} links and pick your "
+            "files in the loaders.")
+
+
+DOWNLOAD_NOTE = download_note()
 RECIPE_NOTE = ("The sampler runs the distilled recipe: **4 steps, shift 5, cfg 1** (the negative prompt is "
                "unused). Width/height: multiples of 16; frames: 4n+1 (81 = 5 s at 16 fps).")
 
@@ -248,7 +270,7 @@ class Graph:
 # settings: every baked value is the advisor's answer for a named machine
 # --------------------------------------------------------------------------------------
 README = REPO / "README.md"
-DISK_GB = 500  # free disk every plan states; the advisor only warns when downloads would not fit
+DISK_GB = 500  # free disk every plan states: room for any download, so no plan is decided by the disk
 
 
 @dataclass(frozen=True)
@@ -257,7 +279,10 @@ class Plan:
 
     A card from wan4step/data/cards.json (its VRAM and architecture) plus the RAM and free disk,
     which a card table cannot know: the same overrides the VRAM Advisor node takes (gpu, ram_gb,
-    disk_gb), so the node set to these values gives the same answer.
+    disk_gb), so the node set to these values gives the same answer. `present` names catalog files
+    (their `FileSpec.dest`) the machine already has: the advisor node reads those from the model
+    folders, so its answer matches the plan where the same files are on disk. `mode` is the Model
+    Loader's mode the plan is for (the advisor node's `mode`).
     """
 
     card: str
@@ -266,6 +291,8 @@ class Plan:
     priority: str = "speed"
     weights_format: str = "any"  # the advisor node's weights_format: "any" or one kind ("gguf")
     disk_gb: int = DISK_GB
+    present: tuple[str, ...] = ()  # catalog files already on disk (`Request.present`)
+    mode: str = "t2v"  # the Model Loader's mode: "vace" plans WanVaceToVideo on a VACE-merged file
 
     def machine(self) -> advisor.Machine:
         if cards.by_name(self.card) is None:
@@ -276,31 +303,56 @@ class Plan:
     def advise(self) -> advisor.Recommendation:
         w, h, f = self.size
         formats = () if self.weights_format == "any" else (self.weights_format,)
-        return advisor.recommend(self.machine(), advisor.Request(w, h, f, self.priority, formats=formats))
+        return advisor.recommend(self.machine(), advisor.Request(w, h, f, self.priority, formats=formats,
+                                                                 present=frozenset(self.present), mode=self.mode))
 
     def advisor_values(self) -> dict:
         """The Wan4Step VRAM Advisor node's widgets that plan for this machine."""
         w, h, f = self.size
         return {"width": w, "height": h, "frames": f, "priority": self.priority, "gpu": self.card, "vram_gb": 0.0,
                 "free_vram_gb": 0.0, "compute_capability": "auto", "ram_gb": float(self.ram_gb),
-                "disk_gb": float(self.disk_gb), "attention": "auto", "weights_format": self.weights_format}
+                "disk_gb": float(self.disk_gb), "attention": "auto", "weights_format": self.weights_format,
+                "mode": self.mode}
 
     def as_dict(self) -> dict:
         """What a workflow stores in extra.wan4step.planned_for (the tests re-run the advisor from it)."""
         w, h, f = self.size
         return {"gpu": self.card, "ram_gb": self.ram_gb, "disk_gb": self.disk_gb, "width": w, "height": h,
-                "frames": f, "priority": self.priority, "weights_format": self.weights_format}
+                "frames": f, "priority": self.priority, "weights_format": self.weights_format,
+                "present": list(self.present), "mode": self.mode}
 
     def describe(self) -> str:
         w, h, f = self.size
         vram = round(cards.by_name(self.card).vram_bytes / 2**30)
         only = f", {self.weights_format.upper()} files only" if self.weights_format != "any" else ""
-        return (f"{self.card} ({vram} GB VRAM) with {self.ram_gb} GB RAM and {self.disk_gb} GB free disk, "
-                f"{w}×{h}×{f}, priority *{self.priority}*{only}")
+        mode = ", Model Loader mode *vace*" if self.mode == "vace" else ""
+        return (f"{self.card} ({vram} GB VRAM) with {self.ram_gb} GB RAM and {self.disk_gb} GB free disk"
+                f"{self.on_disk()}, {w}×{h}×{f}, priority *{self.priority}*{only}{mode}")
 
+    def on_disk(self, short: bool = False) -> str:
+        """The files the plan assumes on disk, in words (README rows: short)."""
+        if not self.present:
+            return ""
+        names = [_present_label(d, short) for d in self.present]
+        return (", " if short else " (") + ", ".join(names) + ("" if short else " already on disk)")
+
+
+def _present_label(dest: str, short: bool) -> str:
+    """A present file as a person names it: the base model's label, or the file name."""
+    for w in catalog.WEIGHTS.values():
+        if w.route == "base+lora" and w.files[0].dest == dest:
+            label = w.label.split(" + ")[0].split(" (")[0]  # "base FP8"
+            return f"{label} on disk" if short else f"the {label.removeprefix('base ')} base model"
+    return f"`{dest}` on disk" if short else f"`{dest}`"
+
+
+# Comfy-Org's base fp8_scaled file: the base model a ComfyUI user most likely has already.
+BASE_ON_DISK = catalog.weights("lora_fp8").files[0].dest
 
 # Each shipped workflow's machine. The GGUF paths ask for GGUF files only (at speed the
-# advisor prefers LightX2V FP8/INT8 on these cards); the 8 GB path plans with priority fit.
+# advisor prefers LightX2V FP8/INT8 on these cards); the 8 GB path plans with priority fit; the
+# base + LoRA path plans for a machine that has the base model already; the VACE path plans the
+# Model Loader's mode vace (only QuantStack's VACE-merged GGUF tiers carry the VACE blocks).
 PLANS: dict[str, Plan] = {
     "wan4step_t2v_gguf": Plan("RTX 4080 SUPER", 32, weights_format="gguf"),
     "wan4step_t2v_lightx2v_fp8": Plan("RTX 4090", 64),
@@ -308,6 +360,8 @@ PLANS: dict[str, Plan] = {
     "wan4step_t2v_comfyui_gguf_interop": Plan("RTX 3060 12GB", 32, weights_format="gguf"),
     "wan4step_t2v_8gb_low_vram": Plan("RTX 4060 8GB", 16, priority="fit"),
     "wan4step_t2v_720p": Plan("RTX 4090", 64, size=(1280, 720, 81)),
+    "wan4step_t2v_base_plus_lora": Plan("RTX 4090", 64, present=(BASE_ON_DISK,)),
+    "wan4step_vace_control": Plan("RTX 4090", 64, mode="vace"),
 }
 
 # README's "Which files for which card": every consumer card of the table, one RAM each (the
@@ -332,13 +386,15 @@ def node_settings(plan: Plan, rec: advisor.Recommendation) -> dict[str, dict]:
     w, h, f = plan.size
     return {
         "Wan4StepDownload": {"weights": rec.weights_key, "text_encoder": rec.text_encoder_key, "vae": rec.vae_key},
-        "Wan4StepModelLoader": {"model_name": rec.model_name},
+        "Wan4StepModelLoader": {"model_name": rec.model_name, "lora_name": rec.lora_name or "none",
+                                "lora_strength": 1.0, "mode": rec.mode},
         "UnetLoaderGGUF": {"unet_name": rec.model_name},
         "Wan4StepBlockSwap": {"blocks_to_swap": rec.blocks_to_swap, "prefetch": rec.prefetch,
                               "source": "disk" if rec.placement == "disk" else "ram"},
         "Wan4StepUMT5Loader": {"text_encoder_name": rec.text_encoder_name, "device": rec.text_encoder_device},
         "Wan4StepVAELoader": {"vae_name": rec.vae_name, "tiling": "on" if rec.vae_tiled else "off"},
         "EmptyHunyuanLatentVideo": {"width": w, "height": h, "length": f},
+        "WanVaceToVideo": {"width": w, "height": h, "length": f},
         "Wan4StepVRAMAdvisor": plan.advisor_values(),
     }
 
@@ -371,7 +427,8 @@ def plan_note(plan: Plan, rec: advisor.Recommendation, has_advisor: bool) -> str
     """The note paragraph saying which machine the baked settings were planned for."""
     how = ("set the VRAM Advisor's *gpu* to *auto (detected)* and *ram_gb* / *disk_gb* to 0, press **Advise now** "
            "and copy its numbers" if has_advisor else
-           "add a **Wan4Step VRAM Advisor** node (category Wan4Step), set it to your card and copy its numbers")
+           "add a **Wan4Step VRAM Advisor** node, set it to your card"
+           + (" and its *mode* to *vace*" if plan.mode == "vace" else "") + " and copy its numbers")
     return (f"**Planned for** an {plan.describe()}: the VRAM Advisor's answer, set in this workflow, is "
             f"{settings_sentence(rec)}. Another machine? {how[0].upper() + how[1:]}, or set Block Swap to -1 (auto).")
 
@@ -416,9 +473,11 @@ def card_table_markdown() -> str:
         f"**Your machine can get a different answer.** These rows are planned from the card table: the card's "
         f"VRAM minus {desk:g} GiB for the desktop, the row's RAM minus {osr:g} GiB for the OS. On your machine the "
         "advisor reads what it detects: the VRAM free now (plus what ComfyUI itself holds), the RAM available now "
-        "(not the total) and the free disk (downloads that would not fit only give a warning). Less free VRAM "
+        "(not the total), the free disk (a download that fits it is preferred to one that does not) and the "
+        "catalog files already in the model folders (not downloaded again; a DiT already there wins over an "
+        "equally fast download, e.g. a base model makes base + distill LoRA the pick). Less free VRAM "
         f"streams more blocks; less RAM moves streamed blocks from pinned RAM to disk{_ram_example()}. Set the "
-        "advisor node's *gpu*, *ram_gb* and *disk_gb* to reproduce a row.",
+        "advisor node's *gpu*, *ram_gb* and *disk_gb* to reproduce a row (the rows assume no model file on disk yet).",
         "",
         "Files (the Download node fetches exactly the advisor's choice):",
     ]
@@ -452,9 +511,11 @@ def workflow_table_markdown() -> str:
         rec = plan.advise()
         w, h, f = plan.size
         only = f", {plan.weights_format.upper()} only" if plan.weights_format != "any" else ""
+        only += plan.on_disk(short=True) + (", mode vace" if plan.mode == "vace" else "")
         disk = " from disk" if rec.placement == "disk" else ""
         lines.append(f"| `{name}` | {plan.card}, {plan.ram_gb} GB RAM, {w}×{h}×{f}, {plan.priority}{only} | "
-                     f"{weights_short(rec)} | {rec.blocks_to_swap}{disk} | `{rec.text_encoder_device}` | "
+                     f"{weights_short(rec)}{' + distill LoRA' if rec.route == 'base+lora' else ''} | "
+                     f"{rec.blocks_to_swap}{disk} | `{rec.text_encoder_device}` | "
                      f"{'tiled' if rec.vae_tiled else 'untiled'} |")
     lines.append("| `wan4step_t2v_tiny_demo` | any machine, CPU included: the tiny models (Wan4Step Tiny Models) "
                  "| tiny GGUF Q4_K_M | 0 | `cpu` | auto |")
@@ -532,16 +593,17 @@ def t2v_tail(g: Graph, model_src: tuple[Node, int], clip: Node, vae: Node, size:
     return {"prompt": prompt, "latent": latent, "sampler": sampler, "decode": decode, "video": video, "save": save}
 
 
-def official(name: str, info: dict, *, title: str, intro: str, advisor_node: bool = True, extra_note: str = "") -> Graph:
-    """Pack loaders (+ Download wired in) -> Block Swap -> sampler: the GGUF / FP8 / INT8 / 8 GB / 720p paths.
-    Files and settings are the advisor's answer for the workflow's planned machine (`PLANS`)."""
-    plan, rec = planned(name)
-    g = Graph(name, info)
+def pack_models(g: Graph, rec: advisor.Recommendation) -> tuple[Node, Node, Node, Node, Node]:
+    """Download (the advisor's files) wired into the pack's loaders, then Block Swap: (download, loader,
+    block swap, text-encoder loader, VAE loader). A base + LoRA pick also feeds the Download node's
+    lora_name into the loader (merged at load)."""
     w = catalog.weights(rec.weights_key)
     dl = g.add("Wan4StepDownload", (-440, 40), (400, 170), {})
+    # the frontend offers to fetch a missing single file (a GGUF tier, a base model and its LoRA); not a block folder
+    singles = [] if w.model_name.endswith("/") else [model_entry(s) for s in w.files]
     loader = g.add("Wan4StepModelLoader", (0, 40), (400, 130),
                    {"compute_dtype": "bf16", "attention": "auto", "fast_forward": True, "compile": False},
-                   models=[model_entry(w.files[0])] if w.kind == "gguf" else None)
+                   models=singles or None)
     swap = g.add("Wan4StepBlockSwap", (0, 250), (400, 160), {"pin_memory": True, "offload_embeddings": False})
     te = g.add("Wan4StepUMT5Loader", (0, 460), (400, 110), {"tokenizer": "auto"}, models=[te_entry(rec.text_encoder_key)])
     vae = g.add("Wan4StepVAELoader", (0, 620), (400, 160), {"dtype": "auto", "tile_size": 512, "tile_overlap": 64},
@@ -549,12 +611,35 @@ def official(name: str, info: dict, *, title: str, intro: str, advisor_node: boo
     g.link(dl, 0, loader, "model_name")
     g.link(dl, 1, te, "text_encoder_name")
     g.link(dl, 2, vae, "vae_name")
+    if rec.lora_name:
+        g.link(dl, 4, loader, "lora_name")
     g.link(loader, 0, swap, "model")
     g.groups += [("Step 1 - Models (downloaded on the first run)", (-450, -30, 870, 850))]
-    t2v_tail(g, (swap, 0), te, vae, plan.size, prefix=f"wan4step/{name.removeprefix('wan4step_')}")
+    return dl, loader, swap, te, vae
+
+
+def files_paragraph(plan: Plan, rec: advisor.Recommendation, short: bool = False) -> str:
+    """**Files** (sizes, what is still to download), the list, and what the Download node does."""
     size = catalog.download_size(weights_key=rec.weights_key, text_encoder_key=rec.text_encoder_key, vae_key=rec.vae_key)
-    text = (f"## {title}\n\n{intro}\n\n{plan_note(plan, rec, advisor_node)}\n\n**Files** (about {size / 1e9:.0f} GB):\n\n"
-            f"{file_lines(rec.weights_key, rec.text_encoder_key)}\n\n{DOWNLOAD_NOTE}\n\n{RECIPE_NOTE}")
+    todo = (f", {rec.download_bytes / 1e9:.2f} GB of them still to download"
+            if rec.download_bytes < size else "")
+    return (f"**Files** (about {size / 1e9:.0f} GB{todo}):\n\n"
+            f"{file_lines(rec.weights_key, rec.text_encoder_key, frozenset(plan.present), rec.mode != 'vace')}\n\n"
+            + ("**Wan4Step Download** fetches what is missing on the first run (skips files present, resumes, checks "
+               "sha256); the sampler runs the distilled recipe: **4 steps, shift 5, cfg 1**."
+               if short else download_note(4 if rec.lora_name else 3)))
+
+
+def official(name: str, info: dict, *, title: str, intro: str, advisor_node: bool = True, extra_note: str = "",
+             short: bool = False) -> Graph:
+    """Pack loaders (+ Download wired in) -> Block Swap -> sampler: the GGUF / FP8 / INT8 / 8 GB / 720p / base +
+    LoRA paths. Files and settings are the advisor's answer for the workflow's planned machine (`PLANS`)."""
+    plan, rec = planned(name)
+    g = Graph(name, info)
+    _dl, _loader, swap, te, vae = pack_models(g, rec)
+    t2v_tail(g, (swap, 0), te, vae, plan.size, prefix=f"wan4step/{name.removeprefix('wan4step_')}")
+    text = (f"## {title}\n\n{intro}\n\n{plan_note(plan, rec, advisor_node)}\n\n{files_paragraph(plan, rec, short)}"
+            + ("" if short else f"\n\n{RECIPE_NOTE}"))
     if extra_note:
         text += "\n\n" + extra_note
     g.note((-900, -30), (420, 850), text)
@@ -600,6 +685,88 @@ def hd_720p(info):
         "wan4step_t2v_720p", info, title="Wan2.1 T2V-14B 4-step — 720p",
         intro="1280×720, 81 frames (75,600 tokens: ~4x the work of 480p per step). On an RTX 30xx set the advisor's "
               "gpu to your card: it picks `lightx2v_int8` for the Download node.")
+
+
+def base_plus_lora(info):
+    name = "wan4step_t2v_base_plus_lora"
+    plan, rec = planned(name)
+    if rec.route != "base+lora":
+        raise SystemExit(f"{name}: the advisor no longer picks base + LoRA for {plan.describe()}: {rec.reason}")
+    lora = catalog.LORA_FILES[catalog.DEFAULT_LORA]
+    kind = rec.kind.upper()
+    distilled = next(w for w in catalog.WEIGHTS.values()
+                     if w.route == "distilled" and w.kind == rec.kind and w.recommendable)
+    return official(
+        name, info, title="Wan2.1 T2V-14B 4-step — base model + distill LoRA",
+        intro=(f"A base Wan2.1 T2V-14B + LightX2V's 4-step distill LoRA ({lora.size_bytes / 1e9:.2f} GB): the **Model "
+               "Loader** merges the LoRA (*lora_name*, strength 1.0) into the weights once, at load, in the file's "
+               f"own format, so a step costs what the distilled {kind} file's step costs. **Why:** the base is "
+               f"already on disk, so only the LoRA is downloaded, not the {distilled.size_bytes / 1e9:.1f} GB "
+               "distilled folder. Without the base the advisor (this canvas's reads your model folders) picks "
+               f"{distilled.label.split(' (')[0]}, which the LoRA approximates."),
+        short=True)
+
+
+VACE_CONTROL = "wan4step_vace_control.mp4"  # Load Video's default name: a person uploads their own clip
+VACE_PROMPT = ("A red fox trots through fresh snow in a birch forest, following the motion of the control video, "
+               "soft golden light, cinematic.")
+
+
+def vace_control(info):
+    """Core's WanVaceToVideo (control video; a reference image is optional: the note says where to plug a Load
+    Image, for which the template browser's fit leaves no room) on a VACE-merged QuantStack tier loaded in mode
+    vace, the pack's sampler, TrimVideoLatent (drops a reference frame), decode, save."""
+    name = "wan4step_vace_control"
+    plan, rec = planned(name)
+    w, h, f = plan.size
+    g = Graph(name, info)
+    _dl, _loader, swap, te, vae = pack_models(g, rec)
+    video = g.add("LoadVideo", (0, 0), (300, 300), {"file": VACE_CONTROL}, title="Control video")
+    frames = g.add("GetVideoComponents", (0, 0), (300, 120))
+    prompt = g.add("CLIPTextEncode", (0, 0), (420, 200), {"text": VACE_PROMPT}, title="Prompt", color=GREEN)
+    cond = g.add("WanVaceToVideo", (0, 0), (300, 254),
+                 {"width": w, "height": h, "length": f, "batch_size": 1, "strength": 1.0})
+    sampler = g.add("Wan4StepSampler", (0, 0), (320, 290),
+                    {"seed": 42, "seed.control_after_generate": "randomize", "steps": 4, "shift": 5.0, "cfg": 1.0,
+                     "noise": "comfy", "update": "lcm", "step_list": ""})
+    trim = g.add("TrimVideoLatent", (0, 0), (300, 60))
+    decode = g.add("VAEDecode", (0, 0), (210, 46))
+    out = g.add("CreateVideo", (0, 0), (270, 100), {"fps": 16.0, "bit_depth": 8})
+    save = g.add("SaveVideo", (0, 0), (420, 470),
+                 {"filename_prefix": "wan4step/vace", "format": "mp4", "format.codec": "h264",
+                  "format.codec.encoding": "auto", "codec": "auto"})
+    g.link(te, 0, prompt, "clip")
+    g.link(prompt, 0, cond, "positive")
+    g.link(prompt, 0, cond, "negative")  # cfg 1: the sampler never runs the negative
+    g.link(vae, 0, cond, "vae")
+    g.link(video, 0, frames, "video")
+    g.link(frames, 0, cond, "control_video")
+    g.link(swap, 0, sampler, "model")
+    g.link(cond, 0, sampler, "positive")
+    g.link(cond, 2, sampler, "latent")
+    g.link(sampler, 0, trim, "samples")
+    g.link(cond, 3, trim, "trim_amount")
+    g.link(trim, 0, decode, "samples")
+    g.link(vae, 0, decode, "vae")
+    g.link(decode, 0, out, "images")
+    g.link(out, 0, save, "video")
+    q = catalog.weights(rec.weights_key)
+    t2v = advisor.recommend(plan.machine(), advisor.Request(w, h, f, plan.priority, formats=("gguf",)))
+    text = (
+        "## Wan2.1 VACE 4-step — control video + reference\n\n"
+        "QuantStack's distilled GGUF tiers carry Wan2.1-VACE's control blocks: the Model Loader's **mode *vace*** "
+        "builds ComfyUI's VACE model from them, mode *t2v* never reads them. **WanVaceToVideo** (core) turns a "
+        "control video (depth, pose, edges or any clip: upload yours in **Load Video**), an optional reference "
+        "image (link a **Load Image** to *reference_image*) and the prompt into conditioning; **TrimVideoLatent** "
+        "drops the reference frame.\n\n"
+        f"**What VACE costs:** {q.vace_bytes / 1e9:.1f} GB more loaded (all {q.size_bytes / 1e9:.1f} GB of the "
+        f"tier; t2v loads {q.load_bytes / 1e9:.1f}) and 8 more blocks per step: here ~{rec.step_time_s:.0f} s/step "
+        f"against ~{t2v.step_time_s:.0f} s for t2v (Block Swap {rec.blocks_to_swap} against {t2v.blocks_to_swap}), "
+        "plus VAE encodes of the control video and reference.\n\n"
+        f"{plan_note(plan, rec, False)}\n\n{files_paragraph(plan, rec, short=True)}")
+    g.note((-900, -30), (420, 850), text)
+    apply_settings(g, plan, rec)
+    return g
 
 
 def comfyui_gguf_interop(info):
@@ -663,7 +830,8 @@ def tiny_demo(info):
     return g
 
 
-BUILDERS = [gguf, lightx2v_fp8, lightx2v_int8, comfyui_gguf_interop, low_vram_8gb, hd_720p, tiny_demo]
+BUILDERS = [gguf, lightx2v_fp8, lightx2v_int8, comfyui_gguf_interop, low_vram_8gb, hd_720p, base_plus_lora, vace_control,
+            tiny_demo]
 
 
 def with_plan(data: dict, plan: Plan | None) -> dict:

@@ -82,6 +82,29 @@ CARD = """([img, meta, side]) => {
 }"""
 
 
+def write_inputs(folder: Path) -> None:
+    """Stand-ins for the files a person uploads (the VACE workflow's control clip), so Load Video shows a preview
+    as it does after an upload: a bar moving across a dark frame, like an edge or pose control video."""
+    import av
+    import numpy as np
+
+    for path in ui_workflows():
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] != "LoadVideo":
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            with av.open(str(folder / node["widgets_values"][0]), "w") as out:
+                stream = out.add_stream("h264", rate=16)
+                stream.width, stream.height, stream.pix_fmt = 208, 120, "yuv420p"
+                for i in range(17):
+                    img = np.full((120, 208, 3), 24, np.uint8)
+                    img[20:100, 10 + i * 10:34 + i * 10] = 230
+                    for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                        out.mux(packet)
+                for packet in stream.encode():
+                    out.mux(packet)
+
+
 def render(server: str, chromium: str, out_dir: Path = UI_DIR) -> list[Path]:
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -135,7 +158,7 @@ def main() -> int:
     extras = [p for p in [comfyui / "custom_nodes" / "ComfyUI-GGUF"] if p.is_dir()]
     base = prepare_base_dir(temp_base_dir("wan4step-thumbs-"), extras)
     # Empty stand-ins for the model files, so loaders are drawn as a user with the files sees them
-    # (not red "missing model"); nothing is loaded.
+    # (not red "missing model"); nothing is loaded. The uploads a workflow asks for are written too.
     for path in ui_workflows():
         for node in json.loads(path.read_text())["nodes"]:
             for m in node.get("properties", {}).get("models", []):
@@ -145,6 +168,7 @@ def main() -> int:
     from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
     write_tiny_models(base / "models")
+    write_inputs(base / "input")
     server = ComfyServer(comfyui, base)
     with server:
         render(server.url, args.chromium)

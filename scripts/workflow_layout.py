@@ -16,8 +16,9 @@ window of 1600x1000 CSS px (the browser tests open every workflow there):
   capped at 100 %.
 
 Columns, left to right: the note (and the Download node under it), the loaders (in the order
-the MODEL flows, then the text encoder and VAE loaders), the VRAM Advisor, prompt + size +
-sampler, decode + video + save. A node type this file does not know goes into the loader
+the MODEL flows, then the text encoder and VAE loaders), the VRAM Advisor or the VACE inputs
+(control video, its frames, reference image), prompt + size (or WanVaceToVideo) + sampler,
+(trim +) decode + video + save. A node type this file does not know goes into the loader
 column. Template-browser metadata (title, description, order) is in `TEMPLATES`.
 """
 
@@ -37,7 +38,9 @@ PAD_H = 14  # computeSize: + 8 after the widgets, + 6 at the end
 # widgets this pack's web extension adds (web/wan4step_advisor.js: button, memory plan, text box)
 EXTRA_H = {"Wan4StepVRAMAdvisor": WIDGET_H + (128 + 4) + (120 + 4)}
 # nodes whose frontend widgets the schema does not tell (SaveVideo's dynamic combos, one hidden)
-FIXED_H = {"SaveVideo": 130, "VAEDecode": 46}
+FIXED_H = {"SaveVideo": 130, "VAEDecode": 46,
+           # with their preview (the frontend adds it once the file loads: 192 / 212 units in 1.49)
+           "LoadVideo": 274, "LoadImage": 314}
 # room below a node for the estimate badge web/wan4step_estimate.js draws there (12 px lines,
 # wrapped to the node's width: the sampler's has about 10 lines at 266 units, 8 at 300)
 BADGE_H = {"Wan4StepSampler": 180, "Wan4StepModelLoader": 56, "UnetLoaderGGUF": 56}
@@ -61,16 +64,20 @@ NOTE_FONT_PX = 12  # web/wan4step_readable.js sets this text size on the pack's 
 NOTE_TYPES = ("MarkdownNote", "Note")
 FILES_TYPES = ("Wan4StepDownload", "Wan4StepTinyModels")
 ADVISOR_TYPES = ("Wan4StepVRAMAdvisor",)
-PROMPT_TYPES = ("CLIPTextEncode", "EmptyHunyuanLatentVideo", "EmptyLatentImage")
+CONTROL_TYPES = ("LoadVideo", "GetVideoComponents", "LoadImage")  # the VACE workflow's inputs
+PROMPT_TYPES = ("CLIPTextEncode", "EmptyHunyuanLatentVideo", "EmptyLatentImage", "WanVaceToVideo")
 SAMPLER_TYPES = ("Wan4StepSampler", "KSampler", "KSamplerAdvanced", "SamplerCustomAdvanced")
-OUTPUT_TYPES = ("VAEDecode", "VAEDecodeTiled", "CreateVideo", "SaveVideo", "SaveAnimatedWEBP", "PreviewImage")
+OUTPUT_TYPES = ("TrimVideoLatent", "VAEDecode", "VAEDecodeTiled", "CreateVideo", "SaveVideo", "SaveAnimatedWEBP",
+                "PreviewImage")
 
 # Template browser: frontend 1.49 titles a custom node's template with its file name and keeps the
 # server's (unsorted) order; web/wan4step_templates.js orders the pack's cards by `order` and the
 # thumbnails (scripts/make_template_thumbnails.py) carry the title, the machine and the description.
 # Smallest card first: `order` and the machine come from the workflow's plan (build_workflows.PLANS,
-# the card the advisor planned it for), so they follow when a plan changes.
-TEMPLATES: dict[str, dict[str, str]] = {
+# the card the advisor planned it for), so they follow when a plan changes. `after` moves a card behind
+# the others of its card and size (the base + LoRA route after the distilled files) or behind every
+# text-to-video card (VACE, a different task).
+TEMPLATES: dict[str, dict] = {
     "wan4step_t2v_tiny_demo": dict(title="Tiny demo", card="any CPU, no downloads",
                                    description="The real Wan2.1 architecture at toy size: checks the install in seconds."),
     "wan4step_t2v_8gb_low_vram": dict(title="8 GB cards",
@@ -82,6 +89,10 @@ TEMPLATES: dict[str, dict[str, str]] = {
                                              description="INT8 tensor cores for cards without FP8."),
     "wan4step_t2v_lightx2v_fp8": dict(title="LightX2V FP8", description="FP8 tensor cores: RTX 40xx/50xx, L40S, H100."),
     "wan4step_t2v_720p": dict(title="720p", description="1280x720, 81 frames: about 4x the work of 480p per step."),
+    "wan4step_t2v_base_plus_lora": dict(title="Base model + distill LoRA", after=1,
+                                        description="The base you have + LightX2V's 0.63 GB LoRA, merged at load."),
+    "wan4step_vace_control": dict(title="VACE: control video + reference", after=10**6,
+                                  description="WanVaceToVideo on a VACE-merged GGUF tier, Model Loader mode vace."),
 }
 
 
@@ -91,6 +102,7 @@ def template_meta(g) -> dict | None:
     if meta is None:
         return None
     meta = dict(meta)
+    after = int(meta.pop("after", 0))
     plan = getattr(g, "plan", None)
     if plan is None:
         meta["order"] = 0
@@ -100,7 +112,7 @@ def template_meta(g) -> dict | None:
     vram = cards.by_name(plan.card).vram_bytes / 2**30
     w, h, f = plan.size
     meta.setdefault("card", f"planned for {plan.card}, {plan.ram_gb} GB RAM")
-    meta["order"] = int(round(vram)) * 1000 + int(w * h * f / 1e5)
+    meta["order"] = int(round(vram)) * 1000 + int(w * h * f / 1e5) + after
     return meta
 
 
@@ -217,6 +229,9 @@ def _columns(g, roles: dict[str, list], variant: int) -> list[tuple[float, list[
     their column (`arrange` takes the first that opens readable from the template browser)."""
     notes, files, models, clip, vae = (roles[k] for k in ("notes", "files", "models", "clip", "vae"))
     advisor, prompt, sampler, output = (roles[k] for k in ("advisor", "prompt", "sampler", "output"))
+    control = roles.get("control", [])
+    if control:
+        return _control_columns(roles)
     five = bool(advisor)
     w_note, w_mid, w_out = (384, 266, 240) if five else (420, 300, 250)
     files_title = "Step 1 - Download" if any(n.type == "Wan4StepDownload" for n in files) else "Step 1 - Tiny models"
@@ -245,6 +260,20 @@ def _columns(g, roles: dict[str, list], variant: int) -> list[tuple[float, list[
         cols.append((w_out, [("Text encoder, VAE", clip + vae), (f"Step {step + 3} - Save", output)]))
     else:
         cols.append((w_out, [(f"Step {step + 3} - Decode", vae + output)]))
+    return [(w, [(t, ns) for t, ns in groups if ns]) for w, groups in cols if any(ns for _t, ns in groups)]
+
+
+def _control_columns(roles: dict[str, list]) -> list[tuple[float, list[tuple[str, list]]]]:
+    """The VACE workflow's columns: note + text encoder | files + model chain | control video, its frames and
+    WanVaceToVideo | VAE, prompt, sampler | trim, decode, save. The right column stays short: the minimap
+    covers the window's bottom-right corner."""
+    vace = [n for n in roles["prompt"] if n.type == "WanVaceToVideo"]
+    prompt = [n for n in roles["prompt"] if n not in vace]
+    cols = [(384, [(None, roles["notes"]), ("Text encoder", roles["clip"])]),
+            (266, [("Step 1 - Models", roles["files"] + roles["models"])]),
+            (266, [("Step 2 - Control video", roles["control"] + vace)]),
+            (266, [("VAE", roles["vae"]), ("Step 3 - Prompt", prompt), ("Step 4 - Sample", roles["sampler"])]),
+            (240, [("Step 5 - Decode", roles["output"])])]
     return [(w, [(t, ns) for t, ns in groups if ns]) for w, groups in cols if any(ns for _t, ns in groups)]
 
 
@@ -298,7 +327,8 @@ def arrange(g) -> None:
     """Set every node's pos/size, the groups, the saved view and the template metadata of `g`."""
     by_type = lambda types: [n for n in g.nodes if n.type in types]  # noqa: E731
     roles = {"notes": by_type(NOTE_TYPES), "files": by_type(FILES_TYPES), "advisor": by_type(ADVISOR_TYPES),
-             "prompt": by_type(PROMPT_TYPES), "sampler": by_type(SAMPLER_TYPES), "output": by_type(OUTPUT_TYPES)}
+             "control": by_type(CONTROL_TYPES), "prompt": by_type(PROMPT_TYPES), "sampler": by_type(SAMPLER_TYPES),
+             "output": by_type(OUTPUT_TYPES)}
     placed = {id(n) for ns in roles.values() for n in ns}
     chain, clip, vae = _loaders(g, [n for n in g.nodes if id(n) not in placed])
     roles.update(models=chain, clip=clip, vae=vae)

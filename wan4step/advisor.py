@@ -28,7 +28,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from . import cards as cards_mod
-from .catalog import DEFAULT_VAE, TEXT_ENCODERS_TABLE, VAES, WEIGHTS, WeightsChoice, download_size, files_for
+from .catalog import (
+    DEFAULT_VAE,
+    DIFFUSION_MODELS,
+    MODES,
+    TEXT_ENCODERS_TABLE,
+    VAES,
+    WEIGHTS,
+    WeightsChoice,
+    download_size,
+    files_for,
+    in_mode,
+)
 from .errors import SettingsError
 from .memory_model import GiB, MemoryModel, VramBreakdown, video_tokens
 
@@ -95,8 +106,12 @@ class Request:
     # one loader path (GGUF) asks which of its files fits, not which format is fastest.
     formats: tuple[str, ...] = ()
     # catalog files already in ComfyUI's model folders (their `FileSpec.dest`): not downloaded again,
-    # so a base model already on disk makes base + distill LoRA a 0.63 GB download
+    # so a base model already on disk makes base + distill LoRA a 0.63 GB download, and a DiT already
+    # on disk wins over downloading one that is no faster
     present: frozenset = frozenset()
+    # the Model Loader's mode: "vace" plans ComfyUI's VACE model (WanVaceToVideo): only VACE-merged
+    # files, their VACE blocks loaded and run too
+    mode: str = "t2v"
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
@@ -110,6 +125,17 @@ class Request:
                 fix="pick auto unless you installed sageattention (sage), flash-attn (flash) or flash-attn-4 (fa4).",
             )
         object.__setattr__(self, "formats", tuple(self.formats))  # frozen: a list from JSON becomes a tuple
+        object.__setattr__(self, "present", frozenset(self.present))
+        if self.mode not in MODES:
+            raise SettingsError(f"unknown mode {self.mode!r}", expected=" / ".join(MODES),
+                                fix="t2v for text to video, vace for WanVaceToVideo (control video, reference image).")
+        if self.mode == "vace" and not any(w.has_vace and (not self.formats or w.kind in self.formats)
+                                           for w in WEIGHTS.values() if w.recommendable):
+            kinds = sorted({w.kind for w in WEIGHTS.values() if w.has_vace})
+            raise SettingsError(
+                f"no {' / '.join(f.upper() for f in self.formats)} file carries the VACE blocks",
+                expected=f"weights format {' or '.join(kinds)} (QuantStack's VACE-merged GGUF tiers) or any",
+                fix="set weights_format to gguf (or any) for mode vace.")
         kinds = sorted({w.kind for w in WEIGHTS.values()})
         if any(f not in kinds for f in self.formats):
             raise SettingsError(
@@ -266,6 +292,7 @@ class Recommendation:
     machine: dict = field(default_factory=dict)
     lora_name: str | None = None  # the Model Loader's lora_name when the pick is base + distill LoRA
     route: str = "distilled"  # "distilled" | "base+lora"
+    mode: str = "t2v"  # the Model Loader's mode the plan is for
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -274,7 +301,8 @@ class Recommendation:
         """The text shown on the node: the reason, then the settings and numbers."""
         lines = [self.reason, ""]
         lines.append(f"Weights: {self.weights_label}  ->  model_name = {self.model_name}"
-                     + (f", lora_name = {self.lora_name} (merged at load)" if self.lora_name else ""))
+                     + (f", lora_name = {self.lora_name} (merged at load)" if self.lora_name else "")
+                     + (", mode = vace" if self.mode == "vace" else ""))
         lines.append(f"Block swap: blocks_to_swap = {self.blocks_to_swap}, prefetch = {self.prefetch} ({self.placement})")
         lines.append(f"Text encoder: {self.text_encoder_name} on {self.text_encoder_device}")
         lines.append(f"VAE: {self.vae_name}, {'tiled' if self.vae_tiled else 'untiled'} decode")
@@ -332,12 +360,14 @@ def estimate_step_time(
     measured SDPA efficiency (59.7 %), linears 2*L*(6*dim^2 + 2*dim*ffn) FLOPs at the
     format's peak x its measured H100 efficiency, elementwise work as bytes over memory
     bandwidth. Streaming overlaps compute: a step takes max(compute, bytes / link).
-    On the H100 this reproduces DESIGN.md's 74 ms (480p) and 291 ms (720p) per block.
+    On the H100 this reproduces DESIGN.md's 74 ms (480p) and 291 ms (720p) per block. In mode vace
+    the 8 VACE blocks run too (48 per forward; their after_proj, ~1 % more, is not counted).
     """
     t = model.data["timing"]
     dims = model.data["model"]
     d, f, text = dims["dim"], dims["ffn_dim"], dims["text_len"]
     n = model.num_blocks
+    runs = n + model.vace_blocks(choice)  # blocks a forward computes (mode vace: + the 8 VACE blocks)
     attn_flops = 4.0 * tokens * (tokens + text) * d
     lin_flops = 2.0 * tokens * (6 * d * d + 2 * d * f) + 2.0 * text * 2 * d * d
     attn_s = attn_flops / (card.bf16_tflops * 1e12 * t["attention_efficiency"][attention])
@@ -349,12 +379,12 @@ def estimate_step_time(
     if choice.kind == "gguf":
         bf16_block = model.data["formats"]["bf16"]["block_bytes"]
         deq_s = t["gguf_dequant_traffic_factor"] * (bf16_block + block_bytes) / bw
-    compute = n * (attn_s + lin_s + misc_s + deq_s)
+    compute = runs * (attn_s + lin_s + misc_s + deq_s)
     k = blocks_to_swap if placement != "gpu" else 0
     link = card.pcie_gbs * 1e9 if placement != "disk" else float(model.host("disk_read_bytes_per_s"))
     stream = k * block_bytes / link if k else 0.0
     step = max(compute, stream) + k * t["stream_overhead_s_per_block"]
-    parts = dict(attention_s=n * attn_s, linears_s=n * lin_s, elementwise_s=n * misc_s, dequant_s=n * deq_s,
+    parts = dict(attention_s=runs * attn_s, linears_s=runs * lin_s, elementwise_s=runs * misc_s, dequant_s=runs * deq_s,
                  compute_s=compute, stream_s=stream, streamed_bytes=k * block_bytes, step_s=step)
     return step, parts
 
@@ -448,6 +478,12 @@ def _download(c: _Candidate, present: frozenset = frozenset()) -> int:
     return sum(f.size_bytes for f in files if f.dest not in present)
 
 
+def dit_on_disk(choice: WeightsChoice, present: frozenset) -> bool:
+    """Whether the choice's DiT files (not its LoRA) are all in ComfyUI's model folders already."""
+    dit = [f for f in choice.files if f.folder == DIFFUSION_MODELS]
+    return bool(dit) and all(f.dest in present for f in dit)
+
+
 def _pick(cands: list[_Candidate], priority: str, model: MemoryModel, disk_free: int | None = None,
           present: frozenset = frozenset()) -> _Candidate:
     floor = int(model.decision("min_quality"))
@@ -473,6 +509,9 @@ def _pick(cands: list[_Candidate], priority: str, model: MemoryModel, disk_free:
     fastest = min(c.step_s for c in pool)
     tie = fastest * (1 + float(model.decision("speed_tie_frac")))
     top = [c for c in pool if c.step_s <= tie]
+    # a DiT already on disk beats downloading another one that is no faster (e.g. the base model a user
+    # has + the 0.63 GB distill LoRA instead of a 15 GB distilled folder)
+    top = [c for c in top if dit_on_disk(c.choice, present)] or top
     return min(top, key=lambda c: (rank(c), -c.quality, c.step_s))
 
 
@@ -483,7 +522,10 @@ def _route_alternative(pick: _Candidate, cands: list[_Candidate], present: froze
     same = [c for c in cands if c.choice.route == other_route and c.choice.kind == pick.choice.kind]
     mine = _download(pick, present)
     tier = [c for c in same if pick.choice.tier and c.choice.tier == pick.choice.tier]
-    same = tier or [c for c in same if _download(c, present) <= mine]
+    if other_route == "base+lora":  # the LoRA route is offered where it downloads less
+        same = tier or [c for c in same if _download(c, present) <= mine]
+    else:  # the distilled file is the better network: always named beside a base + LoRA pick
+        same = tier or same
     if not same:
         return None
     c = max(same, key=lambda c: (c.quality, -_download(c, present)))
@@ -492,6 +534,18 @@ def _route_alternative(pick: _Candidate, cands: list[_Candidate], present: froze
         return (f"base + distill LoRA: {c.choice.label}, {c.k} blocks swapped; downloads {dl:.1f} GB instead of "
                 f"{mine:.1f} GB, merged at load (same step time; a rank-64 approximation of the distilled weights)")
     return f"distilled file: {c.choice.label}, {c.k} blocks swapped; downloads {dl:.1f} GB instead of {mine:.1f} GB"
+
+
+def _choices(req: Request) -> list[WeightsChoice]:
+    """The weights choices a request may get, as the Model Loader holds them in its mode."""
+    out = []
+    for choice in WEIGHTS.values():
+        if not choice.recommendable or (req.formats and choice.kind not in req.formats):
+            continue
+        if req.mode == "vace" and not choice.has_vace:
+            continue
+        out.append(in_mode(choice, req.mode))
+    return out
 
 
 def _usable(budget: int, total: int, priority: str, model: MemoryModel) -> int:
@@ -524,9 +578,7 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
     notes: dict[str, str] = {}
     excluded: dict[str, str] = {}
     cands: list[_Candidate] = []
-    for choice in WEIGHTS.values():
-        if not choice.recommendable or (req.formats and choice.kind not in req.formats):
-            continue
+    for choice in _choices(req):
         why_not = _allowed(choice.kind, cap)
         if why_not:
             excluded[choice.kind] = why_not
@@ -560,6 +612,13 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
     route = _route_alternative(pick, cands, req.present)
     if route:
         alternatives.append(route)
+    if not dit_on_disk(pick.choice, req.present):
+        have = [c for c in cands if dit_on_disk(c.choice, req.present)]
+        if have:
+            c = _pick(have, req.priority, model, None, req.present)
+            t = f", ~{c.step_s:.1f} s/step" if c.step_s is not None else ""
+            alternatives.append(f"already on disk: {c.choice.label}, {c.k} blocks swapped{t}; downloads "
+                                f"{_download(c, req.present) / 1e9:.1f} GB instead of {_download(pick, req.present) / 1e9:.1f} GB")
 
     step = pick.step_s
     rec = Recommendation(
@@ -598,6 +657,7 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
         machine=_machine_dict(machine),
         lora_name=pick.choice.lora_name,
         route=pick.choice.route,
+        mode=req.mode,
     )
     rec.warnings = _warnings(machine, rec, model, card)
     rec.reason = _reason(machine, req, rec, pick, card, cap, excluded, notes, cands, model)
@@ -613,9 +673,7 @@ def _recommend_cpu(machine: Machine, req: Request, tokens: int, attention: str, 
     act = model.activation_bytes("bf16", tokens, attention)
     ram_budget = machine.ram_available_bytes
     fitting = []
-    for choice in WEIGHTS.values():
-        if not choice.recommendable or (req.formats and choice.kind not in req.formats):
-            continue
+    for choice in _choices(req):
         ram = model.host_ram(choice, 0, "gpu", te.size_bytes) + model.weights_bytes(choice) + act
         if ram <= ram_budget:
             fitting.append((choice, ram))
@@ -623,7 +681,7 @@ def _recommend_cpu(machine: Machine, req: Request, tokens: int, attention: str, 
     if fitting:
         choice, ram = max(fitting, key=lambda x: (x[0].quality, -x[1]))
     else:
-        choice = WEIGHTS["gguf_Q2_K"]
+        choice = in_mode(WEIGHTS["gguf_Q2_K"], req.mode)
         ram = model.host_ram(choice, 0, "gpu", te.size_bytes) + model.weights_bytes(choice) + act
     reason = (
         "No CUDA GPU found: this plan only makes the 14B model fit in RAM; on a CPU one step takes hours, "
@@ -643,13 +701,14 @@ def _recommend_cpu(machine: Machine, req: Request, tokens: int, attention: str, 
         time_basis="no estimate on CPU (hours per step)",
         download_bytes=download_size(weights_key=choice.key, text_encoder_key=te.key, vae_key=DEFAULT_VAE),
         model_status=model.status, reason=reason, warnings=[], alternatives=[], machine=_machine_dict(machine),
+        lora_name=choice.lora_name, route=choice.route, mode=req.mode,
     )
 
 
 def max_frames_that_fit(width: int, height: int, usable: int, model: MemoryModel, prefetch: int = 1,
-                        attention: str = "sdpa") -> int:
+                        attention: str = "sdpa", mode: str = "t2v") -> int:
     """Longest 4n+1 clip at this size that fits fully streamed with the smallest weights (0 if none)."""
-    choice = WEIGHTS["gguf_Q2_K"]
+    choice = in_mode(WEIGHTS["gguf_Q2_K"], mode)
     best = 0
     for frames in range(1, 1001, 4):
         tokens = video_tokens(width, height, frames)
@@ -661,10 +720,10 @@ def max_frames_that_fit(width: int, height: int, usable: int, model: MemoryModel
 
 
 def _no_fit(machine, req, tokens, attention, model, budget, usable, card, notes) -> Recommendation:
-    choice = WEIGHTS["gguf_Q2_K"]
+    choice = in_mode(WEIGHTS["gguf_Q2_K"], req.mode)
     k = model.num_blocks
     sampling = model.sampling_vram(choice, tokens, k, req.prefetch, attention)
-    frames = max_frames_that_fit(req.width, req.height, usable, model, req.prefetch, attention)
+    frames = max_frames_that_fit(req.width, req.height, usable, model, req.prefetch, attention, req.mode)
     name = card.name if card else (machine.gpu_name or "this GPU")
     if frames:
         fix = f"at {req.width}x{req.height} at most {frames} frames fit"
@@ -692,7 +751,7 @@ def _no_fit(machine, req, tokens, attention, model, budget, usable, card, notes)
         peak_ram_bytes=model.host_ram(choice, k, "stream", te.size_bytes), ram_budget_bytes=machine.ram_available_bytes,
         step_time_s=None, total_time_s=None, time_basis="no estimate: the setting does not fit",
         download_bytes=0, model_status=model.status, reason=reason,
-        warnings=[f"does not fit: {fix}"], alternatives=[], machine=_machine_dict(machine),
+        warnings=[f"does not fit: {fix}"], alternatives=[], machine=_machine_dict(machine), mode=req.mode,
     )
 
 
@@ -752,13 +811,25 @@ def _reason(machine, req, rec: Recommendation, pick: _Candidate, card, cap, excl
         dl = _download(pick, req.present) / 1e9
         distilled = [c for c in cands if c.choice.route == "distilled"]
         smallest = min((_download(c, req.present) for c in distilled), default=None)
-        if machine.disk_free_bytes is not None and smallest is not None and smallest > machine.disk_free_bytes:
+        lora = [f for f in pick.choice.files if f.folder != DIFFUSION_MODELS]
+        if dit_on_disk(pick.choice, req.present):
+            lora_gb = sum(f.size_bytes for f in lora) / 1e9
+            why.append(f"base already on disk: base + LoRA needs only the {lora_gb:.2f} GB LoRA"
+                       + (f" ({dl:.1f} GB with the text encoder and VAE still to fetch)" if dl > lora_gb + 0.01 else "")
+                       + ", merged into the weights at load: the same step time as a distilled file")
+        elif machine.disk_free_bytes is not None and smallest is not None and smallest > machine.disk_free_bytes:
             why.append(f"the distilled files need at least {smallest / 1e9:.1f} GB of disk and "
                        f"{machine.disk_free_bytes / 1e9:.1f} GB are free, so the base model + the LightX2V distill "
                        f"LoRA ({dl:.1f} GB), merged into the weights at load: the same step time as a distilled file")
         else:
             why.append(f"base model + the LightX2V distill LoRA ({dl:.1f} GB), merged into the weights at load: "
                        "the same step time as a distilled file")
+    elif dit_on_disk(pick.choice, req.present):
+        why.append("already on disk: nothing to download for the DiT")
+    if req.mode == "vace":
+        vace_gb = pick.choice.vace_bytes / 1e9
+        why.append(f"mode vace (WanVaceToVideo): the file's VACE blocks (~{vace_gb:.1f} GB) are loaded too and 8 VACE "
+                   "blocks run beside the 40, ~20 % more time per step")
     if req.formats:
         why.append(f"only {' / '.join(f.upper() for f in req.formats)} weights were considered, as asked")
     if cap and cap >= (12, 0):
@@ -805,6 +876,9 @@ def _recipe_note(machine, req, rec: Recommendation, card, excluded) -> str:
                          "before sampling, which is faster and uses no VRAM during sampling (priority fit keeps it "
                          "on the CPU).")
             return f"Agrees with the recipe for {card.name}: {card.recipe_text}.{extra}"
+        if req.mode == "vace" and card.recipe_weights != rec.kind:
+            return (f"The recipe for {card.name} is {card.recipe_text}; this differs because mode vace needs a "
+                    "VACE-merged file (QuantStack's GGUF tiers carry the VACE blocks).")
         if req.formats and card.recipe_weights not in req.formats:
             return (f"The recipe for {card.name} is {card.recipe_text}; this differs because you asked for "
                     f"{' / '.join(f.upper() for f in req.formats)} weights only.")

@@ -10,7 +10,8 @@ Two sizes per DiT choice:
 - `size_bytes`: what is downloaded (disk checks, the download report);
 - `loaded_bytes`: what the pack's loader holds in memory for text-to-video. They differ for
   QuantStack's distilled GGUF tiers, which carry the VACE control blocks: the Model Loader in
-  `t2v` mode never reads those (`vace_loaded_share`).
+  `t2v` mode never reads those (`vace_loaded_share`); in `vace` mode it reads them too
+  (`vace_bytes`, `in_mode(choice, "vace")`).
 
 Files land in the folders ComfyUI's own loaders list: `diffusion_models` (UNETLoader,
 ComfyUI-GGUF's UnetLoaderGGUF and this pack's loader all list it; ComfyUI 0.33 registers
@@ -20,7 +21,7 @@ The LightX2V block folders keep their layout under `diffusion_models/<repo name>
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 GB = 1_000_000_000  # Hugging Face lists sizes in decimal gigabytes
 MB = 1_000_000
@@ -101,13 +102,35 @@ class WeightsChoice:
     loaded_bytes: int = 0  # bytes the loader holds for T2V; 0 = the DiT files' size
     lora_name: str | None = None  # the loader's `lora_name` (relative to loras) for base + distill LoRA
     route: str = "distilled"  # "distilled" | "base+lora"
+    vace_bytes: int = 0  # stored bytes of a VACE-merged file's VACE addon (0: a plain T2V file)
+    mode: str = "t2v"  # the Model Loader's mode this view of the choice is loaded in (`in_mode`)
+
+    @property
+    def has_vace(self) -> bool:
+        """A VACE-merged file: the Model Loader can build ComfyUI's VACE model from it (mode vace)."""
+        return self.vace_bytes > 0
 
     @property
     def load_bytes(self) -> int:
-        """What the Model Loader holds in memory (t2v mode; a merged LoRA adds nothing)."""
+        """What the Model Loader holds in memory in this choice's mode (a merged LoRA adds nothing)."""
         if self.loaded_bytes:
-            return self.loaded_bytes
-        return sum(f.size_bytes for f in self.files if f.folder == DIFFUSION_MODELS) or self.size_bytes
+            t2v = self.loaded_bytes
+        else:
+            t2v = sum(f.size_bytes for f in self.files if f.folder == DIFFUSION_MODELS) or self.size_bytes
+        return t2v + (self.vace_bytes if self.mode == "vace" else 0)
+
+
+MODES = ("t2v", "vace")  # the Model Loader's modes (wan4step.formats.dit.MODES)
+
+
+def in_mode(choice: WeightsChoice, mode: str) -> WeightsChoice:
+    """The choice as the Model Loader holds it in `mode`: "vace" adds the VACE addon's bytes (only a
+    VACE-merged file has one), "t2v" is the plain text-to-video model."""
+    if mode not in MODES:
+        from .errors import SettingsError
+
+        raise SettingsError(f"unknown mode {mode!r}", expected=" / ".join(MODES), fix="pick t2v or vace.")
+    return choice if choice.mode == mode else replace(choice, mode=mode)
 
 
 @dataclass(frozen=True)
@@ -208,15 +231,21 @@ def _gguf(tier: str) -> WeightsChoice:
     return WeightsChoice(
         key=f"gguf_{tier}", label=f"GGUF {tier} ({size_gb:g} GB)", kind="gguf", tier=tier, size_bytes=size,
         quality=quality, model_name=name, files=(_one(GGUF_REPO, name, DIFFUSION_MODELS, size),),
-        loaded_bytes=size - vace_bytes(tier),
+        loaded_bytes=size - vace_bytes(tier), vace_bytes=vace_bytes(tier),
     )
 
 
 # -- LightX2V's current single files --------------------------------------------------
-# Not yet recommended: their loader lands with issue 16 part 2 (branch `formats`); listed so the
-# Download node and the README name them. Sizes: the model card's table gives ranges (BF16
-# "~28-32 GB", FP8/INT8 "~15-17 GB" over its I2V and T2V files); the T2V bf16 file holds the same
-# tensors as Comfy-Org's 28.6 GB wan2.1_t2v_14B_bf16, the 8-bit ones those of distill_fp8/ (15.0 GB).
+# The Model Loader reads all four (wan4step/formats: scaled.py, keymaps.py), but the advisor does not
+# recommend them: no per-file size is published. Searched for the repository's file listing
+# (https://huggingface.co/lightx2v/Wan2.1-Distill-Models/tree/main and the files' blob pages) and
+# found none; what is public is the model card's range table (BF16 "~28-32 GB", FP8/INT8
+# "~15-17 GB", over its I2V and T2V files) and third-party comments. The catalog names only
+# published sizes, and the advisor plans disk and RAM from them, so these stay listed (the Download
+# node fetches them, the README names them, their sizes marked "~") and unrecommended until a
+# listing is found. The estimates: the T2V bf16 file holds the same tensors as Comfy-Org's 28.6 GB
+# wan2.1_t2v_14B_bf16, the 8-bit ones those of distill_fp8/ (15.0 GB). A copy on disk is measured
+# from its headers instead (`formats.scan_dit`, the estimate badges).
 LIGHTX2V_SINGLE: dict[str, tuple[str, str, float, int]] = {  # key: (file, kind, GB, quality)
     "lightx2v_4step_bf16": ("wan2.1_t2v_14b_lightx2v_4step.safetensors", "bf16", 28.6, 100),
     "lightx2v_4step_fp8": ("wan2.1_t2v_14b_scaled_fp8_e4m3_lightx2v_4step.safetensors", "fp8", 15.0, 96),
@@ -415,13 +444,15 @@ def _gb(n: int) -> str:
 def markdown_table() -> str:
     """The README's file table, generated from this module (tests/unit/test_catalog.py keeps them equal)."""
     loaded = {s.pattern: w for w in WEIGHTS.values() for s in w.files if s.folder == DIFFUSION_MODELS}
-    lines = ["| what | repository | file | ComfyUI folder | download | loaded (t2v) |", "|---|---|---|---|---|---|"]
+    lines = ["| what | repository | file | ComfyUI folder | download | loaded (t2v) | loaded (vace) |",
+             "|---|---|---|---|---|---|---|"]
     for group, spec in all_files():
         files = f"`{spec.pattern}`" + (f" ({spec.count} files)" if spec.is_glob else "")
         w = loaded.get(spec.pattern)
         is_dit = group.startswith("DiT")
         held = _gb(w.load_bytes if w is not None and w.loaded_bytes else spec.size_bytes) if is_dit else "—"
         approx = "~" if w is not None and w.key in LIGHTX2V_SINGLE else ""
+        vace = _gb(in_mode(w, "vace").load_bytes) if w is not None and w.has_vace else "—"
         lines.append(f"| {group} | `{spec.repo_id}` | {files} | `{spec.folder}` | {approx}{_gb(spec.size_bytes)} | "
-                     f"{approx if held != '—' else ''}{held} |")
+                     f"{approx if held != '—' else ''}{held} | {vace} |")
     return "\n".join(lines)

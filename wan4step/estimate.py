@@ -9,16 +9,17 @@ so the two never disagree about a setting they both describe.
 Weights are recognized from the loader's file name: the catalog's own names first, then a
 GGUF tier in the name (`…-Q5_K_M.gguf`), then LightX2V's `distill_fp8/` / `distill_int8/`
 folders and BF16/FP16 safetensors. Anything else (the tiny test models, other models) gets
-no estimate and says why.
+no estimate and says why. When the file itself is at hand, its headers (`formats.scan_dit`,
+no tensor read) replace the catalog's sizes: what the Model Loader holds in its mode.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from . import advisor, cards
-from .catalog import TEXT_ENCODERS_TABLE, WEIGHTS, WeightsChoice
+from .catalog import TEXT_ENCODERS_TABLE, WEIGHTS, WeightsChoice, in_mode
 from .errors import SettingsError
 from .memory_model import GiB, MemoryModel, video_tokens
 
@@ -95,12 +96,25 @@ def _gib(n: int) -> str:
 
 def estimate(machine: advisor.Machine, *, model_name: str | None, width: int, height: int, frames: int,
              blocks_to_swap: int = 0, prefetch: int = 2, te_name: str | None = None, te_device: str = "gpu",
-             vae_tiling: str = "auto", attention: str = "auto", model: MemoryModel | None = None) -> Estimate:
-    """Predicted per-phase VRAM peaks and step time of the given settings on `machine`."""
+             vae_tiling: str = "auto", attention: str = "auto", model: MemoryModel | None = None,
+             mode: str = "t2v", scan=None) -> Estimate:
+    """Predicted per-phase VRAM peaks and step time of the given settings on `machine`.
+
+    mode: the Model Loader's mode (vace loads and runs a VACE-merged file's VACE blocks too).
+    scan: the chosen file's `formats.DiTScan` when it is on disk: its stored bytes per part
+    replace the catalog's published sizes."""
     choice = weights_for(model_name)
     if choice is None:
         why = "tiny test model" if model_name and "tiny" in model_name.lower() else f"unknown weights {model_name!r}"
         return Estimate(False, note=f"no estimate: {why}", badge=f"Wan4Step: no estimate ({why})")
+    measured = ""
+    if scan is not None:
+        choice = replace(choice, loaded_bytes=scan.t2v_bytes, vace_bytes=scan.vace_bytes)
+        measured = f"; {scan.loaded_bytes(mode) / 1e9:.2f} GB loaded in mode {mode} (read from the file's headers)"
+    if mode == "vace" and not choice.has_vace:
+        why = "mode vace needs a VACE-merged file (QuantStack's ..._VACE-<TIER>.gguf); this one has no VACE blocks"
+        return Estimate(False, note=f"no estimate: {why}", badge="Wan4Step: no estimate (no VACE blocks in this file)")
+    choice = in_mode(choice, mode)
     try:
         tokens = video_tokens(width, height, frames)
     except SettingsError as exc:
@@ -150,7 +164,7 @@ def estimate(machine: advisor.Machine, *, model_name: str | None, width: int, he
     if step is not None:
         badge += f" · ~{step:.1f} s/step"
     lines = [
-        f"{choice.label}, {k_text}, {tokens:,} tokens",
+        f"{choice.label}{', mode vace' if mode == 'vace' else ''}, {k_text}, {tokens:,} tokens{measured}",
         f"VRAM: sampling {_gib(phases['sampling'])}, text encoder {_gib(phases['text_encoder'])}"
         f" ({te_device}), VAE {_gib(phases['vae'])}{' tiled' if tiled else ''}",
     ]

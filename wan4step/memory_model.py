@@ -149,13 +149,17 @@ class MemoryModel:
         return int(self._fmt(choice.kind)["non_block_bytes"])
 
     def block_bytes(self, choice: WeightsChoice) -> int:
-        """One block as loaded: GGUF blocks are the loaded bytes minus the non-block part, / 40.
+        """One block as loaded: the loaded bytes minus the non-block part, / 40, wherever the loaded
+        bytes are known (GGUF tiers, a file measured from its headers); the format's fixed block
+        size otherwise (the LightX2V block files).
 
         Loaded, not downloaded: a QuantStack tier carries VACE blocks the t2v loader never reads
-        (`catalog.vace_loaded_share`); a merged LoRA changes no sizes.
+        (`catalog.vace_loaded_share`); in mode vace they are loaded too and counted here, spread
+        over the 40 blocks (Block Swap streams each VACE block with its host block). A merged LoRA
+        changes no sizes.
         """
         fmt = self._fmt(choice.kind)
-        if fmt.get("block_bytes"):
+        if fmt.get("block_bytes") and not choice.loaded_bytes and choice.mode != "vace":
             return int(fmt["block_bytes"])
         return max(0, choice.load_bytes - self.non_block_bytes(choice)) // self.num_blocks
 
@@ -178,6 +182,17 @@ class MemoryModel:
             ) from None
         per_token = act["bytes_per_token"] + self._fmt(kind)["act_extra_bytes_per_token"] + att["bytes_per_token"]
         return int(act["fixed_bytes"] + per_token * tokens)
+
+    def vace_activation_bytes(self, choice: WeightsChoice, tokens: int) -> int:
+        """What a VACE model (mode vace) holds beside the T2V activations: the control stream and the
+        hint each VACE block adds (`data/memory_model.json` "vace"); 0 in mode t2v."""
+        if choice.mode != "vace":
+            return 0
+        return int(self.data["vace"]["act_bytes_per_token"] * tokens)
+
+    def vace_blocks(self, choice: WeightsChoice) -> int:
+        """Extra transformer blocks a forward runs in this choice's mode (8 for Wan2.1-VACE-14B in mode vace)."""
+        return int(self.data["vace"]["blocks"]) if choice.mode == "vace" else 0
 
     def overhead_bytes(self, transient: int, resident: int) -> int:
         """What the caching allocator and the model's small tensors take beyond the big ones
@@ -204,7 +219,7 @@ class MemoryModel:
         k = min(max(int(blocks_to_swap), 0), n)
         block = self.block_bytes(choice)
         ring = min(k, max(prefetch, 0) + 1) * block
-        act = self.activation_bytes(choice.kind, tokens, attention)
+        act = self.activation_bytes(choice.kind, tokens, attention) + self.vace_activation_bytes(choice, tokens)
         scratch = int(self._fmt(choice.kind)["scratch_bytes"])
         overhead = self.overhead_bytes(act + scratch, (n - k) * block + self.non_block_bytes(choice))
         return VramBreakdown(

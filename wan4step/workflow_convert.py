@@ -8,7 +8,9 @@ definition in ComfyUI's `/object_info`, walked the way the frontend (1.49) build
 - inputs in `input_order` (required, then optional); a socket type (MODEL, LATENT, ...)
   or `forceInput` is not a widget;
 - an INT/FLOAT/COMBO with `control_after_generate` is followed by one extra stored value
-  (the "fixed/increment/randomize" choice), which the API does not take;
+  (the "fixed/increment/randomize" choice), which the API does not take; a combo with
+  `image_upload` / `video_upload` (LoadImage, LoadVideo) likewise by its upload button's
+  value ("image" in frontend 1.49, for both);
 - a V3 DynamicCombo (`COMFY_DYNAMICCOMBO_V3`) is followed by the widgets of the option it
   is set to, named `parent.child` and walked depth-first (SaveVideo: `format`,
   `format.codec`, `format.codec.encoding`, then its own hidden `codec`);
@@ -41,6 +43,8 @@ REROUTE = "Reroute"
 PRIMITIVE = "PrimitiveNode"
 FRONTEND_ONLY = NOTE_NODES | {REROUTE, PRIMITIVE}
 MODE_MUTED, MODE_BYPASS = 2, 4
+UPLOAD_OPTIONS = ("image_upload", "video_upload")  # the frontend adds an upload button that stores a value
+UPLOAD_VALUE = "image"  # what frontend 1.49 stores for that button (LoadImage and LoadVideo alike)
 
 
 class WorkflowError(FormatError):
@@ -133,6 +137,8 @@ def read_widget_values(node_def: Mapping, values: list | dict, where: str = "", 
             typ, opts = _spec(entry)
             if opts.get("control_after_generate"):
                 take(full + " control_after_generate")
+            if any(opts.get(k) for k in UPLOAD_OPTIONS):
+                take(full + " upload")
             if typ == DYNAMIC_COMBO:
                 sub = _option_inputs(entry, value)
                 if sub is None:
@@ -168,6 +174,8 @@ def widget_values_for(node_def: Mapping, named: Mapping[str, Any], control: str 
             typ, opts = _spec(entry)
             if opts.get("control_after_generate"):
                 out.append(named.get(full + ".control_after_generate", control))
+            if any(opts.get(k) for k in UPLOAD_OPTIONS):
+                out.append(UPLOAD_VALUE)
             if typ == DYNAMIC_COMBO:
                 walk(_option_inputs(entry, value) or {}, None, full + ".")
 

@@ -55,6 +55,7 @@ export function settingsFor(sampler) {
     if (feeder?.type === "Wan4StepDownload") body.weights_key = valueOf(feeder, "weights");
     else if (!feeder) body.model_name = valueOf(loader, wname);
     body.attention = valueOf(loader, "attention") ?? "auto";
+    body.mode = valueOf(loader, "mode") ?? "t2v"; // vace loads and runs the VACE blocks too
   }
   const latent = upstream(sampler, "latent");
   if (latent) {
@@ -62,7 +63,8 @@ export function settingsFor(sampler) {
     body.height = valueOf(latent, "height");
     body.frames = valueOf(latent, "length") ?? valueOf(latent, "frames");
   }
-  const text = upstream(sampler, "positive");
+  let text = upstream(sampler, "positive");
+  if (text?.type === "WanVaceToVideo") text = upstream(text, "positive"); // VACE: the prompt feeds WanVaceToVideo
   const te = text ? upstream(text, "clip") : null;
   if (te) {
     const feeder = upstream(te, "text_encoder_name");
@@ -70,11 +72,16 @@ export function settingsFor(sampler) {
     const dev = valueOf(te, "device");
     body.te_device = dev === "cpu" ? "cpu" : dev === "gpu_then_free" ? "gpu_then_free" : "gpu";
   }
-  const decode = downstream(sampler, 0).find((n) => n.type === "VAEDecode" || n.type === "VAEDecodeTiled");
+  let after = downstream(sampler, 0);
+  for (const trim of after.filter((n) => n.type === "TrimVideoLatent")) after = after.concat(downstream(trim, 0));
+  const decode = after.find((n) => n.type === "VAEDecode" || n.type === "VAEDecodeTiled");
   if (decode?.type === "VAEDecodeTiled") body.vae_tiling = "on";
   else if (decode) body.vae_tiling = valueOf(upstream(decode, "vae"), "tiling") ?? "auto";
   const advisor = app.graph.nodes.find((n) => n.type === "Wan4StepVRAMAdvisor");
-  if (advisor) for (const k of OVERRIDES) body[k] = valueOf(advisor, k);
+  if (advisor) {
+    for (const k of OVERRIDES) body[k] = valueOf(advisor, k);
+    body.advisor_mode = valueOf(advisor, "mode") ?? "t2v"; // the advisor line plans for the advisor's mode
+  }
   return { body, loader };
 }
 

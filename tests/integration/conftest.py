@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.media import write_control_video
 from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,7 @@ def browser_env(comfy_server, tmp_path_factory):  # so later files can still asy
         pytest.skip("!!! BROWSER TEST SKIPPED: `pip install playwright` (requirements-dev.txt) !!!")
     exe = _chromium()
     write_tiny_models(comfy_server.base_dir / "models")
+    write_control_video(comfy_server.base_dir / "input")  # the VACE workflow's Load Video, as after an upload
     shots = tmp_path_factory.mktemp("screenshots")
     SHOTS.mkdir(parents=True, exist_ok=True)
     pw = sync_playwright().start()

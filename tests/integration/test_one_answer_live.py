@@ -1,13 +1,18 @@
 """The on-canvas advisor of each shipped workflow, asked through the real ComfyUI route ("Advise now" posts the
 node's widget values), answers with the settings the workflow ships: the node's detected machine plus its
-overrides plans exactly the machine the workflow was built for."""
+overrides plans exactly the machine the workflow was built for. A plan that assumes files on disk (the base
+model of the base + LoRA workflow) is asked with those files in the server's model folders: the advisor reads
+them from there, by name (empty stand-ins here)."""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from wan4step import catalog
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,17 +30,54 @@ def test_most_workflows_have_an_advisor():
     assert len(WORKFLOWS) >= 5, WORKFLOWS
 
 
+def _planned_for(name: str) -> dict:
+    return json.loads((REPO / "workflows" / f"{name}.json").read_text())["extra"]["wan4step"]["planned_for"]
+
+
+@contextmanager
+def files_on_disk(server, dests):
+    """Empty stand-ins for catalog files (by `FileSpec.dest`) in the server's model folders, removed afterwards."""
+    specs = {s.dest: s for _group, s in catalog.all_files()}
+    made = []
+    try:
+        for dest in dests:
+            path = Path(server.base_dir) / "models" / specs[dest].folder / dest
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            made.append(path)
+        yield made
+    finally:
+        for path in made:
+            path.unlink()
+
+
 @pytest.mark.parametrize("name", WORKFLOWS)
 def test_advise_now_gives_the_shipped_settings(comfy_server, name):
     api = _api(name)
     advisors = [n["inputs"] for n in api.values() if n["class_type"] == "Wan4StepVRAMAdvisor"]
-    rec = comfy_server.post_json("/wan4step/advisor", advisors[0])["recommendation"]
+    with files_on_disk(comfy_server, _planned_for(name).get("present", ())):
+        rec = comfy_server.post_json("/wan4step/advisor", advisors[0])["recommendation"]
     by = {n["class_type"]: n["inputs"] for n in api.values()}
     assert by["Wan4StepDownload"]["weights"] == rec["weights_key"]
     assert by["Wan4StepBlockSwap"]["blocks_to_swap"] == rec["blocks_to_swap"]
     assert by["Wan4StepBlockSwap"]["source"] == ("disk" if rec["placement"] == "disk" else "ram")
     assert by["Wan4StepUMT5Loader"]["device"] == rec["text_encoder_device"]
     assert by["Wan4StepVAELoader"]["tiling"] == ("on" if rec["vae_tiled"] else "off")
+    assert by["Wan4StepModelLoader"]["mode"] == rec["mode"]
+
+
+def test_the_base_on_disk_changes_the_answer_and_the_report_says_why(comfy_server):
+    """The base + LoRA workflow's advisor without its base on disk picks the distilled file; with the base
+    (found by name in models/diffusion_models) the 0.63 GB LoRA route, and says so."""
+    (advisor,) = [n["inputs"] for n in _api("wan4step_t2v_base_plus_lora").values()
+                  if n["class_type"] == "Wan4StepVRAMAdvisor"]
+    without = comfy_server.post_json("/wan4step/advisor", advisor)
+    assert without["recommendation"]["route"] == "distilled"
+    with files_on_disk(comfy_server, _planned_for("wan4step_t2v_base_plus_lora")["present"]):
+        got = comfy_server.post_json("/wan4step/advisor", advisor)
+    assert got["recommendation"]["route"] == "base+lora"
+    assert "base already on disk: base + LoRA needs only the 0.63 GB LoRA" in got["report"]
+    assert got["recommendation"]["download_bytes"] < without["recommendation"]["download_bytes"] - 14e9
 
 
 def test_an_api_prompt_saved_before_weights_format_existed_still_validates(comfy_server):

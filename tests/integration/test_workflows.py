@@ -26,9 +26,12 @@ PATHS = {
     "wan4step_t2v_comfyui_gguf_interop": "UnetLoaderGGUF",
     "wan4step_t2v_8gb_low_vram": "Wan4StepModelLoader",
     "wan4step_t2v_720p": "Wan4StepModelLoader",
+    "wan4step_t2v_base_plus_lora": "Wan4StepModelLoader",
+    "wan4step_vace_control": "Wan4StepModelLoader",
     "wan4step_t2v_tiny_demo": "Wan4StepModelLoader",
 }
-MODEL_INPUTS = {"model_name", "unet_name", "text_encoder_name", "vae_name"}
+MODEL_INPUTS = {"model_name", "unet_name", "text_encoder_name", "vae_name", "lora_name"}
+DOWNLOAD_SLOTS = {0: "model_name", 1: "text_encoder_name", 2: "vae_name", 4: "lora_name"}  # nodes/download.py outputs
 
 
 def _ui(name: str) -> dict:
@@ -77,10 +80,13 @@ def test_models_properties_urls_and_notes_agree_with_the_catalog(name):
         # wired in: it chooses what the loaders get, and the loaders' own stored values agree
         assert d["inputs"]["weights"] == w.key
         assert loaders[0]["inputs"]["model_name"][0] == te["inputs"]["text_encoder_name"][0] == vae["inputs"]["vae_name"][0]
-    if w.kind == "gguf":
-        assert w.files[0].dest in notes and f"https://huggingface.co/{w.files[0].repo_id}" in notes
-    else:
+        if w.lora_name:  # base + distill LoRA: the Download node's lora_name feeds the loader
+            assert loaders[0]["inputs"]["lora_name"] == [loaders[0]["inputs"]["model_name"][0], 4]
+    if w.model_name.endswith("/"):  # a LightX2V block folder
         assert f"{catalog.LIGHTX2V_DIR}/{w.model_name.rstrip('/').rsplit('/', 1)[-1]}/" in notes
+    else:  # single files (a GGUF tier; a base model and its LoRA): each named with its repository
+        for spec in w.files:
+            assert spec.dest in notes and f"https://huggingface.co/{spec.repo_id}" in notes
     assert catalog.vae(catalog.DEFAULT_VAE).name in notes
     assert any(c.name in notes for c in catalog.TEXT_ENCODERS_TABLE.values())
 
@@ -96,7 +102,7 @@ def test_recipe_and_video_output(name):
     assert len(save) == 1 and save[0]["inputs"]["format"] == "mp4"
     vid_id = next(k for k, n in api.items() if n["class_type"] == "CreateVideo")
     assert save[0]["inputs"]["video"] == [vid_id, 0]
-    latent = next(n for n in api.values() if n["class_type"] == "EmptyHunyuanLatentVideo")["inputs"]
+    latent = next(n for n in api.values() if n["class_type"] in ("EmptyHunyuanLatentVideo", "WanVaceToVideo"))["inputs"]
     assert latent["width"] % 16 == 0 and latent["height"] % 16 == 0 and latent["length"] % 4 == 1
 
 
@@ -111,6 +117,15 @@ def test_paths_settings():
     node = tiny["Wan4StepTinyModels"][0]
     assert [tiny[t][1][i] for t, i in [("Wan4StepModelLoader", "model_name"), ("Wan4StepUMT5Loader", "text_encoder_name"),
                                        ("Wan4StepVAELoader", "vae_name")]] == [[node, 0], [node, 1], [node, 2]]
+    vace = {n["class_type"]: (k, n["inputs"]) for k, n in _api("wan4step_vace_control").items()}
+    cond = vace["WanVaceToVideo"][0]
+    assert vace["Wan4StepModelLoader"][1]["mode"] == "vace"
+    assert vace["WanVaceToVideo"][1]["control_video"] == [vace["GetVideoComponents"][0], 0]
+    assert vace["GetVideoComponents"][1]["video"] == [vace["LoadVideo"][0], 0]
+    assert vace["Wan4StepSampler"][1]["positive"] == [cond, 0] and vace["Wan4StepSampler"][1]["latent"] == [cond, 2]
+    trim = vace["TrimVideoLatent"]
+    assert trim[1] == {"samples": [vace["Wan4StepSampler"][0], 0], "trim_amount": [cond, 3]}
+    assert vace["VAEDecode"][1]["samples"] == [trim[0], 0]
 
 
 # ---- against a real ComfyUI ---------------------------------------------------------------
@@ -133,8 +148,9 @@ def _as_if_downloaded(api: dict) -> dict:
     for nid, n in list(api.items()):
         if n["class_type"] == "Wan4StepDownload":
             i = n["inputs"]
-            names[nid] = [catalog.weights(i["weights"]).model_name, catalog.text_encoder(i["text_encoder"]).name,
-                          catalog.vae(i["vae"]).name]
+            w = catalog.weights(i["weights"])
+            names[nid] = {0: w.model_name, 1: catalog.text_encoder(i["text_encoder"]).name,
+                          2: catalog.vae(i["vae"]).name, 4: w.lora_name or "none"}
         if n["class_type"] in ("Wan4StepDownload", "Wan4StepVRAMAdvisor"):
             del api[nid]
     for n in api.values():
@@ -144,8 +160,16 @@ def _as_if_downloaded(api: dict) -> dict:
     return api
 
 
+@pytest.fixture(scope="module")
+def control_video(comfy_server):
+    """The VACE workflow's Load Video file in the server's input folder, as if a person had uploaded it."""
+    from tests.integration.media import write_control_video
+
+    return write_control_video(comfy_server.base_dir / "input")
+
+
 @pytest.mark.parametrize("name", sorted(set(PATHS) - {"wan4step_t2v_tiny_demo"}))
-def test_comfyui_accepts_the_graph_except_for_weights_not_installed(comfy_server, name):
+def test_comfyui_accepts_the_graph_except_for_weights_not_installed(comfy_server, control_video, name):
     """ComfyUI's own validation: the only complaints are the model files this test machine lacks."""
     api = _as_if_downloaded(_api(name))
     with pytest.raises(ComfyAPIError) as err:

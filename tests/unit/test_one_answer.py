@@ -36,10 +36,17 @@ def _builder():
 
 
 def _advise(gpu: str, ram_gb: float, disk_gb: float, width: int, height: int, frames: int, priority: str = "speed",
-            weights_format: str = "any"):
+            weights_format: str = "any", present=(), mode: str = "t2v"):
     machine = with_overrides(Machine(None, 0, 0, None, 0, 0), gpu=gpu, ram_gb=ram_gb, disk_gb=disk_gb)
     formats = () if weights_format == "any" else (weights_format,)
-    return recommend(machine, Request(width, height, frames, priority, formats=formats))
+    return recommend(machine, Request(width, height, frames, priority, formats=formats, present=frozenset(present),
+                                      mode=mode))
+
+
+def _advise_plan(p: dict):
+    """The advisor's answer for a workflow's planned machine (files already on disk and the loader's mode included)."""
+    return _advise(p["gpu"], p["ram_gb"], p["disk_gb"], p["width"], p["height"], p["frames"], p["priority"],
+                   p["weights_format"], p.get("present", ()), p.get("mode", "t2v"))
 
 
 def _plan(name: str) -> dict:
@@ -55,14 +62,16 @@ def _note(name: str) -> str:
 
 
 def _resolve(api: dict, value):
-    """A linked model-name input: what the Download node's output slot will be."""
+    """A linked model-name input: what the Download node's output slot will be (0 model_name, 1 text_encoder_name,
+    2 vae_name, 4 lora_name: nodes/download.py)."""
     if not isinstance(value, list):
         return value
     src = api[value[0]]
     assert src["class_type"] == "Wan4StepDownload", src
     i = src["inputs"]
-    return [catalog.weights(i["weights"]).model_name, catalog.text_encoder(i["text_encoder"]).name,
-            catalog.vae(i["vae"]).name][value[1]]
+    w = catalog.weights(i["weights"])
+    return {0: w.model_name, 1: catalog.text_encoder(i["text_encoder"]).name, 2: catalog.vae(i["vae"]).name,
+            4: w.lora_name or "none"}[value[1]]
 
 
 # ---- workflows ------------------------------------------------------------------------------
@@ -78,8 +87,7 @@ def test_every_workflow_but_the_tiny_demo_names_its_machine():
 @pytest.mark.parametrize("name", PLANNED)
 def test_baked_settings_are_the_advisors_answer(name):
     p = _plan(name)
-    rec = _advise(p["gpu"], p["ram_gb"], p["disk_gb"], p["width"], p["height"], p["frames"], p["priority"],
-                  p["weights_format"])
+    rec = _advise_plan(p)
     assert rec.fits, rec.reason
     api = _api(name)
     by = {}
@@ -90,6 +98,9 @@ def test_baked_settings_are_the_advisors_answer(name):
     loaders = by.get("Wan4StepModelLoader", []) + by.get("UnetLoaderGGUF", [])
     assert len(loaders) == 1
     assert _resolve(api, loaders[0].get("model_name", loaders[0].get("unet_name"))) == rec.model_name
+    if "lora_name" in loaders[0]:  # the pack's loader: the LoRA merged at load and the mode are the plan's too
+        assert _resolve(api, loaders[0]["lora_name"]) == (rec.lora_name or "none")
+        assert loaders[0]["lora_strength"] == 1.0 and loaders[0]["mode"] == rec.mode
     (swap,) = by["Wan4StepBlockSwap"]
     assert (swap["blocks_to_swap"], swap["prefetch"]) == (rec.blocks_to_swap, rec.prefetch)
     assert swap["source"] == ("disk" if rec.placement == "disk" else "ram")
@@ -99,7 +110,7 @@ def test_baked_settings_are_the_advisors_answer(name):
     (vae,) = by["Wan4StepVAELoader"]
     assert vae["tiling"] == ("on" if rec.vae_tiled else "off")
     assert _resolve(api, vae["vae_name"]) == rec.vae_name
-    (latent,) = by["EmptyHunyuanLatentVideo"]
+    (latent,) = by.get("EmptyHunyuanLatentVideo", []) + by.get("WanVaceToVideo", [])
     assert (latent["width"], latent["height"], latent["length"]) == (p["width"], p["height"], p["frames"])
     # the UI file's own stored values (what the canvas shows before the Download node runs) agree too
     stored = {n["type"]: n.get("widgets_values") or [] for n in UI[name]["nodes"]}
@@ -117,21 +128,38 @@ def test_the_canvas_advisor_plans_for_the_same_machine(name):
     for a in advisors:
         assert (a["gpu"], a["ram_gb"], a["disk_gb"]) == (p["gpu"], p["ram_gb"], p["disk_gb"])
         assert (a["width"], a["height"], a["frames"], a["priority"]) == (p["width"], p["height"], p["frames"], p["priority"])
-        assert a["weights_format"] == p["weights_format"]
+        assert a["weights_format"] == p["weights_format"] and a["mode"] == p.get("mode", "t2v")
         assert a["vram_gb"] == a["free_vram_gb"] == 0 and a["compute_capability"] == a["attention"] == "auto"
 
 
 @pytest.mark.parametrize("name", PLANNED)
 def test_the_note_says_which_machine_and_what_it_gets(name):
     p = _plan(name)
-    rec = _advise(p["gpu"], p["ram_gb"], p["disk_gb"], p["width"], p["height"], p["frames"], p["priority"],
-                  p["weights_format"])
+    rec = _advise_plan(p)
     note = _note(name)
     assert f"**Planned for** an {p['gpu']} (" in note and f"{p['ram_gb']} GB RAM" in note
     assert f"{p['width']}×{p['height']}×{p['frames']}" in note and f"priority *{p['priority']}*" in note
     assert rec.weights_label in note and f"`{rec.text_encoder_device}`" in note
     assert (f"streams {rec.blocks_to_swap} of 40 blocks" if rec.blocks_to_swap else "all 40 blocks stay on the GPU") in note
     assert ("in tiles" if rec.vae_tiled else "untiled") in note
+    for dest in p.get("present", ()):  # a file the plan has on disk is named and not counted as a download
+        assert f"{dest}]" in note and "**already on disk**" in note  # its line in the file list
+    if p.get("mode", "t2v") == "vace":
+        assert "mode *vace*" in note and "mode *t2v* never reads them" in note
+
+
+def test_the_base_plus_lora_and_vace_workflows_are_the_routes_they_name():
+    """The two routes that need more than a card: a base model on disk (the advisor then picks base + distill LoRA)
+    and the loader's VACE mode (a VACE-merged tier)."""
+    lora = _advise_plan(_plan("wan4step_t2v_base_plus_lora"))
+    assert lora.route == "base+lora" and lora.lora_name and "base already on disk" in lora.reason
+    api = _api("wan4step_t2v_base_plus_lora")
+    (loader,) = [n["inputs"] for n in api.values() if n["class_type"] == "Wan4StepModelLoader"]
+    assert loader["lora_name"][1] == 4 and api[loader["lora_name"][0]]["class_type"] == "Wan4StepDownload"
+    vace = _advise_plan(_plan("wan4step_vace_control"))
+    assert vace.mode == "vace" and catalog.weights(vace.weights_key).has_vace
+    by = {n["class_type"]: n["inputs"] for n in _api("wan4step_vace_control").values()}
+    assert by["Wan4StepModelLoader"]["mode"] == "vace" and "WanVaceToVideo" in by and "TrimVideoLatent" in by
 
 
 def test_the_tiny_demo_note_tells_where_the_files_go():
@@ -174,7 +202,7 @@ def test_readme_card_table_cells_are_the_advisors_answer():
     for card, vram, ram, *cells in body:
         assert vram == f"{round(cards.by_name(card).vram_bytes / 2**30)} GB"
         for (w, h, f), cell in zip(sizes, cells, strict=True):
-            rec = _advise(card, float(ram.removesuffix(" GB")), disk, w, h, f)
+            rec = _advise(card, float(ram.removesuffix(" GB")), disk, w, h, f)  # nothing on disk, mode t2v
             if not rec.fits:
                 assert cell.startswith("does not fit"), (card, ram, cell)
                 continue

@@ -60,6 +60,22 @@ def test_pack_workflows_roles_and_model_patch_through_the_download_node():
         catalog.weights("gguf_Q8_0").model_name
 
 
+def test_the_vace_and_base_plus_lora_workflows_queue_by_role():
+    """VACE: the prompt sits behind WanVaceToVideo, which also holds the size; base + LoRA: another Download choice
+    brings its own LoRA name along (the loader's lora_name is linked to the Download node)."""
+    vace = _api("wan4step_vace_control")
+    r = find_roles(vace)
+    assert vace[r.positive]["class_type"] == "CLIPTextEncode" and vace[r.latent]["class_type"] == "WanVaceToVideo"
+    patched = apply_patch(vace, Patch(prompt="a fox", width=512, height=288, frames=33))
+    assert patched[r.positive]["inputs"]["text"] == "a fox"
+    assert [patched[r.latent]["inputs"][k] for k in ("width", "height", "length")] == [512, 288, 33]
+    lora = _api("wan4step_t2v_base_plus_lora")
+    rl = find_roles(lora)
+    patched = apply_patch(lora, Patch(model="lora_gguf_Q4_K_M"))
+    dl = next(n for n in patched.values() if n["class_type"] == "Wan4StepDownload")
+    assert dl["inputs"]["weights"] == "lora_gguf_Q4_K_M" and patched[rl.loader]["inputs"]["lora_name"][1] == 4
+
+
 def test_patch_errors_say_what_is_missing_or_wired():
     api = core_graph()
     api["90"]["inputs"]["width"] = ["81", 0]

@@ -100,3 +100,20 @@ def test_widget_converted_to_input_sends_the_link():
 def test_unknown_node_types_are_refused_with_the_fix():
     with pytest.raises(WorkflowError, match="not installed in this ComfyUI: NoSuch.*Install Missing"):
         to_api({"nodes": [_node(1, "NoSuch")], "links": []}, INFO)
+
+
+def test_an_upload_buttons_stored_value_is_skipped():
+    """LoadImage / LoadVideo: frontend 1.49 stores the upload button's value ("image", for both) after the file name
+    (seen in the browser: `LiteGraph.createNode('LoadVideo').serialize().widgets_values` is [null, "image"]);
+    the API prompt takes only the file (test_browser.py compares with app.graphToPrompt())."""
+    video = {"input": {"required": {"file": ["COMBO", {"options": [], "video_upload": True}]}},
+             "input_order": {"required": ["file"]}, "output": ["VIDEO"], "display_name": "Load Video"}
+    image = {"input": {"required": {"image": [[], {"image_upload": True}]}}, "input_order": {"required": ["image"]},
+             "output": ["IMAGE", "MASK"], "display_name": "Load Image"}
+    assert widget_values_for(video, {"file": "clip.mp4"}) == ["clip.mp4", "image"]
+    assert widget_values_for(image, {"image": "ref.png"}) == ["ref.png", "image"]
+    assert read_widget_values(video, ["clip.mp4", "image"]) == {"file": "clip.mp4"}
+    with pytest.raises(WorkflowError):
+        read_widget_values(video, ["clip.mp4"])  # a file written without the button's value is refused as stale
+    api = to_api({"nodes": [_node(1, "LoadVideo", ["clip.mp4", "image"])], "links": []}, {"LoadVideo": video})
+    assert api == {"1": {"class_type": "LoadVideo", "inputs": {"file": "clip.mp4"}, "_meta": {"title": "Load Video"}}}
