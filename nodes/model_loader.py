@@ -11,7 +11,7 @@ from ..wan4step import attention as attn
 from ..wan4step.formats import load_dit
 from . import fast_forward as fast_forward_mod
 from .comfy_model import build_model
-from .model_files import list_models, resolve
+from .model_files import list_models, opened
 
 DIT_FOLDERS = ("diffusion_models", "unet")
 log = logging.getLogger("wan4step")
@@ -54,7 +54,8 @@ class Wan4StepModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model_name: str, compute_dtype: str, attention: str = "auto", fast_forward: bool = True,
                 compile: bool = False) -> io.NodeOutput:
-        loaded = load_dit(resolve(DIT_FOLDERS, model_name))
+        with opened(DIT_FOLDERS, model_name, field="model_name") as path:
+            loaded = load_dit(path)
         model = build_model(loaded, DTYPES[compute_dtype])
         if fast_forward:
             model = fast_forward_mod.install(model, attention, compile)

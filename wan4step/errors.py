@@ -70,3 +70,45 @@ class OutOfMemoryError(Wan4StepError):
 
 class DownloadError(Wan4StepError):
     """A model download failed (offline, gated, missing file, bad checksum)."""
+
+
+def describe_head(head: bytes) -> str:
+    """What the first bytes of a file look like, in words: error messages never quote file
+    content (a loader pointed at the wrong file must not echo it to whoever asked)."""
+    if not head:
+        return "an empty file"
+    if head[:4] == b"GGUF":
+        return "a GGUF file"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "a PyTorch .pth/.ckpt checkpoint"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "a .safetensors file"
+    if head.startswith(b"version https://git-lfs"):
+        return "a git LFS pointer (the download fetched the pointer, not the file)"
+    text = head.lstrip()
+    if text[:1] in (b"<", b"{", b"["):
+        return "a text/HTML/JSON file (a failed download page?)"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "a text file"
+    return "binary data of an unknown format"
+
+
+def with_paths(exc: Wan4StepError, mapping: dict[str, str]) -> Wan4StepError:
+    """A copy of `exc` (same class) whose text shows `mapping`'s values instead of its keys:
+    server paths become names relative to the model folder. Longest keys are replaced first."""
+    import copy
+
+    keys = sorted((k for k in mapping if k), key=len, reverse=True)
+
+    def sub(text: str | None) -> str | None:
+        if text is None:
+            return None
+        for k in keys:
+            text = text.replace(k, mapping[k])
+        return text
+
+    new = copy.copy(exc)
+    new.problem, new.path, new.expected, new.found, new.fix = (
+        sub(exc.problem), sub(exc.path), sub(exc.expected), sub(exc.found), sub(exc.fix))
+    new.args = (new.render(),)
+    return new

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FormatError, UnsupportedQuantError
+from ..errors import FormatError, UnsupportedQuantError, describe_head
 from ..quant.weights import FP8, GGUF, INT8, QuantWeight, tensor_nbytes
 from ..wan_config import WanConfig, detect_config, expected_keys
 from .keymaps import to_canonical
@@ -76,7 +76,7 @@ def sniff(path: Path) -> str:
         "unknown file type",
         path=path,
         expected="a .gguf, .safetensors or .pth Wan2.1 T2V-14B model (or a LightX2V folder)",
-        found=f"first bytes {head[:8]!r}",
+        found=describe_head(head),
     )
 
 
