@@ -13,7 +13,7 @@ import sys
 
 from comfy_api.latest import io
 
-from ..wan4step import advisor, cards, hardware
+from ..wan4step import advisor, cards, hardware, web_schema
 
 AUTO_GPU = "auto (detected)"
 CPU_ONLY = "none (CPU only)"
@@ -106,7 +106,7 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
 
     @classmethod
     def execute(cls, **inputs) -> io.NodeOutput:
-        rec = advise(**inputs)
+        rec = advise(**web_schema.parse(inputs, web_schema.ADVISOR))  # linked values are not range-checked by ComfyUI
         text = rec.report()
         plan = {"weights": rec.weights_key, "text_encoder": rec.text_encoder_key, "vae": rec.vae_key,
                 "fits": rec.fits}
@@ -115,27 +115,23 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                              ui={"text": [text]})
 
 
+def _advice(values: dict) -> dict:
+    rec = advise(**values)
+    return {"report": rec.report(), "recommendation": rec.as_dict()}
+
+
 def _register_route() -> None:
-    """POST /wan4step/advisor {inputs} -> {report, recommendation}: advice without running the graph."""
+    """POST /wan4step/advisor {inputs} -> {report, recommendation}: advice without running the graph.
+    Bad bodies get 400 {error, field}; the work runs off the event loop (nodes/json_route.py)."""
     server = sys.modules.get("server")
     inst = getattr(getattr(server, "PromptServer", None), "instance", None)
     if inst is None:  # imported outside a running ComfyUI (tests): nothing to register on
         return
-    from aiohttp import web
-
-    from ..wan4step.errors import Wan4StepError
-
-    names = {"width", "height", "frames", "priority", "gpu", "vram_gb", "free_vram_gb", "compute_capability",
-             "ram_gb", "disk_gb", "attention"}
+    from .json_route import answer
 
     @inst.routes.post("/wan4step/advisor")
-    async def _advice(request):
-        body = await request.json()
-        try:
-            rec = advise(**{k: v for k, v in body.items() if k in names})
-        except (Wan4StepError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"report": rec.report(), "recommendation": rec.as_dict()})
+    async def _advice_route(request):
+        return await answer(request, web_schema.ADVISOR, _advice)
 
 
 _register_route()
