@@ -37,6 +37,7 @@ import torch
 from ..wan4step.hardware import cpu_fast_bf16
 from ..wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
 from ..wan4step.umt5.model import WAN_TEXT_LEN
+from . import interrupts
 
 log = logging.getLogger("wan4step")
 
@@ -52,6 +53,7 @@ class UMT5Transformer(UMT5Encoder):
         spec = config_dict[SPEC_KEY]
         super().__init__(spec["config"], activation_quant=spec["activation_quant"])
         self.compute_dtype: torch.dtype | None = spec.get("compute_dtype")
+        interrupts.check_in(self)  # Cancel stops a (CPU) encode within a layer
 
     def forward(self, input_ids, attention_mask=None, embeds=None, num_tokens=None, intermediate_output=None,
                 final_layer_norm_intermediate=True, dtype=torch.float32, embeds_info=None, **kwargs):

@@ -29,6 +29,7 @@ from comfy_api.latest import io
 from ..wan4step.vae.formats import VAEFile, read_vae_state_dict
 from ..wan4step.vae.model import MEMORY_MARGIN, WanVAE
 from ..wan4step.vae.tiled import encode_vram_bytes
+from . import interrupts
 
 DTYPES = {"auto": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TILING = ("auto", "on", "off")
@@ -82,6 +83,7 @@ def comfy_vae_from(file: VAEFile, dtype: str = "auto", tiling: str = "auto", til
     ours.tile = (max(1, tile_size // 8),) * 2
     ours.overlap = tile_overlap // 8
     ours.progress = _Progress()
+    interrupts.check_in(ours)  # Cancel stops a decode within a layer, not a chunk of frames
 
     patcher_cls = comfy.model_patcher.ModelPatcher if disable_dynamic else comfy.model_patcher.CoreModelPatcher
     vae.first_stage_model = ours
@@ -149,8 +151,12 @@ class Wan4StepVAELoader(io.ComfyNode):
                 tile_overlap: int = 64) -> io.NodeOutput:
         import folder_paths
 
-        path = folder_paths.get_full_path_or_raise("vae", vae_name)
-        return io.NodeOutput(make_comfy_vae(path, dtype, tiling, tile_size, tile_overlap))
+        from .model_files import opened
+
+        exts = tuple(folder_paths.supported_pt_extensions)
+        with opened(("vae",), vae_name, field="vae_name", extensions=exts, folders_ok=False) as path:
+            vae = make_comfy_vae(str(path), dtype, tiling, tile_size, tile_overlap)
+        return io.NodeOutput(vae)
 
 
 NODES = [Wan4StepVAELoader]
