@@ -20,7 +20,7 @@ log = logging.getLogger("wan4step")
 
 MAX_BODY = 64 * 1024  # bytes; the web extension sends a few hundred
 WORKERS = 2
-MAX_WAITING = 256
+MAX_WAITING = 1000
 
 
 class _Gate:

@@ -33,7 +33,7 @@ from wan4step.tiny import bundle  # noqa: E402
 TINY_API = REPO / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
 
 
-async def _stats_latency(session, url: str, stop: asyncio.Event, out: list[float], every: float = 0.05) -> None:
+async def _stats_latency(session, url: str, stop: asyncio.Event, out: list[float], every: float = 0.01) -> None:
     while not stop.is_set():
         t0 = time.perf_counter()
         async with session.get(url + "/system_stats") as r:
@@ -46,7 +46,8 @@ async def flood(url: str, calls: int) -> dict:
     import aiohttp
 
     body = {"width": 832, "height": 480, "frames": 81, "priority": "speed", "gpu": "auto (detected)"}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+    conn = aiohttp.TCPConnector(limit=0)  # every call in flight at once
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600), connector=conn) as s:
         idle: list[float] = []
         stop = asyncio.Event()
         t = asyncio.create_task(_stats_latency(s, url, stop, idle))
@@ -56,6 +57,7 @@ async def flood(url: str, calls: int) -> dict:
         busy: list[float] = []
         stop = asyncio.Event()
         poll = asyncio.create_task(_stats_latency(s, url, stop, busy))
+        await asyncio.sleep(0.05)
         statuses: dict[int, int] = {}
 
         async def one():
