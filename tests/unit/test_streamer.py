@@ -129,3 +129,17 @@ def test_comfy_model_dtype_is_applied_when_packing():
         assert lin.weight.dtype == torch.float16 or disk  # RAM mode: the host copy is fp16 too
         assert ql.weight.dtype == torch.int8 and torch.equal(ql.weight, q)
         streamer.close()
+
+
+def test_disk_mode_under_inference_mode_like_comfyui():
+    """ComfyUI runs every node under torch.inference_mode(); the read-ahead thread must copy in
+    that mode too (it failed with 'Inplace update to inference tensor outside InferenceMode')."""
+    blocks = _model(seed=3)
+    x = torch.randn(2, 5, 64)
+    with torch.inference_mode():
+        ref = _run(blocks, x)
+        streamer, wrapped = stream_modules(list(blocks), "cpu", prefetch=2, disk=True)
+        for _ in range(2):
+            assert torch.equal(_run(wrapped, x), ref)
+        streamer.close()
+    assert streamer.stats.copies >= 2 * len(blocks)
