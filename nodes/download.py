@@ -15,6 +15,7 @@ from ..wan4step import catalog, hub
 from .advisor import PLAN
 
 NONE = "none"
+_DELIVERED: dict[tuple, list[str]] = {}  # (node id, widget values) -> the files its last run delivered
 
 
 def _folder(key: str) -> str:
@@ -61,19 +62,30 @@ class Wan4StepDownload(io.ComfyNode):
                 io.String.Output("report", tooltip="What was downloaded, found present or verified."),
             ],
             is_output_node=True,
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def fingerprint_inputs(cls, weights, text_encoder, vae, plan=None):
-        """Re-run when a target file appears or disappears, not on every queue."""
+        """Re-run when a target file appears, changes or goes missing, not on every queue.
+
+        The files checked are the ones this node delivered last time for these widget values
+        (a linked plan is not visible here: ComfyUI passes linked inputs as None), else the
+        widget choice's. A missing file gives NaN, which never equals a cached fingerprint:
+        ComfyUI must not hand back the cached "downloaded" report for a file that is gone."""
         w, t, v = _keys(weights, text_encoder, vae, plan)
+        key = (getattr(getattr(cls, "hidden", None), "unique_id", None), weights, text_encoder, vae)
+        files = _DELIVERED.get(key)
+        if files is None:
+            files = [f"{_folder(spec.folder)}/{spec.dest}"
+                     for spec in catalog.files_for(weights_key=w, text_encoder_key=t, vae_key=v)]
         marks = []
-        for spec in catalog.files_for(weights_key=w, text_encoder_key=t, vae_key=v):
-            p = f"{_folder(spec.folder)}/{spec.dest}"
+        for p in files:
             try:
-                marks.append((p, os.stat(p).st_mtime_ns))
+                st = os.stat(p)
             except OSError:
-                marks.append((p, None))
+                return float("nan")
+            marks.append((p, st.st_mtime_ns, st.st_size))
         return tuple(marks)
 
     @classmethod
@@ -91,6 +103,8 @@ class Wan4StepDownload(io.ComfyNode):
         report = hub.download(catalog.files_for(weights_key=w, text_encoder_key=t, vae_key=v), _folder,
                               progress=progress)
         text = report.summary()
+        _DELIVERED[(getattr(getattr(cls, "hidden", None), "unique_id", None), weights, text_encoder, vae)] = [
+            str(r.local) for r in report.results]
         names = (catalog.weights(w).model_name if w else "", catalog.text_encoder(t).name if t else "",
                  catalog.vae(v).name if v else "")
         return io.NodeOutput(*names, text, ui={"text": [text]})
