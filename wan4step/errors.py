@@ -10,8 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _public_module(name: str) -> str:
+    """`wan4step.errors` for `/srv/ComfyUI/custom_nodes/ComfyUI-Wan4Step.wan4step.errors`: ComfyUI
+    names a custom node package after its folder path and reports errors as module.Class, so the
+    module name would show the server's install path to every client."""
+    cut = name.rfind(".wan4step.")
+    return name[cut + 1:] if cut >= 0 else name
+
+
 class Wan4StepError(Exception):
     """Base class: anything the pack raises on purpose."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__module__ = _public_module(cls.__module__)
 
     def __init__(
         self,
@@ -42,6 +54,9 @@ class Wan4StepError(Exception):
         if self.fix:
             parts.append(f"Fix: {self.fix}")
         return " ".join(parts)
+
+
+Wan4StepError.__module__ = _public_module(Wan4StepError.__module__)
 
 
 class FormatError(Wan4StepError):
