@@ -18,7 +18,7 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..wan4step import requested, sampling, schedule
+from ..wan4step import limits, requested, sampling, schedule
 from ..wan4step.errors import OutOfMemoryError, SettingsError, WrongModelError
 
 log = logging.getLogger("wan4step")
@@ -76,6 +76,9 @@ def check_latent(samples, typed: dict | None = None) -> None:
         if any(p.startswith("frames") for p in problems):
             fixes.append("set the length (frames) to 4n+1, e.g. 77 or 81")
         raise SettingsError("invalid video size: " + "; ".join(problems), fix="; ".join(fixes) + ".")
+    batch = samples.shape[0]
+    limits.check_job(batch * t * (h // 2) * (w // 2),
+                     f"{size['width']}x{size['height']}, {size['frames']} frames" + (f", batch {batch}" if batch > 1 else ""))
 
 
 def check_numbers(shift: float, cfg: float) -> None:

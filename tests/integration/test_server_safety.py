@@ -464,7 +464,8 @@ def server_b(srv, fake_hub, tmp_path_factory):
     (base / "models").symlink_to(srv.base_dir / "models", target_is_directory=True)
     prepare_base_dir(base, [p for p in [comfyui / "custom_nodes" / "ComfyUI-GGUF"] if p.is_dir()])
     server = ComfyServer(comfyui, base, env={"OMP_NUM_THREADS": "1", "HF_ENDPOINT": fake_hub.url,
-                                             "HF_TOKEN": SECRET, "HF_HUB_OFFLINE": "0"})
+                                             "HF_TOKEN": SECRET, "HF_HUB_OFFLINE": "0",
+                                             "WAN4STEP_MAX_TOKENS": "100"})
     client = server.start()
     client.server = server
     client.base_dir = base
@@ -495,6 +496,13 @@ def test_download_sees_a_file_that_went_missing_and_never_sends_the_token(srv, s
     assert _download(server_b).startswith("1 file(s): ")  # present: cached or "already present"
     assert fake_hub.auth and not any(fake_hub.auth), "the token was sent to a plain-http mirror"
     _alive(server_b)
+
+
+def test_the_operators_job_size_cap_refuses_a_big_job(server_b):
+    """B runs with WAN4STEP_MAX_TOKENS=100: 256x256x33 is 9 x 16 x 16 = 2,304 tokens."""
+    _refused(server_b, _wf(width=256, height=256, length=33),
+             "this job (256x256, 33 frames) is 2,304 video tokens; this server accepts at most 100 per job")
+    _good_job(server_b)  # 32x32x5: 8 tokens
 
 
 def test_server_sigkilled_mid_batch_loses_no_job(srv, server_b, tmp_path):
