@@ -9,6 +9,7 @@ import comfy.model_patcher
 import comfy.patcher_extension
 from comfy_api.latest import io
 
+from ..wan4step.errors import SettingsError
 from ..wan4step.offload.wan import choose_k, plan_swap
 
 log = logging.getLogger("wan4step")
@@ -133,6 +134,12 @@ class Wan4StepBlockSwap(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, blocks_to_swap, prefetch, pin_memory, source, offload_embeddings=False) -> io.NodeOutput:
+        # values on a link skip ComfyUI's min/max check: refuse them here rather than clamp
+        for name, v, lo, hi in (("blocks_to_swap", blocks_to_swap, -1, 40), ("prefetch", prefetch, 1, 8)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise SettingsError(f"{name} {v!r} is outside {lo}..{hi}", fix=f"set {name} from {lo} to {hi}.")
+        if source not in ("ram", "disk"):
+            raise SettingsError(f"source {str(source)[:40]!r} is not ram or disk", fix="pick ram or disk.")
         m = model.clone()
         swap = _Swap(blocks_to_swap, prefetch, pin_memory, source == "disk", offload_embeddings)
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, swap)

@@ -433,6 +433,10 @@ def test_block_swap_from_disk_runs_under_comfyuis_executor(srv):
     bad["10"]["inputs"]["blocks_to_swap"] = 999
     bad["5"]["inputs"]["seed"] += 1
     _refused(srv, bad, "Value 999 bigger than max of 40")
+    linked = copy.deepcopy(bad)  # on a link ComfyUI does not check the range; the node refuses, not clamps
+    linked["93"] = {"class_type": "PrimitiveInt", "inputs": {"value": -5}}
+    linked["10"]["inputs"].update(blocks_to_swap=2, prefetch=["93", 0])
+    _refused(srv, linked, "prefetch -5 is outside 1..8")
     _good_job(srv)
 
 
