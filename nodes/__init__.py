@@ -8,9 +8,20 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io
 
-from . import advisor, block_swap, download, env_info, model_loader, sampler, text_encoder, vae_loader, web_estimate
+from . import (
+    advisor,
+    block_swap,
+    download,
+    env_info,
+    model_loader,
+    sampler,
+    text_encoder,
+    tiny_models,
+    vae_loader,
+    web_estimate,
+)
 
-_MODULES = [env_info, model_loader, sampler, block_swap, text_encoder, advisor, download, vae_loader, web_estimate]
+_MODULES = [env_info, model_loader, sampler, block_swap, text_encoder, advisor, download, vae_loader, web_estimate, tiny_models]
 
 
 class Wan4StepExtension(ComfyExtension):

@@ -13,11 +13,13 @@ import sys
 
 from comfy_api.latest import io
 
-from ..wan4step import advisor, cards, hardware, web_schema
+from ..wan4step import advisor, cards, catalog, hardware, web_schema
 
 AUTO_GPU = "auto (detected)"
 CPU_ONLY = "none (CPU only)"
 CAPABILITIES = ["auto", "7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0"]
+ANY_FORMAT = "any"
+WEIGHTS_FORMATS = [ANY_FORMAT, *sorted({w.kind for w in catalog.WEIGHTS.values()})]
 PLAN = io.Custom("WAN4STEP_PLAN")
 
 _OVERRIDE = "0 = detected. Type a value to plan for a machine you don't have."
@@ -44,7 +46,8 @@ def _detect(folder: str | None) -> advisor.Machine:
 
 
 def advise(width=832, height=480, frames=81, priority="speed", gpu=AUTO_GPU, vram_gb=0.0, free_vram_gb=0.0,
-           compute_capability="auto", ram_gb=0.0, disk_gb=0.0, attention="auto") -> advisor.Recommendation:
+           compute_capability="auto", ram_gb=0.0, disk_gb=0.0, attention="auto",
+           weights_format=ANY_FORMAT) -> advisor.Recommendation:
     """Detect, override, recommend: shared by the node and the web route."""
     import folder_paths
 
@@ -54,7 +57,8 @@ def advise(width=832, height=480, frames=81, priority="speed", gpu=AUTO_GPU, vra
     cap = None if compute_capability == "auto" else compute_capability
     machine = advisor.with_overrides(machine, gpu=g, vram_gb=vram_gb, free_vram_gb=free_vram_gb, capability=cap,
                                      ram_gb=ram_gb, disk_gb=disk_gb)
-    return advisor.recommend(machine, advisor.Request(width, height, frames, priority, attention))
+    formats = () if weights_format == ANY_FORMAT else (weights_format,)
+    return advisor.recommend(machine, advisor.Request(width, height, frames, priority, attention, formats=formats))
 
 
 class Wan4StepVRAMAdvisor(io.ComfyNode):
@@ -87,6 +91,9 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                                tooltip="Free disk in GiB for downloads. " + _OVERRIDE),
                 io.Combo.Input("attention", options=list(advisor.ATTENTION_CHOICES), default="auto", advanced=True,
                                tooltip="auto = SDPA (fastest measured, always available)."),
+                io.Combo.Input("weights_format", options=WEIGHTS_FORMATS, default=ANY_FORMAT, advanced=True, optional=True,
+                               tooltip="any = every format this GPU computes natively. gguf (or fp8, ...) = only that "
+                               "format: which of its files fits, e.g. for a GGUF-only setup."),
             ],
             outputs=[
                 io.String.Output("report", tooltip="The advice in plain words with the predicted numbers."),

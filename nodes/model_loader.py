@@ -9,11 +9,14 @@ from comfy_api.latest import io
 
 from ..wan4step import attention as attn
 from ..wan4step.formats import load_dit
+from ..wan4step.lora.merge import GGUF_TARGETS, merge_into
 from . import fast_forward as fast_forward_mod
 from .comfy_model import build_model
 from .model_files import list_models, opened
 
 DIT_FOLDERS = ("diffusion_models", "unet")
+LORA_FOLDERS = ("loras",)
+NO_LORA = "none"
 log = logging.getLogger("wan4step")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -46,6 +49,15 @@ class Wan4StepModelLoader(io.ComfyNode):
                                          "one compiled block serves all 40 blocks, also when Block Swap streams them. "
                                          "If compiling fails it runs uncompiled with one warning. On an H100 it measured "
                                          "2.5 % slower than the hand-fused block, so leave it off unless it helps on your GPU."),
+                io.Combo.Input("lora_name", options=[NO_LORA, *list_models(LORA_FOLDERS)], default=NO_LORA, optional=True,
+                               tooltip="A LoRA merged into the weights once, at load, in the file's own format (FP8/INT8 "
+                                       "re-quantized per channel, GGUF re-encoded), so a step costs what a distilled file "
+                                       "costs. For a base Wan2.1 T2V-14B + the LightX2V 4-step distill LoRA."),
+                io.Float.Input("lora_strength", default=1.0, min=-4.0, max=4.0, step=0.05, optional=True,
+                               tooltip="Scale of the merged LoRA (1.0 for the distill LoRAs)."),
+                io.Combo.Input("lora_gguf", options=list(GGUF_TARGETS), default="same", advanced=True, optional=True,
+                               tooltip="GGUF only: re-encode merged weights in their own type (same size), or as Q8_0 "
+                                       "(closer to the exact merge, twice the bytes of a 4-bit tier)."),
             ],
             outputs=[io.Model.Output(tooltip="ComfyUI's own Wan model with this pack's quantized linears; "
                                              "works with KSampler, LoRA loaders and Wan4Step Block Swap.")],
@@ -53,9 +65,19 @@ class Wan4StepModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model_name: str, compute_dtype: str, attention: str = "auto", fast_forward: bool = True,
-                compile: bool = False) -> io.NodeOutput:
+                compile: bool = False, lora_name: str = NO_LORA, lora_strength: float = 1.0,
+                lora_gguf: str = "same") -> io.NodeOutput:
         with opened(DIT_FOLDERS, model_name, field="model_name") as path:
             loaded = load_dit(path)
+            if lora_name and lora_name != NO_LORA:
+                import comfy.model_management
+                import comfy.utils
+
+                bar = comfy.utils.ProgressBar(1)
+                with opened(LORA_FOLDERS, lora_name, field="lora_name", folders_ok=False) as lora_path:
+                    merge_into(loaded, lora_path, lora_strength, gguf_target=lora_gguf,
+                               device=comfy.model_management.get_torch_device(),  # the GPU ComfyUI runs on (CPU with --cpu)
+                               progress=lambda done, total, what: bar.update_absolute(done, total))
         model = build_model(loaded, DTYPES[compute_dtype])
         if fast_forward:
             model = fast_forward_mod.install(model, attention, compile)

@@ -12,7 +12,7 @@ import sys
 
 from ..wan4step import advisor, estimate, web_schema
 from ..wan4step.errors import Wan4StepError
-from .advisor import AUTO_GPU, CPU_ONLY, _detect
+from .advisor import ANY_FORMAT, AUTO_GPU, CPU_ONLY, _detect
 
 
 def _machine(values: dict) -> advisor.Machine:
@@ -43,7 +43,10 @@ def _answer(v: dict) -> dict:
         attention=v.get("attention", "auto"))
     out = est.as_dict()
     try:
-        rec = advisor.recommend(machine, advisor.Request(width, height, frames, v.get("priority", "speed")))
+        fmt = v.get("weights_format", ANY_FORMAT)
+        formats = () if fmt == ANY_FORMAT else (fmt,)
+        rec = advisor.recommend(machine, advisor.Request(width, height, frames, v.get("priority", "speed"),
+                                                         formats=formats))
         out["recommendation"] = estimate.recommendation_line(rec)
     except Wan4StepError as exc:  # a bad size already shows in the estimate; the badge must not break
         out["recommendation"] = f"Advisor: {exc}"

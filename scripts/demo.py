@@ -20,7 +20,6 @@ sys.path.append(str(REPO))
 from wan4step import catalog  # noqa: E402
 from wan4step.comfy_client import ComfyAPIError, output_files  # noqa: E402
 from wan4step.comfy_server import HOW_TO_GET_COMFYUI, ComfyServer, find_comfyui, prepare_base_dir  # noqa: E402
-from wan4step.tiny import bundle  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
 
@@ -70,10 +69,10 @@ def main() -> int:
         wf["6"]["inputs"]["vae_name"] = real["vae"]
         wf["4"]["inputs"].update(width=832, height=480, length=81)
     else:
-        bundle.write_tiny_models(base / "models")
-        extra = []
-        wf["1"]["inputs"]["model_name"] = {"gguf": bundle.DIT_GGUF, "fp8": bundle.DIT_FP8, "int8": bundle.DIT_INT8,
-                                           "bf16": bundle.DIT_BF16}[args.format]
+        extra = []  # the workflow's Wan4Step Tiny Models node writes them into the base dir's models/
+        tiny = next(k for k, n in wf.items() if n["class_type"] == "Wan4StepTinyModels")
+        wf[tiny]["inputs"]["dit_format"] = {"gguf": "gguf_Q4_K_M", "fp8": "lightx2v_fp8", "int8": "lightx2v_int8",
+                                            "bf16": "bf16"}[args.format]
         print(f"no real Wan2.1 T2V-14B weights{' or no CUDA GPU' if not cuda else ''}: running the embedded tiny "
               f"model ({args.format}); its video is structured noise, the pipeline is the real one")
     wf["3"]["inputs"]["text"] = args.prompt

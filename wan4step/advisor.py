@@ -14,7 +14,12 @@ How it decides:
    quality (ties go to FP8 > INT8 > GGUF > BF16, the recipes' order); quality = the
    closest to the BF16 release that fits; fit = speed's pick with 15 % VRAM left free,
    the text encoder on the CPU and a tiled VAE.
-3. The reason says what was chosen and why, compares with the recipe for known cards,
+3. Files: a distilled file beats a base model + distill LoRA of the same format (the LoRA is
+   a rank-64 approximation of the distillation; merged at load, the step costs the same).
+   When the disk is known, choices whose downloads fit it come first: that is where base +
+   LoRA wins (e.g. city96's Q4_K_M base + the 631 MB LoRA is 10.7 GB, QuantStack's distilled
+   Q4_K_M 11.6 GB because it carries VACE blocks); otherwise it is listed as an alternative.
+4. The reason says what was chosen and why, compares with the recipe for known cards,
    and states that the step time is an estimate and what it is scaled from.
 """
 
@@ -23,7 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from . import cards as cards_mod
-from .catalog import DEFAULT_VAE, TEXT_ENCODERS_TABLE, VAES, WEIGHTS, WeightsChoice, download_size
+from .catalog import DEFAULT_VAE, TEXT_ENCODERS_TABLE, VAES, WEIGHTS, WeightsChoice, download_size, files_for
 from .errors import SettingsError
 from .memory_model import GiB, MemoryModel, VramBreakdown, video_tokens
 
@@ -77,6 +82,12 @@ class Request:
     priority: str = "speed"
     attention: str = "auto"
     prefetch: int = 2  # Wan4Step Block Swap's default: a ring of 3 block slots
+    # Only these weights kinds ("gguf", "fp8", ...); empty = every kind. A workflow built for
+    # one loader path (GGUF) asks which of its files fits, not which format is fastest.
+    formats: tuple[str, ...] = ()
+    # catalog files already in ComfyUI's model folders (their `FileSpec.dest`): not downloaded again,
+    # so a base model already on disk makes base + distill LoRA a 0.63 GB download
+    present: frozenset = frozenset()
 
     def __post_init__(self) -> None:
         if self.priority not in PRIORITIES:
@@ -88,6 +99,13 @@ class Request:
                 f"unknown attention backend {self.attention!r}",
                 expected=" / ".join(ATTENTION_CHOICES),
                 fix="pick auto unless you installed sageattention (sage) or flash-attn (flash).",
+            )
+        object.__setattr__(self, "formats", tuple(self.formats))  # frozen: a list from JSON becomes a tuple
+        kinds = sorted({w.kind for w in WEIGHTS.values()})
+        if any(f not in kinds for f in self.formats):
+            raise SettingsError(
+                f"unknown weights format in {list(self.formats)}", expected=" / ".join(kinds),
+                fix="leave it empty (any) or name formats from the list.",
             )
 
 
@@ -237,6 +255,8 @@ class Recommendation:
     warnings: list[str] = field(default_factory=list)
     alternatives: list[str] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
+    lora_name: str | None = None  # the Model Loader's lora_name when the pick is base + distill LoRA
+    route: str = "distilled"  # "distilled" | "base+lora"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -244,7 +264,8 @@ class Recommendation:
     def report(self) -> str:
         """The text shown on the node: the reason, then the settings and numbers."""
         lines = [self.reason, ""]
-        lines.append(f"Weights: {self.weights_label}  ->  model_name = {self.model_name}")
+        lines.append(f"Weights: {self.weights_label}  ->  model_name = {self.model_name}"
+                     + (f", lora_name = {self.lora_name} (merged at load)" if self.lora_name else ""))
         lines.append(f"Block swap: blocks_to_swap = {self.blocks_to_swap}, prefetch = {self.prefetch} ({self.placement})")
         lines.append(f"Text encoder: {self.text_encoder_name} on {self.text_encoder_device}")
         lines.append(f"VAE: {self.vae_name}, {'tiled' if self.vae_tiled else 'untiled'} decode")
@@ -412,9 +433,18 @@ def _evaluate(choice, tokens, usable, ram_budget, req, attention, model, card, n
     return None
 
 
-def _pick(cands: list[_Candidate], priority: str, model: MemoryModel) -> _Candidate:
+def _download(c: _Candidate, present: frozenset = frozenset()) -> int:
+    """Bytes still to download for a candidate's DiT (+ LoRA), text encoder and VAE."""
+    files = files_for(weights_key=c.choice.key, text_encoder_key=c.te_key, vae_key=DEFAULT_VAE)
+    return sum(f.size_bytes for f in files if f.dest not in present)
+
+
+def _pick(cands: list[_Candidate], priority: str, model: MemoryModel, disk_free: int | None = None,
+          present: frozenset = frozenset()) -> _Candidate:
     floor = int(model.decision("min_quality"))
     pool = [c for c in cands if c.quality >= floor] or cands
+    if disk_free is not None:  # downloads that fit the disk first (base + LoRA is smaller than a VACE tier)
+        pool = [c for c in pool if _download(c, present) <= disk_free] or pool
     if priority != "quality":
         # Disk streaming is the fallback: its speed depends on a drive we cannot see
         # (an HDD is 20x slower than the NVMe rate assumed), so pinned RAM wins when any
@@ -435,6 +465,24 @@ def _pick(cands: list[_Candidate], priority: str, model: MemoryModel) -> _Candid
     tie = fastest * (1 + float(model.decision("speed_tie_frac")))
     top = [c for c in pool if c.step_s <= tie]
     return min(top, key=lambda c: (rank(c), -c.quality, c.step_s))
+
+
+def _route_alternative(pick: _Candidate, cands: list[_Candidate], present: frozenset = frozenset()) -> str | None:
+    """The other route (distilled file vs base + distill LoRA) in the pick's format: the same tier,
+    else the best one whose download is no larger than the pick's."""
+    other_route = "distilled" if pick.choice.route == "base+lora" else "base+lora"
+    same = [c for c in cands if c.choice.route == other_route and c.choice.kind == pick.choice.kind]
+    mine = _download(pick, present)
+    tier = [c for c in same if pick.choice.tier and c.choice.tier == pick.choice.tier]
+    same = tier or [c for c in same if _download(c, present) <= mine]
+    if not same:
+        return None
+    c = max(same, key=lambda c: (c.quality, -_download(c, present)))
+    dl, mine = _download(c, present) / 1e9, mine / 1e9
+    if other_route == "base+lora":
+        return (f"base + distill LoRA: {c.choice.label}, {c.k} blocks swapped; downloads {dl:.1f} GB instead of "
+                f"{mine:.1f} GB, merged at load (same step time; a rank-64 approximation of the distilled weights)")
+    return f"distilled file: {c.choice.label}, {c.k} blocks swapped; downloads {dl:.1f} GB instead of {mine:.1f} GB"
 
 
 def _usable(budget: int, total: int, priority: str, model: MemoryModel) -> int:
@@ -466,7 +514,7 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
     excluded: dict[str, str] = {}
     cands: list[_Candidate] = []
     for choice in WEIGHTS.values():
-        if not choice.recommendable:
+        if not choice.recommendable or (req.formats and choice.kind not in req.formats):
             continue
         why_not = _allowed(choice.kind, cap)
         if why_not:
@@ -480,7 +528,8 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
     if not cands:
         return _no_fit(machine, req, tokens, attention, model, budget, usable, card, notes)
 
-    pick = _pick(cands, req.priority, model)
+    disk = machine.disk_free_bytes
+    pick = _pick(cands, req.priority, model, disk, req.present)
     resident_beside_vae = pick.sampling.weights + pick.sampling.ring + pick.sampling.text_encoder
     untiled = model.vae_vram(px, tiled=False, resident_bytes=resident_beside_vae)
     vae_tiled = req.priority == "fit" or untiled > usable
@@ -493,10 +542,13 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
     for prio in PRIORITIES:
         if prio == req.priority:
             continue
-        other = _pick(cands, prio, model)
+        other = _pick(cands, prio, model, disk, req.present)
         if other.choice.key != pick.choice.key:
             t = f", ~{other.step_s:.1f} s/step" if other.step_s is not None else ""
             alternatives.append(f"{prio}: {other.choice.label}, {other.k} blocks swapped{t}")
+    route = _route_alternative(pick, cands, req.present)
+    if route:
+        alternatives.append(route)
 
     step = pick.step_s
     rec = Recommendation(
@@ -528,11 +580,13 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
         total_time_s=step * STEPS if step is not None else None,
         time_basis=(_time_basis(timing_card, proxy, pick.placement, model, machine.gpu_name or "")
                     if timing_card else "no estimate: unknown card and architecture"),
-        download_bytes=download_size(weights_key=pick.choice.key, text_encoder_key=pick.te_key, vae_key=DEFAULT_VAE),
+        download_bytes=_download(pick, req.present),
         model_status=model.status,
         reason="",
         alternatives=alternatives,
         machine=_machine_dict(machine),
+        lora_name=pick.choice.lora_name,
+        route=pick.choice.route,
     )
     rec.warnings = _warnings(machine, rec, model, card)
     rec.reason = _reason(machine, req, rec, pick, card, cap, excluded, notes, cands, model)
@@ -549,7 +603,7 @@ def _recommend_cpu(machine: Machine, req: Request, tokens: int, attention: str, 
     ram_budget = machine.ram_available_bytes
     fitting = []
     for choice in WEIGHTS.values():
-        if not choice.recommendable:
+        if not choice.recommendable or (req.formats and choice.kind not in req.formats):
             continue
         ram = model.host_ram(choice, 0, "gpu", te.size_bytes) + model.weights_bytes(choice) + act
         if ram <= ram_budget:
@@ -683,6 +737,19 @@ def _reason(machine, req, rec: Recommendation, pick: _Candidate, card, cap, excl
         else:
             because = ""
         why.append(f"{pick.choice.label}{because}")
+    if pick.choice.route == "base+lora":
+        dl = _download(pick, req.present) / 1e9
+        distilled = [c for c in cands if c.choice.route == "distilled"]
+        smallest = min((_download(c, req.present) for c in distilled), default=None)
+        if machine.disk_free_bytes is not None and smallest is not None and smallest > machine.disk_free_bytes:
+            why.append(f"the distilled files need at least {smallest / 1e9:.1f} GB of disk and "
+                       f"{machine.disk_free_bytes / 1e9:.1f} GB are free, so the base model + the LightX2V distill "
+                       f"LoRA ({dl:.1f} GB), merged into the weights at load: the same step time as a distilled file")
+        else:
+            why.append(f"base model + the LightX2V distill LoRA ({dl:.1f} GB), merged into the weights at load: "
+                       "the same step time as a distilled file")
+    if req.formats:
+        why.append(f"only {' / '.join(f.upper() for f in req.formats)} weights were considered, as asked")
     if cap and cap >= (12, 0):
         why.append("NVFP4 checkpoints exist only for I2V-14B-480P and T2V-1.3B, not this model")
     size = f"{req.width}x{req.height}x{req.frames} ({rec.tokens:,} tokens)"
@@ -727,6 +794,9 @@ def _recipe_note(machine, req, rec: Recommendation, card, excluded) -> str:
                          "before sampling, which is faster and uses no VRAM during sampling (priority fit keeps it "
                          "on the CPU).")
             return f"Agrees with the recipe for {card.name}: {card.recipe_text}.{extra}"
+        if req.formats and card.recipe_weights not in req.formats:
+            return (f"The recipe for {card.name} is {card.recipe_text}; this differs because you asked for "
+                    f"{' / '.join(f.upper() for f in req.formats)} weights only.")
         if req.priority != "speed":
             why = {"quality": "you asked for quality, so the closest to the BF16 release that fits",
                    "fit": "you asked for the safest fit"}[req.priority]

@@ -149,11 +149,15 @@ class MemoryModel:
         return int(self._fmt(choice.kind)["non_block_bytes"])
 
     def block_bytes(self, choice: WeightsChoice) -> int:
-        """One block as stored: GGUF blocks are the file minus its non-block part, / 40."""
+        """One block as loaded: GGUF blocks are the loaded bytes minus the non-block part, / 40.
+
+        Loaded, not downloaded: a QuantStack tier carries VACE blocks the t2v loader never reads
+        (`catalog.vace_loaded_share`); a merged LoRA changes no sizes.
+        """
         fmt = self._fmt(choice.kind)
         if fmt.get("block_bytes"):
             return int(fmt["block_bytes"])
-        return max(0, choice.size_bytes - self.non_block_bytes(choice)) // self.num_blocks
+        return max(0, choice.load_bytes - self.non_block_bytes(choice)) // self.num_blocks
 
     def weights_bytes(self, choice: WeightsChoice) -> int:
         return self.non_block_bytes(choice) + self.num_blocks * self.block_bytes(choice)
@@ -295,6 +299,11 @@ class MemoryModel:
         ram = int(self.host("baseline_ram_bytes")) + int(self.data["vae"]["weights_bytes"]) + int(te_cpu_bytes)
         if placement == "stream":
             ram += int(blocks_to_swap) * self.block_bytes(choice)
+        if choice.route == "base+lora":
+            # the LoRA merge at load writes the merged weights into private RAM (the file itself stays
+            # memory-mapped, reclaimable page cache) before ComfyUI moves the resident part to the GPU
+            load = int(self.host("baseline_ram_bytes")) + int(self.data["vae"]["weights_bytes"]) + self.weights_bytes(choice)
+            ram = max(ram, load + int(te_cpu_bytes))
         return ram
 
 

@@ -1,6 +1,6 @@
 """Queue saved workflows on one or more ComfyUI servers and collect the videos.
 
-    python -m wan4step.queue workflows/api/wan4step_t2v_gguf_q4km.json --prompt "a fox in snow" --seed 7
+    python -m wan4step.queue workflows/api/wan4step_t2v_gguf.json --prompt "a fox in snow" --seed 7
     python -m wan4step.queue WORKFLOW.json --batch prompts.txt --server http://gpu1:8188 http://gpu2:8188
 
 The workflow may be API format (workflows/api/) or UI format (workflows/, converted with the

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from . import cards
 from .advisor import ATTENTION_CHOICES, PRIORITIES
+from .catalog import WEIGHTS
 from .errors import SettingsError
 
 MAX_TEXT = 512  # longest string any field accepts (file names are far shorter)
@@ -79,6 +80,8 @@ def _num(v: float | None) -> str:
 AUTO_GPU_NAMES = ("", "auto", "auto (detected)")
 CPU_GPU_NAMES = ("none", "cpu", "cpu only", "none (cpu only)")
 
+WEIGHTS_FORMATS = ("any", *sorted({w.kind for w in WEIGHTS.values()}))  # the advisor's weights_format choices
+
 SIZE = (Field("width", int, 16, 4096), Field("height", int, 16, 4096), Field("frames", int, 1, 1001))
 MACHINE = (
     Field("gpu", str),
@@ -87,9 +90,11 @@ MACHINE = (
     Field("ram_gb", float, 0, 4096), Field("disk_gb", float, 0, 100_000),
 )
 ADVISOR = SIZE + MACHINE + (
-    Field("priority", str, choices=PRIORITIES), Field("attention", str, choices=ATTENTION_CHOICES))
+    Field("priority", str, choices=PRIORITIES), Field("attention", str, choices=ATTENTION_CHOICES),
+    Field("weights_format", str, choices=WEIGHTS_FORMATS))
 ESTIMATE = SIZE + MACHINE + (
     Field("priority", str, choices=PRIORITIES), Field("attention", str, choices=ATTENTION_CHOICES),
+    Field("weights_format", str, choices=WEIGHTS_FORMATS),
     Field("blocks_to_swap", int, -1, 40), Field("prefetch", int, 1, 8),
     Field("model_name", str), Field("weights_key", str), Field("te_name", str),
     Field("te_device", str, choices=("gpu", "gpu_then_free", "cpu")),

@@ -8,7 +8,7 @@ import { api } from "../../scripts/api.js";
 
 const SAMPLER = "Wan4StepSampler";
 const LOADER_WIDGETS = ["model_name", "unet_name", "ckpt_name"];
-const OVERRIDES = ["gpu", "vram_gb", "free_vram_gb", "compute_capability", "ram_gb", "priority"];
+const OVERRIDES = ["gpu", "vram_gb", "free_vram_gb", "compute_capability", "ram_gb", "priority", "weights_format"];
 const COLORS = { fits: "#1f5130", nofit: "#6b2222", unknown: "#333a44" };
 
 const widgetOf = (node, name) => node?.widgets?.find((w) => w.name === name);

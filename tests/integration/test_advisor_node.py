@@ -83,7 +83,7 @@ def test_download_node_fetches_the_advisors_files_into_comfyui_folders(comfy, pa
     fh = _fake_hub_module()
     hub = fh.FakeHub()
     try:
-        hub.add(catalog.GGUF_REPO, {"Wan2.1-T2V-14B-Q5_K_M.gguf": fh._data("q5", 4096)})
+        hub.add(catalog.GGUF_REPO, {catalog.gguf_file_name("Q5_K_M"): fh._data("q5", 4096)})
         hub.add(catalog.COMFY_REPO, {
             "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors": fh._data("te", 2048),
             "split_files/vae/wan_2.1_vae.safetensors": fh._data("vae", 1024),
@@ -97,8 +97,8 @@ def test_download_node_fetches_the_advisors_files_into_comfyui_folders(comfy, pa
         plan = {"weights": "gguf_Q5_K_M", "text_encoder": "umt5_fp8", "vae": "wan_2.1_vae", "fits": True}
         node = pack.nodes.download.Wan4StepDownload
         out = node.execute(weights="none", text_encoder="none", vae="none", plan=plan)
-        model_name, te_name, vae_name, report = out.result
-        assert model_name == "Wan2.1-T2V-14B-Q5_K_M.gguf" and "3 downloaded" in report
+        model_name, te_name, vae_name, report, lora_name = out.result
+        assert model_name == catalog.gguf_file_name("Q5_K_M") and "3 downloaded" in report and lora_name == "none"
         assert (tmp_path / "diffusion_models" / model_name).read_bytes() == fh._data("q5", 4096)
         assert model_name in folder_paths.get_filename_list("diffusion_models")
         assert te_name in folder_paths.get_filename_list("text_encoders")
@@ -112,6 +112,47 @@ def test_download_node_fetches_the_advisors_files_into_comfyui_folders(comfy, pa
         folder = node.execute(weights="lightx2v_int8", text_encoder="none", vae="none").result[0]
         listed = pack.nodes.model_files.list_models(("diffusion_models", "unet"), folder_marker="non_block.safetensors")
         assert folder == catalog.WEIGHTS["lightx2v_int8"].model_name and folder in listed and model_name in listed
+    finally:
+        hub.close()
+
+
+def test_download_node_base_plus_lora_and_the_diffusion_models_folder(comfy, pack, tmp_path, monkeypatch):
+    """A base + distill LoRA choice fetches both files (the LoRA into `loras`, named on the lora_name
+    output); new DiT files go to models/diffusion_models, not ComfyUI's first (legacy) path models/unet,
+    and a file already in models/unet is not fetched again."""
+    import folder_paths
+    from huggingface_hub import constants
+
+    fh = _fake_hub_module()
+    hub = fh.FakeHub()
+    try:
+        w = catalog.WEIGHTS["lora_gguf_Q4_K_M"]
+        base, lora = w.files
+        hub.add(base.repo_id, {base.pattern: fh._data("base", 2048)})
+        hub.add(lora.repo_id, {lora.pattern: fh._data("lora", 512)})
+        fp8 = catalog.WEIGHTS["lora_fp8"].files[0]
+        hub.add(fp8.repo_id, {fp8.pattern: fh._data("fp8", 1024)})
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        unet, dm, loras = tmp_path / "unet", tmp_path / "diffusion_models", tmp_path / "loras"
+        for d in (unet, dm, loras):
+            d.mkdir()
+        exts = set(folder_paths.folder_names_and_paths["diffusion_models"][1]) | {".gguf"}
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusion_models", ([str(unet), str(dm)], exts))
+        monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras",
+                            ([str(loras)], folder_paths.folder_names_and_paths["loras"][1]))
+        node = pack.nodes.download.Wan4StepDownload
+        model_name, _, _, report, lora_name = node.execute(weights="lora_gguf_Q4_K_M", text_encoder="none",
+                                                           vae="none").result
+        assert model_name == "wan2.1-t2v-14b-Q4_K_M.gguf" and lora_name == lora.dest and "2 downloaded" in report
+        assert (dm / model_name).is_file() and not (unet / model_name).exists()
+        assert (loras / lora_name).read_bytes() == fh._data("lora", 512)
+        assert model_name in folder_paths.get_filename_list("diffusion_models")
+        # a file that an earlier version put into models/unet is found there
+        (unet / fp8.dest).write_bytes(fh._data("fp8", 1024))
+        hub.log.clear()
+        again = node.execute(weights="lora_fp8", text_encoder="none", vae="none").result
+        assert "0 downloaded" in again[3] and not (dm / fp8.dest).exists()
+        assert not [g for g in hub.gets() if fp8.pattern in g[0]]
     finally:
         hub.close()
 

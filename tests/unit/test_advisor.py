@@ -246,7 +246,9 @@ def test_memory_model_matches_the_architecture():
     fp8 = catalog.WEIGHTS["lightx2v_fp8"]
     assert MODEL.block_bytes(fp8) == pytest.approx(T2V_14B.block_param_count(), rel=0.01)
     q4 = catalog.WEIGHTS["gguf_Q4_K_M"]
-    assert MODEL.weights_bytes(q4) == pytest.approx(q4.size_bytes, rel=0.01)
+    # the loaded bytes, not the download: the QuantStack tier's VACE blocks are never read in t2v mode
+    assert MODEL.weights_bytes(q4) == pytest.approx(q4.load_bytes, rel=0.01)
+    assert q4.load_bytes < q4.size_bytes
     # streaming k blocks frees k blocks and costs a ring of prefetch + 1 slots
     a, b = MODEL.sampling_vram(fp8, 32_760, 0), MODEL.sampling_vram(fp8, 32_760, 10, prefetch=1)
     # (the calibrated overhead grows with the resident weights, not with the ring)
@@ -339,3 +341,34 @@ def test_block_swap_auto_leaves_room_for_the_vae_decode():
     headroom = max(MODEL.decision("headroom_min_bytes"), int(MODEL.decision("headroom_frac") * free))
     s = MODEL.sampling_vram(fp8, 5_184, with_vae, prefetch=2)
     assert MODEL.vae_vram(512 * 288 * 33, tiled=True, resident_bytes=s.weights + s.ring) <= free - headroom + MODEL.context_bytes
+
+
+# ---------------------------------------------------------------------------------------
+# base model + distill LoRA
+# ---------------------------------------------------------------------------------------
+def test_distilled_file_beats_base_plus_lora_and_the_lora_route_is_listed():
+    rec = recommend(_card_machine("RTX 4090", ram_gib=64))
+    assert rec.route == "distilled" and rec.lora_name is None
+    assert any(a.startswith("base + distill LoRA: base FP8") for a in rec.alternatives)
+
+
+def test_base_plus_lora_when_only_its_download_fits_the_disk():
+    """The base model already on disk (Comfy-Org fp8_scaled) and 12 GiB free: the LightX2V FP8 folder
+    (15 GB) does not fit, the 631 MB LoRA does; merged at load it steps as fast as the distilled file."""
+    base = catalog.WEIGHTS["lora_fp8"].files[0]
+    m = with_overrides(_card_machine("RTX 4090", ram_gib=64), disk_gb=12)
+    rec = recommend(m, Request(present=frozenset({base.dest})))
+    assert rec.weights_key == "lora_fp8" and rec.kind == "fp8"
+    assert rec.lora_name == catalog.LORA_FILES[catalog.DEFAULT_LORA].name and rec.model_name == base.dest
+    assert rec.download_bytes < 12 * GiB and not any("disk" in w for w in rec.warnings)
+    assert "distill LoRA" in rec.reason and "merged into the weights at load" in rec.reason
+    assert "lora_name = " in rec.report()
+    same = recommend(_card_machine("RTX 4090", ram_gib=64), Request(present=frozenset({base.dest})))
+    assert rec.step_time_s == pytest.approx(same.step_time_s)  # the same step as the distilled FP8 pick
+
+
+def test_base_plus_lora_needs_ram_for_the_merge():
+    """Merging writes the merged weights into RAM at load: a BF16 base needs its 28.6 GB there."""
+    bf16 = catalog.WEIGHTS["lora_bf16"]
+    assert MODEL.host_ram(bf16, 0, "gpu") >= bf16.load_bytes
+    assert MODEL.host_ram(catalog.WEIGHTS["lightx2v_bf16"], 0, "gpu") < bf16.load_bytes

@@ -16,8 +16,9 @@ def _card(name: str, ram_gb: float = 64) -> advisor.Machine:
 
 
 @pytest.mark.parametrize("name,key", [
-    ("Wan2.1-T2V-14B-Q4_K_M.gguf", "gguf_Q4_K_M"),
-    ("sub/wan2.1-t2v-14b-q5_k_s.gguf", "gguf_Q5_K_S"),  # city96-style lower case, in a subfolder
+    ("Wan2.1_T2V_14B_LightX2V_StepCfgDistill_VACE-Q4_K_M.gguf", "gguf_Q4_K_M"),  # QuantStack's distilled tier
+    ("Wan2.1-T2V-14B-Q4_K_M.gguf", "lora_gguf_Q4_K_M"),  # city96's base tier (names compared without case)
+    ("sub/wan2.1-t2v-14b-q5_k_s.gguf", "gguf_Q5_K_S"),  # a tier the catalog has no base file of: by its tier
     ("wan2.1-t2v-14b-Q8_0.gguf", "gguf_Q8_0"),
     ("Wan2.1-T2V-14B-StepDistill-CfgDistill-Lightx2v/distill_fp8/", "lightx2v_fp8"),
     ("mine/distill_int8/", "lightx2v_int8"),

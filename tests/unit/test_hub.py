@@ -316,8 +316,9 @@ def test_catalog_plan_fetches_only_its_files_with_case_insensitive_names(fake_hu
     lx |= {"distill_fp8/non_block.safetensors": _data("nb", 200), "distill_int8/non_block.safetensors": b"x",
            "distill_fp8/models_t5_umt5-xxl-enc-fp8.pth": b"te", "config.json": b"{}"}
     fake_hub.add(catalog.LIGHTX2V_REPO, lx)
-    fake_hub.add(catalog.GGUF_REPO, {"wan2.1-t2v-14b-Q4_K_M.gguf": _data("q4", 300),
-                                     "wan2.1-t2v-14b-Q8_0.gguf": _data("q8", 300)})
+    # a name that differs from the catalog's only in case still matches
+    fake_hub.add(catalog.GGUF_REPO, {"wan2.1_t2v_14b_lightx2v_stepcfgdistill_vace-Q4_K_M.gguf": _data("q4", 300),
+                                     "Wan2.1_T2V_14B_LightX2V_StepCfgDistill_VACE-Q8_0.gguf": _data("q8", 300)})
     fake_hub.add(catalog.COMFY_REPO, {
         "split_files/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors": _data("te8", 100),
         "split_files/text_encoders/umt5_xxl_fp16.safetensors": _data("te16", 100),
@@ -336,7 +337,7 @@ def test_catalog_plan_fetches_only_its_files_with_case_insensitive_names(fake_hu
     # a GGUF tier: the lower-case name on the hub lands under the catalog's name
     report = hub.download(catalog.files_for(weights_key="gguf_Q4_K_M", text_encoder_key=None, vae_key=None),
                           folders, endpoint=fake_hub.url, token=False)
-    assert [r.remote.path for r in report.results] == ["wan2.1-t2v-14b-Q4_K_M.gguf"]
+    assert [r.remote.path for r in report.results] == ["wan2.1_t2v_14b_lightx2v_stepcfgdistill_vace-Q4_K_M.gguf"]
     assert (folders["diffusion_models"] / catalog.WEIGHTS["gguf_Q4_K_M"].model_name).is_file()
 
 

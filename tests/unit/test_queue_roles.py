@@ -45,7 +45,7 @@ def test_roles_are_found_by_following_links_not_ids():
 
 
 def test_pack_workflows_roles_and_model_patch_through_the_download_node():
-    api = _api("wan4step_t2v_gguf_q4km")
+    api = _api("wan4step_t2v_gguf")
     r = find_roles(api)
     assert api[r.loader]["class_type"] == "Wan4StepModelLoader" and r.negative is None
     patched = apply_patch(api, Patch(model="gguf_Q6_K"))
