@@ -82,10 +82,10 @@ def _wf(seed: int | None = None, **size) -> dict:
 
 def _linked(wf: dict, node: str, field: str, value) -> dict:
     """`value` reaches node.field on a link: Text primitive -> If/Else switch -> the loader."""
-    wf["90"] = {"class_type": "PrimitiveString", "inputs": {"value": value}}
-    wf["91"] = {"class_type": "ComfySwitchNode", "inputs": {"switch": True, "on_true": ["90", 0],
-                                                            "on_false": ["90", 0]}}
-    wf[node]["inputs"][field] = ["91", 0]
+    wf["190"] = {"class_type": "PrimitiveString", "inputs": {"value": value}}
+    wf["191"] = {"class_type": "ComfySwitchNode", "inputs": {"switch": True, "on_true": ["190", 0],
+                                                             "on_false": ["190", 0]}}
+    wf[node]["inputs"][field] = ["191", 0]
     return wf
 
 
@@ -201,6 +201,8 @@ TE_CASES = [
     ("tokenizer-home", "2", "tokenizer", str(Path.home()), "it is an absolute path"),
     ("tokenizer-up", "2", "tokenizer", "../..", "tokenizer '../..' was refused: it contains '..'"),
     ("tokenizer-not-a-tokenizer-folder", "2", "tokenizer", "wan4step_tiny", "tokenizer 'wan4step_tiny' was not found"),
+    ("lora-traversal", "1", "lora_name", "../../../etc/passwd", "lora_name '../../../etc/passwd' was refused"),
+    ("lora-absolute", "1", "lora_name", "/etc/passwd", "it is an absolute path"),
     ("vae-traversal", "6", "vae_name", "../../../../etc/passwd", "vae_name '../../../../etc/passwd' was refused"),
     ("vae-absolute", "6", "vae_name", "/etc/passwd", "it is an absolute path"),
 ]
@@ -243,8 +245,8 @@ def test_nan_shift_is_refused(srv):
 
 def test_negative_seed_on_a_link_is_refused(srv):
     wf = _wf()
-    wf["92"] = {"class_type": "PrimitiveInt", "inputs": {"value": -1}}
-    wf["5"]["inputs"]["seed"] = ["92", 0]
+    wf["192"] = {"class_type": "PrimitiveInt", "inputs": {"value": -1}}
+    wf["5"]["inputs"]["seed"] = ["192", 0]
     _refused(srv, wf, "seed -1 is outside 0..18446744073709551615")
 
 
@@ -423,19 +425,19 @@ def test_interrupt_stops_a_vae_decode_and_comfyuis_own_block_path(srv):
 def test_block_swap_from_disk_runs_under_comfyuis_executor(srv):
     """source=disk failed with 'Inplace update to inference tensor outside InferenceMode'."""
     wf = _wf()
-    wf["10"] = {"class_type": "Wan4StepBlockSwap", "inputs": {
+    wf["101"] = {"class_type": "Wan4StepBlockSwap", "inputs": {
         "model": ["1", 0], "blocks_to_swap": 2, "prefetch": 1, "pin_memory": True, "source": "disk",
         "offload_embeddings": False}}
-    wf["5"]["inputs"]["model"] = ["10", 0]
+    wf["5"]["inputs"]["model"] = ["101", 0]
     _good_job(srv, wf)
     assert "Wan4Step Block Swap: " in srv.server.log_tail(200)
     bad = copy.deepcopy(wf)
-    bad["10"]["inputs"]["blocks_to_swap"] = 999
+    bad["101"]["inputs"]["blocks_to_swap"] = 999
     bad["5"]["inputs"]["seed"] += 1
     _refused(srv, bad, "Value 999 bigger than max of 40")
     linked = copy.deepcopy(bad)  # on a link ComfyUI does not check the range; the node refuses, not clamps
-    linked["93"] = {"class_type": "PrimitiveInt", "inputs": {"value": -5}}
-    linked["10"]["inputs"].update(blocks_to_swap=2, prefetch=["93", 0])
+    linked["193"] = {"class_type": "PrimitiveInt", "inputs": {"value": -5}}
+    linked["101"]["inputs"].update(blocks_to_swap=2, prefetch=["193", 0])
     _refused(srv, linked, "prefetch -5 is outside 1..8")
     _good_job(srv)
 
@@ -517,10 +519,10 @@ def test_server_sigkilled_mid_batch_loses_no_job(srv, server_b, tmp_path):
     before = len(server_b.get_json("/history"))
     cli = subprocess.Popen(
         [sys.executable, "-m", "wan4step.queue", str(TINY_API), "--batch", str(prompts), "--seed", "900",
-         "--width", "32", "--height", "32", "--frames", "5", "--out", str(out), "--quiet",
+         "--width", "32", "--height", "32", "--frames", "5", "--out", str(out),
          "--server", srv.base_url, server_b.base_url],
-        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "cli.log", "w"), text=True)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and cli.poll() is None:
@@ -529,10 +531,11 @@ def test_server_sigkilled_mid_batch_loses_no_job(srv, server_b, tmp_path):
             time.sleep(0.2)
         assert cli.poll() is None, "the batch ended before B finished a job"
         server_b.server.proc.kill()  # SIGKILL: no goodbye, its in-flight jobs vanish with it
-        stdout, stderr = cli.communicate(timeout=600)
+        cli.communicate(timeout=240)  # a lost job used to keep the batch (and the CLI) waiting forever
     finally:
         if cli.poll() is None:
             cli.kill()
+    stderr = (tmp_path / "cli.log").read_text()
     assert cli.returncode == 0, stderr
     assert f"servers lost: {server_b.base_url}" in stderr, stderr
     report = json.loads((out / "queue_report.json").read_text())

@@ -35,6 +35,7 @@ def test_a_body_that_is_not_an_object_is_refused(body, kind):
     ("priority", "fastest", "not one of the choices"),
     ("priority", 3, "expected text"),
     ("attention", "xformers", "not one of the choices"),
+    ("weights_format", "exe", "not one of the choices"),
     ("gpu", "RTX 9999 Ti", "unknown GPU"),
     ("gpu", {"name": "x"}, "expected text, got an object"),
     ("compute_capability", "banana", "not a compute capability"),
