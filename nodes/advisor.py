@@ -9,7 +9,6 @@ extension show the advice without running the graph.
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 from comfy_api.latest import io
 
@@ -59,6 +58,27 @@ def advise(width=832, height=480, frames=81, priority="speed", gpu=AUTO_GPU, vra
                                      ram_gb=ram_gb, disk_gb=disk_gb)
     formats = () if weights_format == ANY_FORMAT else (weights_format,)
     return advisor.recommend(machine, advisor.Request(width, height, frames, priority, attention, formats=formats))
+
+
+PHASES = (("text_encoder", "Text encode"), ("sampling", "Sampling"), ("vae", "VAE decode"))
+
+
+def memory_plan(rec: advisor.Recommendation) -> dict:
+    """What the web extension draws on the node: the VRAM peak of each phase against the card
+    (what the plan may use, what is free, the whole card) and the RAM peak against the machine."""
+    m = rec.machine or {}
+    return {
+        "gpu": m.get("gpu_name"),
+        "vram_total_bytes": int(m.get("vram_total_bytes") or 0),
+        "vram_budget_bytes": int(rec.vram_budget_bytes),
+        "usable_vram_bytes": int(rec.usable_vram_bytes),
+        "phases": [{"key": k, "label": label, "vram_bytes": int(rec.phase_peaks.get(k, 0)),
+                    "device": rec.text_encoder_device if k == "text_encoder" else "gpu"} for k, label in PHASES],
+        "ram_peak_bytes": int(rec.peak_ram_bytes),
+        "ram_budget_bytes": int(rec.ram_budget_bytes),
+        "ram_total_bytes": int(m.get("ram_total_bytes") or 0),
+        "fits": bool(rec.fits),
+    }
 
 
 class Wan4StepVRAMAdvisor(io.ComfyNode):
@@ -119,28 +139,24 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                 "fits": rec.fits}
         return io.NodeOutput(text, rec.model_name, rec.text_encoder_name, rec.text_encoder_device, rec.vae_name,
                              rec.blocks_to_swap, rec.prefetch, "on" if rec.vae_tiled else "off", rec.attention, plan,
-                             ui={"text": [text]})
+                             ui={"text": [text], "memory_plan": [memory_plan(rec)]})
 
 
 def _advice(values: dict) -> dict:
     rec = advise(**values)
-    return {"report": rec.report(), "recommendation": rec.as_dict()}
+    return {"report": rec.report(), "recommendation": rec.as_dict(), "memory_plan": memory_plan(rec)}
 
 
-def _register_route() -> None:
-    """POST /wan4step/advisor {inputs} -> {report, recommendation}: advice without running the graph.
-    Bad bodies get 400 {error, field}; the work runs off the event loop (nodes/json_route.py)."""
-    server = sys.modules.get("server")
-    inst = getattr(getattr(server, "PromptServer", None), "instance", None)
-    if inst is None:  # imported outside a running ComfyUI (tests): nothing to register on
-        return
+def register_routes(routes) -> None:
+    """POST /wan4step/advisor {inputs} -> {report, recommendation, memory_plan}: advice without running
+    the graph. `routes` is the server's aiohttp RouteTableDef (comfy_compat/routes.py, from
+    ComfyExtension.on_load). Bad bodies get 400 {error, field}; the work runs off the event loop
+    (nodes/json_route.py)."""
     from .json_route import answer
 
-    @inst.routes.post("/wan4step/advisor")
+    @routes.post("/wan4step/advisor")
     async def _advice_route(request):
         return await answer(request, web_schema.ADVISOR, _advice)
 
-
-_register_route()
 
 NODES = [Wan4StepVRAMAdvisor]

@@ -13,6 +13,7 @@ from comfy_api.latest import io
 
 from ..wan4step import catalog, hub
 from .advisor import PLAN
+from .comfy_compat.progress import NodeProgress
 
 NONE = "none"
 _DELIVERED: dict[tuple, list[str]] = {}  # (node id, widget values) -> the files its last run delivered
@@ -125,18 +126,19 @@ class Wan4StepDownload(io.ComfyNode):
     @classmethod
     def execute(cls, weights, text_encoder, vae, plan=None) -> io.NodeOutput:
         import comfy.model_management as mm
-        import comfy.utils
 
         w, t, v = _keys(weights, text_encoder, vae, plan)
-        bar = comfy.utils.ProgressBar(1000)
+        bar = NodeProgress(1000, messages=200)  # per mille of the bytes; a checksum pass holds its place
 
         def progress(done: int, total: int, what: str) -> None:
             mm.throw_exception_if_processing_interrupted()  # cancel: the .part file stays for resuming
-            bar.update_absolute(int(1000 * done / total) if total else 0, 1000)
+            if total > 1:
+                bar.set(1000 * done / total)
 
         specs = catalog.files_for(weights_key=w, text_encoder_key=t, vae_key=v)
         roots = _folder_for(specs)
         report = hub.download(specs, lambda key: roots.get(key) or _folder(key), progress=progress)
+        bar.set(1000)
         text = report.summary()
         _DELIVERED[(getattr(getattr(cls, "hidden", None), "unique_id", None), weights, text_encoder, vae)] = [
             str(r.local) for r in report.results]

@@ -9,9 +9,10 @@ from comfy_api.latest import io
 
 from ..wan4step import attention as attn
 from ..wan4step.formats import load_dit
+from ..wan4step.formats.dit import MODES
 from ..wan4step.lora.merge import GGUF_TARGETS, merge_into
-from . import fast_forward as fast_forward_mod
-from .comfy_model import build_model
+from .comfy_compat import fast_forward as fast_forward_mod
+from .comfy_compat.model import build_model
 from .model_files import list_models, opened
 
 DIT_FOLDERS = ("diffusion_models", "unet")
@@ -28,9 +29,10 @@ class Wan4StepModelLoader(io.ComfyNode):
             node_id="Wan4StepModelLoader",
             display_name="Wan4Step Model Loader",
             category="Wan4Step",
-            description="Loads Wan2.1 T2V-14B in any tier: QuantStack GGUF (Q2_K…Q8_0, F16), LightX2V distill_fp8/ or "
-                        "distill_int8/ folders, BF16/FP16 or ComfyUI fp8_scaled safetensors. The format is read from the "
-                        "file's content; quantized weights stay quantized in memory.",
+            description="Loads Wan2.1 T2V-14B in any tier: QuantStack GGUF (Q2_K…Q8_0, F16; also the VACE-merged "
+                        "files), LightX2V single files (bf16, scaled fp8, int8, comfyui fp8) and block folders "
+                        "(*_split/, distill_fp8/, distill_int8/), BF16/FP16 or ComfyUI fp8_scaled safetensors. The format is "
+                        "read from the file's content; quantized weights stay quantized in memory.",
             inputs=[
                 io.Combo.Input("model_name", options=list_models(DIT_FOLDERS, folder_marker="non_block.safetensors"),
                                tooltip="A file in models/diffusion_models (or unet), or a LightX2V folder (shown with a "
@@ -38,8 +40,14 @@ class Wan4StepModelLoader(io.ComfyNode):
                 io.Combo.Input("compute_dtype", options=list(DTYPES), default="bf16",
                                tooltip="The dtype activations are computed in. bf16 is right for every supported GPU."),
                 io.Combo.Input("attention", options=list(attn.BACKENDS), default="auto",
-                               tooltip="auto: PyTorch SDPA on Hopper/Blackwell (fastest there), sageattention on Ampere/Ada "
-                                       "when installed. A missing backend falls back to SDPA with one warning."),
+                               tooltip="auto: the fastest backend for this GPU that passes a quick accuracy check on "
+                                       "first use: 8bit on RTX 30/40/50 and H100/H200, PyTorch SDPA (cuDNN) elsewhere.\n"
+                                       "sdpa: PyTorch's attention, cuDNN first (bf16).\n"
+                                       "8bit: the pack's INT8 Q·K + FP8 P·V attention (Triton, RTX 30 series and newer); "
+                                       "0.76x cuDNN's time on an H200, output within 1.5 % of bf16.\n"
+                                       "sage: the sageattention package. flash: the flash-attn 2 package. "
+                                       "fa4: the flash-attn-4 package (Hopper/Blackwell).\n"
+                                       "A missing or failing backend falls back to SDPA with one warning."),
                 io.Boolean.Input("fast_forward", default=True, advanced=True,
                                  tooltip="Run blocks through the pack's fused forward (same math, fewer passes). Turn off "
                                          "only to compare with ComfyUI's own block code."),
@@ -58,6 +66,11 @@ class Wan4StepModelLoader(io.ComfyNode):
                 io.Combo.Input("lora_gguf", options=list(GGUF_TARGETS), default="same", advanced=True, optional=True,
                                tooltip="GGUF only: re-encode merged weights in their own type (same size), or as Q8_0 "
                                        "(closer to the exact merge, twice the bytes of a 4-bit tier)."),
+                io.Combo.Input("mode", options=list(MODES), default="t2v", optional=True,
+                               tooltip="t2v: the text-to-video model; a VACE-merged file's VACE blocks are never read "
+                                       "(no RAM, VRAM or load time spent on them). vace: ComfyUI's VACE model, for "
+                                       "WanVaceToVideo (control video, reference image, mask) at 4 steps; needs a "
+                                       "VACE-merged file such as QuantStack's ..._StepCfgDistill_VACE-<TIER>.gguf."),
             ],
             outputs=[io.Model.Output(tooltip="ComfyUI's own Wan model with this pack's quantized linears; "
                                              "works with KSampler, LoRA loaders and Wan4Step Block Swap.")],
@@ -66,9 +79,9 @@ class Wan4StepModelLoader(io.ComfyNode):
     @classmethod
     def execute(cls, model_name: str, compute_dtype: str, attention: str = "auto", fast_forward: bool = True,
                 compile: bool = False, lora_name: str = NO_LORA, lora_strength: float = 1.0,
-                lora_gguf: str = "same") -> io.NodeOutput:
+                lora_gguf: str = "same", mode: str = "t2v") -> io.NodeOutput:
         with opened(DIT_FOLDERS, model_name, field="model_name") as path:
-            loaded = load_dit(path)
+            loaded = load_dit(path, mode)
             if lora_name and lora_name != NO_LORA:
                 import comfy.model_management
                 import comfy.utils

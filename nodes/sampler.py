@@ -20,10 +20,13 @@ from comfy_api.latest import io
 
 from ..wan4step import limits, requested, sampling, schedule
 from ..wan4step.errors import OutOfMemoryError, SettingsError, WrongModelError
+from .comfy_compat import progress
 
 log = logging.getLogger("wan4step")
 
 _IMAGE_COND_KEYS = ("concat_latent_image", "clip_vision_output", "reference_latents", "concat_mask")
+# what core's WanVaceToVideo adds (comfy_extras/nodes_wan.py); comfy.model_base.WAN21_Vace consumes it
+_VACE_COND_KEYS = ("vace_frames", "vace_mask", "vace_strength")
 
 
 def _lightx2v_loop(model, x, sigmas, extra_args=None, callback=None, disable=None, update="lcm", noise=None):
@@ -89,7 +92,15 @@ def check_numbers(shift: float, cfg: float) -> None:
                                 f"shift {schedule.DEFAULT_SHIFT}, cfg {schedule.DEFAULT_CFG}).")
 
 
-def check_text_only(conditioning) -> None:
+def is_vace_model(model) -> bool:
+    """ComfyUI's VACE model (Wan4Step Model Loader mode 'vace', or any loader of a VACE-merged file)."""
+    import comfy.model_base
+
+    return isinstance(getattr(model, "model", None), comfy.model_base.WAN21_Vace)
+
+
+def check_text_only(conditioning, vace: bool = False) -> None:
+    """Refuse image conditioning, and VACE control conditioning unless the model is a VACE model."""
     for _, extra in conditioning:
         hits = [k for k in _IMAGE_COND_KEYS if extra.get(k) is not None]
         if hits:
@@ -97,6 +108,14 @@ def check_text_only(conditioning) -> None:
                 "image conditioning was given to the text-to-video model",
                 found=f"conditioning with {', '.join(hits)} (from an image-to-video node)",
                 fix="connect CLIPTextEncode output directly; Wan2.1 T2V-14B takes text only.",
+            )
+        hits = [k for k in _VACE_COND_KEYS if extra.get(k) is not None]
+        if hits and not vace:
+            raise WrongModelError(
+                "VACE control conditioning was given to a text-to-video model, which would ignore it",
+                found=f"conditioning with {', '.join(hits)} (from WanVaceToVideo)",
+                fix="load a VACE-merged file (e.g. ..._StepCfgDistill_VACE-<TIER>.gguf) with the Wan4Step Model "
+                    "Loader's mode set to 'vace', or connect CLIPTextEncode directly for plain text-to-video.",
             )
 
 
@@ -148,7 +167,7 @@ class Wan4StepSampler(io.ComfyNode):
         latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
         hidden = getattr(cls, "hidden", None)
         check_latent(latent_image, requested.latent_size(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)))
-        check_text_only(positive)
+        check_text_only(positive, vace=is_vace_model(model))
         check_numbers(shift, cfg)
         custom = schedule.parse_step_list(step_list)
         torch_seed = schedule.torch_seed(seed)
@@ -171,12 +190,15 @@ class Wan4StepSampler(io.ComfyNode):
 
         callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
         try:
-            samples = comfy.sample.sample_custom(
+            samples = progress.sample_custom(  # comfy.sample.sample_custom + a bar that moves per block
                 model, noise_t, cfg, sampler, sigmas, positive, neg, latent_image,
                 noise_mask=latent.get("noise_mask"), callback=callback, seed=torch_seed,
             )
         except torch.OutOfMemoryError as exc:
-            raise out_of_memory(latent_image) from exc
+            # still a torch.OutOfMemoryError, so ComfyUI's is_oom() sees it and unloads every model
+            err = out_of_memory(latent_image)
+            log.error("Wan4Step Sampler: %s", err)
+            raise err from exc
         out = latent.copy()
         out.pop("downscale_ratio_spacial", None)
         out["samples"] = samples

@@ -6,8 +6,8 @@ import torch
 from comfy_api.latest import io
 
 from ..wan4step.umt5 import file_tokenizer, read_umt5
+from .comfy_compat.clip import DEVICE_MODES, GPU, build_clip
 from .model_files import list_models, opened
-from .umt5_clip import DEVICE_MODES, GPU, build_clip
 
 TE_FOLDERS = ("text_encoders",)  # ComfyUI maps the legacy models/clip folder into it
 AUTO = "auto"

@@ -8,8 +8,6 @@ the advisor's own pick for that size, in one line. No node here: `NODES` is empt
 
 from __future__ import annotations
 
-import sys
-
 from ..wan4step import advisor, estimate, web_schema
 from ..wan4step.errors import Wan4StepError
 from .advisor import ANY_FORMAT, AUTO_GPU, CPU_ONLY, _detect
@@ -53,19 +51,14 @@ def _answer(v: dict) -> dict:
     return out
 
 
-def _register_route() -> None:
-    server = sys.modules.get("server")
-    inst = getattr(getattr(server, "PromptServer", None), "instance", None)
-    if inst is None:  # imported outside a running ComfyUI (tests): nothing to register on
-        return
+def register_routes(routes) -> None:
+    """POST /wan4step/estimate on the server's aiohttp RouteTableDef (from ComfyExtension.on_load)."""
     from .json_route import answer as json_answer
 
-    @inst.routes.post("/wan4step/estimate")
+    @routes.post("/wan4step/estimate")
     async def _estimate(request):
         return await json_answer(request, web_schema.ESTIMATE, _answer,
                                  error_extra={"known": False, "badge": "", "lines": []})
 
-
-_register_route()
 
 NODES: list = []

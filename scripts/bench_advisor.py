@@ -105,7 +105,7 @@ def build_model(pack, kind: str, tier: str | None, streamed: set[int], device, c
 
     from wan4step.quant.linear import QuantLinear
 
-    ops = pack.nodes.comfy_model.make_ops({})
+    ops = pack.nodes.comfy_compat.model.make_ops({})
     with torch.device("cpu"):
         model = WanModel(model_type="t2v", device="cpu", dtype=torch.bfloat16, operations=ops, **cfg).eval()
     g = torch.Generator(device=device).manual_seed(0)
@@ -163,7 +163,7 @@ def run_forward(pack, kind: str, tier: str | None, k: int, prefetch: int, disk: 
         for name, wrapped in plan.patches.items():
             model.blocks[int(name.split(".")[1])] = wrapped
         plan.streamer.ensure_device()
-    fast = pack.nodes.fast_forward.FastBlocks(model, attention, device)
+    fast = pack.nodes.comfy_compat.fast_forward.FastBlocks(model, attention, device)
     patches = {"dit": {("double_block", i): fast.make(i) for i in range(n)}}
     w, h, f = size
     x = torch.randn(1, 16, (f - 1) // 4 + 1, h // 8, w // 8, device=device, dtype=torch.bfloat16)

@@ -126,7 +126,7 @@ def main() -> None:
                 model = build(key, dev, CFG, pack)
             models[key] = model
         model = models[key]
-        fast = pack.nodes.fast_forward.FastBlocks(model, attention, dev, compile="compile" in mods)
+        fast = pack.nodes.comfy_compat.fast_forward.FastBlocks(model, attention, dev, compile="compile" in mods)
         patches = {"dit": {("double_block", i): fast.make(i) for i in range(40)}}
         opts = {} if fmt == "comfy" else {"patches_replace": patches}
         vae = vae_core if fmt == "comfy" else vae_ours

@@ -43,7 +43,7 @@ def build(fmt: str, device, cfg: dict, pack, ggml=None):
     if fmt.startswith("comfyui-gguf"):
         ops = ggml.ops.GGMLOps
     else:
-        ops = pack.nodes.comfy_model.make_ops({})
+        ops = pack.nodes.comfy_compat.model.make_ops({})
     g = torch.Generator(device=device).manual_seed(0)
     with torch.device(device):
         model = WanModel(model_type="t2v", device=device, dtype=torch.bfloat16, operations=ops, **cfg).eval()
@@ -147,7 +147,7 @@ def main() -> None:
         except Exception as exc:  # report and go on: one broken path must not hide the others
             print(f"build {fmt} failed: {type(exc).__name__}: {exc}")
             continue
-        fast = pack.nodes.fast_forward.FastBlocks(model, args.attention, device)
+        fast = pack.nodes.comfy_compat.fast_forward.FastBlocks(model, args.attention, device)
         patches = {"dit": {("double_block", i): fast.make(i) for i in range(len(model.blocks))}}
         for sname, (h, w, f) in sizes.items():
             x = torch.randn(1, 16, (f - 1) // 4 + 1, h // 8, w // 8, device=device, dtype=torch.bfloat16)

@@ -78,8 +78,8 @@ def random_state(torch, cfg, fmt: str, device, seed: int = 0) -> dict:
 def ours(torch, pack, cfg, state, fmt):
     from wan4step.formats.dit import LoadedDiT
 
-    mp = pack.nodes.comfy_model.build_model(LoadedDiT(Path(f"random-{fmt}"), fmt, cfg, state), torch.bfloat16)
-    return pack.nodes.fast_forward.install(mp, "sdpa")
+    mp = pack.nodes.comfy_compat.model.build_model(LoadedDiT(Path(f"random-{fmt}"), fmt, cfg, state), torch.bfloat16)
+    return pack.nodes.comfy_compat.fast_forward.install(mp, "sdpa")
 
 
 def free(torch):

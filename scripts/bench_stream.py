@@ -80,7 +80,7 @@ def run(pack, kind, tier, mode, size, device, budget_gib, iters, attention="sdpa
     elif mode == "naive":
         for i in range(n):
             model.blocks[i] = NaiveSwap(model.blocks[i], device)
-    fast = pack.nodes.fast_forward.FastBlocks(model, attention, device)
+    fast = pack.nodes.comfy_compat.fast_forward.FastBlocks(model, attention, device)
     patches = {"dit": {("double_block", i): fast.make(i) for i in range(n)}} if mode != "naive" else {}
     w, h, f = size
     x = torch.randn(1, 16, (f - 1) // 4 + 1, h // 8, w // 8, device=device, dtype=torch.bfloat16)

@@ -48,6 +48,10 @@ from wan4step.workflow_convert import (  # noqa: E402
     widget_values_for,
 )
 
+if str(REPO / "scripts") not in sys.path:
+    sys.path.append(str(REPO / "scripts"))
+from workflow_layout import NOTE_FONT_PX, arrange  # noqa: E402  (positions, sizes, groups, view)
+
 FRONTEND_VERSION = "1.49.6"
 HF = "https://huggingface.co"
 PACK_CNR = "comfyui-wan4step"  # pyproject [project].name: the Registry id ComfyUI Manager installs
@@ -133,6 +137,8 @@ class Graph:
     nodes: list[Node] = field(default_factory=list)
     links: list[tuple[int, int, int, str]] = field(default_factory=list)  # src id, src slot, dst id, dst input name
     groups: list[tuple[str, tuple[float, float, float, float]]] = field(default_factory=list)
+    view: dict | None = None  # extra.ds, set by workflow_layout.arrange
+    template: dict | None = None  # template-browser metadata, set by workflow_layout.arrange
 
     def add(self, type_: str, pos, size, values=None, **kw) -> Node:
         nid = kw.pop("id", None) or (max((n.id for n in self.nodes), default=0) + 1)
@@ -226,8 +232,8 @@ class Graph:
             "links": links,
             "groups": groups,
             "config": {},
-            # the view opens on the Note (left edge) at a scale that shows most of the graph
-            "extra": {"ds": {"scale": 0.6, "offset": [120 - min(n.pos[0] for n in self.nodes), 110]},
+            "extra": {"ds": self.view or {"scale": 1.0, "offset": [0, 0]},
+                      "wan4step_ui": {"text_px": NOTE_FONT_PX, **({"template": self.template} if self.template else {})},
                       "frontendVersion": FRONTEND_VERSION},
             "version": 0.4,
         }
@@ -676,6 +682,7 @@ def build_all(info: dict, out_dir: Path = UI_DIR) -> list[Path]:
     paths = []
     for build in BUILDERS:
         g = build(info)
+        arrange(g)
         path = out_dir / f"{g.name}.json"
         path.write_text(json.dumps(with_plan(g.serialize(), getattr(g, "plan", None)), indent=1, ensure_ascii=False)
                         + "\n")

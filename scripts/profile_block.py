@@ -80,7 +80,7 @@ def main() -> None:
     ctx = torch.randn(1, 512, C, device=dev, dtype=torch.bfloat16)
     t, h, w = 21, 30, 52
     freqs = model.rope_encode(t, h * 2, w * 2, device=dev, dtype=torch.bfloat16)[:, :L]
-    fast = pack.nodes.fast_forward.FastBlocks(model, args.attention, dev)
+    fast = pack.nodes.comfy_compat.fast_forward.FastBlocks(model, args.attention, dev)
     from wan4step.dit import block as fast_block
     from wan4step.dit.block import block_forward
 

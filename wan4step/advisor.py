@@ -35,7 +35,16 @@ from .memory_model import GiB, MemoryModel, VramBreakdown, video_tokens
 PRIORITIES = ("speed", "quality", "fit")
 TE_DEVICES = ("gpu", "gpu_then_free", "cpu")
 # The pack's backend names (wan4step/attention.py BACKENDS), so the output wires into the loader.
-ATTENTION_CHOICES = ("auto", "sdpa", "sage", "flash")
+ATTENTION_CHOICES = ("auto", "sdpa", "8bit", "sage", "flash", "fa4")
+
+
+def auto_attention(capability: tuple[int, int] | None) -> str:
+    """What the loader's `auto` runs on a GPU of this capability, for planning: the pack's 8-bit
+    attention on sm80+ except datacenter Blackwell (wan4step/attention.py AUTO_ORDER, whose first
+    choice this mirrors; fa4 there is optional, so plans assume SDPA). A unit test keeps them in step."""
+    if capability is None or tuple(capability) < (8, 0) or tuple(capability)[0] == 10:
+        return "sdpa"
+    return "8bit"
 PLACEMENTS = ("gpu", "stream", "disk")
 STEPS = 4  # the distilled recipe
 
@@ -98,7 +107,7 @@ class Request:
             raise SettingsError(
                 f"unknown attention backend {self.attention!r}",
                 expected=" / ".join(ATTENTION_CHOICES),
-                fix="pick auto unless you installed sageattention (sage) or flash-attn (flash).",
+                fix="pick auto unless you installed sageattention (sage), flash-attn (flash) or flash-attn-4 (fa4).",
             )
         object.__setattr__(self, "formats", tuple(self.formats))  # frozen: a list from JSON becomes a tuple
         kinds = sorted({w.kind for w in WEIGHTS.values()})
@@ -497,7 +506,9 @@ def recommend(machine: Machine, request: Request | None = None, *, model: Memory
     req = request or Request()
     model = model or MemoryModel.load()
     tokens = video_tokens(req.width, req.height, req.frames)
-    attention = "sdpa" if req.attention == "auto" else req.attention
+    attention = req.attention
+    if attention == "auto":
+        attention = auto_attention(machine.capability) if machine.has_gpu else "sdpa"
     if not machine.has_gpu:
         return _recommend_cpu(machine, req, tokens, attention, model)
 

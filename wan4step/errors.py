@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 
 def _public_module(name: str) -> str:
     """`wan4step.errors` for `/srv/ComfyUI/custom_nodes/ComfyUI-Wan4Step.wan4step.errors`: ComfyUI
@@ -79,8 +81,13 @@ class SettingsError(Wan4StepError):
     """Invalid node settings: sizes, frame counts, incompatible options."""
 
 
-class OutOfMemoryError(Wan4StepError):
-    """The GPU ran out of memory; the message names the setting to change."""
+class OutOfMemoryError(Wan4StepError, torch.OutOfMemoryError):
+    """The GPU ran out of memory; the message names the setting to change.
+
+    Also a `torch.OutOfMemoryError`, so a host that recovers from OOMs still sees one (ComfyUI's
+    `model_management.is_oom` tests `isinstance(e, torch.cuda.OutOfMemoryError)` and then unloads
+    every model), and the engine's fallback policy never mistakes it for a kernel failure.
+    """
 
 
 class DownloadError(Wan4StepError):

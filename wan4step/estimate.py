@@ -106,7 +106,9 @@ def estimate(machine: advisor.Machine, *, model_name: str | None, width: int, he
     except SettingsError as exc:
         return Estimate(False, note=str(exc), badge="Wan4Step: invalid video size")
     model = model or MemoryModel.load()
-    attn = "sdpa" if attention in ("auto", "", None) else attention
+    attn = attention or "auto"
+    if attn == "auto":
+        attn = advisor.auto_attention(machine.capability) if machine.has_gpu else "sdpa"
     if attn not in model.attention_backends():
         attn = "sdpa"
     card = cards.find_card(machine.gpu_name, machine.vram_total_bytes) if machine.has_gpu else None

@@ -2,24 +2,25 @@
 
 ComfyUI has no job-size limit of its own (EmptyHunyuanLatentVideo takes up to 16384 frames of
 16384x16384), and one huge job holds a shared GPU for hours. The operator sets the cap in the
-environment of the ComfyUI process; it is read when a job starts, so no restart is needed to
-change it for the next job. Unset: no cap (single-user machines).
+environment of the ComfyUI process (`settings.py`: read once, at start); unset means no cap.
 
     WAN4STEP_MAX_TOKENS=75600   # 720x1280x81 per video (the recipe's largest size)
 """
 
 from __future__ import annotations
 
-import os
-
 from .errors import SettingsError
 
 ENV_MAX_TOKENS = "WAN4STEP_MAX_TOKENS"
 
 
-def max_tokens() -> int | None:
+def max_tokens(raw: str | None = None) -> int | None:
     """The cap in DiT tokens per job (latent frames x h/16 x w/16 x batch), or None."""
-    raw = os.environ.get(ENV_MAX_TOKENS, "").strip()
+    if raw is None:
+        from .settings import SETTINGS
+
+        raw = SETTINGS.max_tokens
+    raw = raw.strip()
     if not raw:
         return None
     try:
@@ -30,9 +31,9 @@ def max_tokens() -> int | None:
     return cap if cap > 0 else None
 
 
-def check_job(tokens: int, size_text: str) -> None:
-    """Refuse a job above the operator's cap, saying what the cap allows."""
-    cap = max_tokens()
+def check_job(tokens: int, size_text: str, raw: str | None = None) -> None:
+    """Refuse a job above the operator's cap (`raw`: the setting's text; None = SETTINGS)."""
+    cap = max_tokens(raw)
     if cap is not None and tokens > cap:
         raise SettingsError(
             f"this job ({size_text}) is {tokens:,} video tokens; this server accepts at most {cap:,} per job",

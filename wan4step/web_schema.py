@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from . import cards
 from .advisor import ATTENTION_CHOICES, PRIORITIES
+from .attention import BACKENDS
 from .catalog import WEIGHTS
 from .errors import SettingsError
 
@@ -80,6 +81,7 @@ def _num(v: float | None) -> str:
 AUTO_GPU_NAMES = ("", "auto", "auto (detected)")
 CPU_GPU_NAMES = ("none", "cpu", "cpu only", "none (cpu only)")
 
+LOADER_ATTENTION = tuple(dict.fromkeys(ATTENTION_CHOICES + BACKENDS))
 WEIGHTS_FORMATS = ("any", *sorted({w.kind for w in WEIGHTS.values()}))  # the advisor's weights_format choices
 
 SIZE = (Field("width", int, 16, 4096), Field("height", int, 16, 4096), Field("frames", int, 1, 1001))
@@ -92,8 +94,8 @@ MACHINE = (
 ADVISOR = SIZE + MACHINE + (
     Field("priority", str, choices=PRIORITIES), Field("attention", str, choices=ATTENTION_CHOICES),
     Field("weights_format", str, choices=WEIGHTS_FORMATS))
-ESTIMATE = SIZE + MACHINE + (
-    Field("priority", str, choices=PRIORITIES), Field("attention", str, choices=ATTENTION_CHOICES),
+ESTIMATE = SIZE + MACHINE + (  # attention: the loader's widget value (the backends it offers)
+    Field("priority", str, choices=PRIORITIES), Field("attention", str, choices=LOADER_ATTENTION),
     Field("weights_format", str, choices=WEIGHTS_FORMATS),
     Field("blocks_to_swap", int, -1, 40), Field("prefetch", int, 1, 8),
     Field("model_name", str), Field("weights_key", str), Field("te_name", str),

@@ -10,6 +10,7 @@ const SAMPLER = "Wan4StepSampler";
 const LOADER_WIDGETS = ["model_name", "unet_name", "ckpt_name"];
 const OVERRIDES = ["gpu", "vram_gb", "free_vram_gb", "compute_capability", "ram_gb", "priority", "weights_format"];
 const COLORS = { fits: "#1f5130", nofit: "#6b2222", unknown: "#333a44" };
+const BADGE_FONT = 12; // px at 100 % zoom: >= 9 px on screen down to 75 % zoom
 
 const widgetOf = (node, name) => node?.widgets?.find((w) => w.name === name);
 const valueOf = (node, name) => widgetOf(node, name)?.value;
@@ -128,13 +129,14 @@ function wrap(ctx, lines, width) {
 function drawBox(ctx, node, lines, fits) {
   if (node.flags?.collapsed || !lines.length) return;
   ctx.save();
-  ctx.font = "11px sans-serif";
+  ctx.font = `${BADGE_FONT}px sans-serif`;
   const pad = 5;
-  const lh = 14;
+  const lh = BADGE_FONT + 3;
   const w = Math.max(node.size[0], 260);
   const rows = wrap(ctx, lines, w - 2 * pad);
   const h = rows.length * lh + 2 * pad;
   const y = node.size[1] + 6;
+  node.__wan4stepBadgeBox = [0, y, w, h]; // node-local, for the layout checks of the browser tests
   ctx.fillStyle = fits === true ? COLORS.fits : fits === false ? COLORS.nofit : COLORS.unknown;
   ctx.globalAlpha = 0.92;
   ctx.beginPath();
@@ -143,7 +145,7 @@ function drawBox(ctx, node, lines, fits) {
   ctx.fill();
   ctx.globalAlpha = 1;
   ctx.fillStyle = "#e8e8e8";
-  rows.forEach((l, i) => ctx.fillText(l, pad, y + pad + 10 + i * lh));
+  rows.forEach((l, i) => ctx.fillText(l, pad, y + pad + BADGE_FONT - 1 + i * lh));
   ctx.restore();
 }
 

@@ -47,7 +47,7 @@ def test_advisor_node_outputs_wire_into_the_pack_nodes(comfy, pack):
     assert "RTX 3090" in report and "INT8" in report and out.ui["text"] == [report]
     assert model_name == catalog.WEIGHTS["lightx2v_int8"].model_name
     assert te_name == catalog.TEXT_ENCODERS_TABLE["umt5_fp8"].name and vae_name == "wan_2.1_vae.safetensors"
-    assert te_device in ("gpu", "gpu_then_free", "cpu") and tiled in ("on", "off") and attention == "sdpa"
+    assert te_device in ("gpu", "gpu_then_free", "cpu") and tiled in ("on", "off") and attention == "8bit"  # what auto runs on sm86
     assert isinstance(k, int) and 0 <= k <= 40 and isinstance(prefetch, int)
     assert plan == {"weights": "lightx2v_int8", "text_encoder": "umt5_fp8", "vae": "wan_2.1_vae", "fits": True}
     # the values are legal inputs of the nodes they wire into (where those nodes exist yet)
@@ -203,3 +203,9 @@ def test_advisor_runs_through_prompt_and_its_route(comfy_server):
     answer = comfy_server.post_json("/wan4step/advisor", {"gpu": "RTX 5070", "ram_gb": 32, "frames": 81})
     assert answer["recommendation"]["kind"] == "fp8" and answer["recommendation"]["blocks_to_swap"] > 0
     assert answer["report"].startswith("RTX 5070")
+    plan = answer["memory_plan"]  # what web/wan4step_advisor.js draws on the node
+    assert {p["key"]: p["vram_bytes"] for p in plan["phases"]} == answer["recommendation"]["phase_peaks"]
+    assert [p["label"] for p in plan["phases"]] == ["Text encode", "Sampling", "VAE decode"]
+    assert plan["gpu"] == "RTX 5070" and plan["vram_total_bytes"] > plan["usable_vram_bytes"] > 0
+    assert plan["ram_peak_bytes"] == answer["recommendation"]["peak_ram_bytes"]
+    assert hist["outputs"]["1"]["memory_plan"][0]["gpu"] == "RTX 4090"  # after a run, the node redraws it

@@ -24,15 +24,15 @@ def _sample(pack, model, seed=7):
 def test_swapped_sampling_equals_resident(comfy, pack, tmp_path):
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
     ref = _sample(pack, base)
     for k, prefetch, source, emb in [(1, 1, "ram", False), (2, 2, "ram", True), (2, 1, "disk", False)]:
         swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(base, k, prefetch, True, source, emb).result[0]
         for _ in range(2):  # repeated runs reuse the plan
             assert torch.equal(_sample(pack, swapped), ref)
-        swap = swapped.wan4step_swap
-        assert swap.plan is not None and len(swap.plan.indices) == k
-        assert swap.plan.streamer.stats.copies > 0
+        plan = pack.nodes.comfy_compat.block_swap.holder_of(swapped).plan_for(swapped)
+        assert plan is not None and len(plan.indices) == k
+        assert plan.streamer.stats.copies > 0
         assert swapped.model_size() < base.model_size(), (k, source, emb)
     # the unswapped model is untouched by the swapped clones
     assert torch.equal(_sample(pack, base), ref)
@@ -41,9 +41,9 @@ def test_swapped_sampling_equals_resident(comfy, pack, tmp_path):
 def test_fast_forward_matches_comfy_block_and_streams(comfy, pack, tmp_path):
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
     ref = _sample(pack, base)
-    fast = pack.nodes.fast_forward.install(base, "sdpa")
+    fast = pack.nodes.comfy_compat.fast_forward.install(base, "sdpa")
     out = _sample(pack, fast)
     torch.testing.assert_close(out, ref, rtol=2e-4, atol=2e-4)
     swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(fast, 2, 1, True, "ram", False).result[0]
@@ -57,7 +57,7 @@ def test_ram_stays_flat_across_five_swapped_runs(comfy, pack, tmp_path):
 
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
     swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(base, 2, 1, True, "ram", True).result[0]
     proc = psutil.Process()
     rss = []
@@ -69,7 +69,8 @@ def test_ram_stays_flat_across_five_swapped_runs(comfy, pack, tmp_path):
     assert all(torch.equal(o, outs[0]) for o in outs)
     growth = max(rss[1:]) - rss[1]
     assert growth < 32 * 2**20, [r / 2**20 for r in rss]  # no per-run host allocations survive
-    assert swapped.wan4step_swap.plan.streamer.slots == []  # device ring released after each run
+    plan = pack.nodes.comfy_compat.block_swap.holder_of(swapped).plan_for(swapped)
+    assert plan.streamer.slots == []  # device ring released after each run
 
 
 def test_w8a8_shared_codes_equal_per_linear_quantization(comfy, pack, tmp_path, monkeypatch):
@@ -80,7 +81,7 @@ def test_w8a8_shared_codes_equal_per_linear_quantization(comfy, pack, tmp_path, 
 
     for kind in ("fp8", "int8"):
         folder = write_lightx2v_dir(tmp_path / f"distill_{kind}", tiny_dit_state_dict(), kind)
-        fast = pack.nodes.fast_forward.install(pack.nodes.comfy_model.build_model(load_dit(folder), torch.bfloat16), "sdpa")
+        fast = pack.nodes.comfy_compat.fast_forward.install(pack.nodes.comfy_compat.model.build_model(load_dit(folder), torch.bfloat16), "sdpa")
         shared = _sample(pack, fast)
         calls = []
         real = fast_block._shared_w8a8
@@ -106,13 +107,13 @@ def test_compiled_block_matches_eager_and_survives_block_swap(comfy, pack, tmp_p
 
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.float32)
-    eager = _sample(pack, pack.nodes.fast_forward.install(base, "sdpa"))
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.float32)
+    eager = _sample(pack, pack.nodes.comfy_compat.fast_forward.install(base, "sdpa"))
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
-    compiled = pack.nodes.fast_forward.install(base, "sdpa", compile=True)
+    compiled = pack.nodes.comfy_compat.fast_forward.install(base, "sdpa", compile=True)
     out = _sample(pack, compiled)
     fast = compiled.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)]
     assert fast.__closure__ is not None
@@ -126,18 +127,22 @@ def test_compiled_block_matches_eager_and_survives_block_swap(comfy, pack, tmp_p
 
 
 def test_compile_failure_falls_back_to_eager_with_one_warning(comfy, pack, tmp_path, monkeypatch, caplog):
+    from wan4step import fallback
+
+    state = fallback.snapshot()  # the switch is process-wide: later tests get compile back
     p = tmp_path / "tiny.safetensors"
     safetensors.torch.save_file({k: v.to(torch.bfloat16) for k, v in tiny_dit_state_dict().items()}, str(p))
-    base = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
-    eager = _sample(pack, pack.nodes.fast_forward.install(base, "sdpa"))
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
+    eager = _sample(pack, pack.nodes.comfy_compat.fast_forward.install(base, "sdpa"))
 
     def broken(*args, **kwargs):
         raise RuntimeError("no working C++ compiler")
 
-    monkeypatch.setattr(pack.nodes.fast_forward, "_compiled", broken)
-    model = pack.nodes.fast_forward.install(base, "sdpa", compile=True)
+    monkeypatch.setattr(pack.nodes.comfy_compat.fast_forward, "_compiled", broken)
+    model = pack.nodes.comfy_compat.fast_forward.install(base, "sdpa", compile=True)
     with caplog.at_level("WARNING", logger="wan4step"):
         assert torch.equal(_sample(pack, model), eager)
         assert torch.equal(_sample(pack, model), eager)
+    fallback.restore(state)
     warnings = [r for r in caplog.records if "torch.compile" in r.getMessage()]
     assert len(warnings) == 1 and "no working C++ compiler" in warnings[0].getMessage()

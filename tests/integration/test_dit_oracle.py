@@ -23,9 +23,9 @@ def inputs():
 
 
 def _ours(pack, path, dtype=torch.float32, fast=False):
-    mp = pack.nodes.comfy_model.build_model(load_dit(path), dtype)
+    mp = pack.nodes.comfy_compat.model.build_model(load_dit(path), dtype)
     if fast:
-        mp = pack.nodes.fast_forward.install(mp, "sdpa")
+        mp = pack.nodes.comfy_compat.fast_forward.install(mp, "sdpa")
     return mp
 
 

@@ -49,3 +49,37 @@ def test_bad_size_is_rejected_with_the_nearest_valid_values(tiny_server):
     with pytest.raises(ComfyAPIError) as err:
         tiny_server.run(wf, timeout=300)
     assert "width 72 is not divisible by 16 (nearest valid: 64 or 80)" in str(err.value)
+
+
+def _vace_workflow(mode: str) -> dict:
+    """The demo graph with core's WanVaceToVideo (control video + reference image) between prompt and sampler,
+    and TrimVideoLatent dropping the reference frame before decoding."""
+    wf = json.loads(WORKFLOW.read_text())
+    wf["1"]["inputs"].update(model_name=bundle.DIT_VACE_GGUF, mode=mode)
+    wf["20"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 9, "color": 0x336699}}
+    wf["21"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0xCC3300}}
+    wf["22"] = {"class_type": "WanVaceToVideo", "inputs": {
+        "positive": ["3", 0], "negative": ["3", 0], "vae": ["6", 0], "width": 64, "height": 48, "length": 9,
+        "batch_size": 1, "strength": 1.0, "control_video": ["20", 0], "reference_image": ["21", 0]}}
+    wf["23"] = {"class_type": "TrimVideoLatent", "inputs": {"samples": ["5", 0], "trim_amount": ["22", 3]}}
+    wf["5"]["inputs"].update(positive=["22", 0], latent=["22", 2])
+    wf["7"]["inputs"]["samples"] = ["23", 0]
+    return wf
+
+
+def test_vace_merged_gguf_in_both_modes(tiny_server):
+    """QuantStack-style VACE GGUF: mode t2v runs the demo as plain text-to-video, mode vace runs core's
+    WanVaceToVideo at 4 steps, and VACE conditioning on the t2v model is refused by name."""
+    from wan4step.comfy_client import ComfyAPIError
+
+    wf = json.loads(WORKFLOW.read_text())
+    wf["1"]["inputs"]["model_name"] = bundle.DIT_VACE_GGUF  # no mode: the default, t2v
+    wf["4"]["inputs"].update(width=64, height=48, length=9)
+    for graph in (wf, _vace_workflow("vace")):
+        hist = tiny_server.run(graph, timeout=600)
+        files = [f for f in output_files(hist) if f["filename"].endswith(".mp4")]
+        assert len(files) == 1
+        assert _frames(tiny_server.view(files[0]["filename"], files[0]["subfolder"], files[0]["type"])) == (9, 64, 48)
+    with pytest.raises(ComfyAPIError) as err:
+        tiny_server.run(_vace_workflow("t2v"), timeout=300)
+    assert "VACE control conditioning was given to a text-to-video model" in str(err.value)

@@ -30,15 +30,15 @@ def test_unet_loader_gguf_model_swaps_and_samples_like_ours(comfy, pack, gguf_no
     if theirs is None:
         comfy.folder_paths.add_model_folder_path("unet", str(tmp_path))
         theirs = gguf_nodes.UnetLoaderGGUF().load_unet(path.name)[0]
-    theirs = pack.nodes.comfy_model.set_shift(theirs.clone(), 5.0)
+    theirs = pack.nodes.comfy_compat.model.set_shift(theirs.clone(), 5.0)
     ref = _sample(pack, theirs)
     # streaming their GGMLTensor weights changes nothing
     for k, source in ((1, "ram"), (2, "disk")):
         swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(theirs, k, 1, True, source, False).result[0]
         assert torch.equal(_sample(pack, swapped), ref)
     # the pack's fused block forward runs their modules too, and agrees with our own loader on the same file
-    fast = pack.nodes.fast_forward.install(theirs, "sdpa")
-    ours = pack.nodes.comfy_model.build_model(load_dit(path), torch.bfloat16)
+    fast = pack.nodes.comfy_compat.fast_forward.install(theirs, "sdpa")
+    ours = pack.nodes.comfy_compat.model.build_model(load_dit(path), torch.bfloat16)
     # ComfyUI-GGUF decodes in fp16 arithmetic, the pack in fp32 (bit-exact vs gguf's numpy): tiny differences
     for out in (_sample(pack, fast), _sample(pack, ours)):
         rel = ((out - ref).norm() / ref.norm()).item()
@@ -48,7 +48,7 @@ def test_unet_loader_gguf_model_swaps_and_samples_like_ours(comfy, pack, gguf_no
 def test_lora_on_comfyui_gguf_model_reaches_streamed_blocks(comfy, pack, gguf_nodes, tmp_path):
     path = write_gguf(tmp_path / "tiny-Q8_0.gguf", tiny_dit_state_dict(), "Q8_0")
     comfy.folder_paths.add_model_folder_path("unet", str(tmp_path))
-    theirs = pack.nodes.comfy_model.set_shift(gguf_nodes.UnetLoaderGGUF().load_unet(path.name)[0].clone(), 5.0)
+    theirs = pack.nodes.comfy_compat.model.set_shift(gguf_nodes.UnetLoaderGGUF().load_unet(path.name)[0].clone(), 5.0)
     g = torch.Generator().manual_seed(2)
     lora = {}
     for i in range(2):

@@ -1,9 +1,10 @@
 """ComfyUI's interrupt flag is honoured inside the engine's VAE decode and UMT5 encode (in-process).
 
-ComfyUI's Cancel sets a flag that only code asking for it raises. Before nodes/interrupts.py the
-UMT5 encode never asked (a CPU encode of the real XXL runs for seconds) and the VAE decode asked
-only after a finished chunk of frames. Here the flag is set before the call: the call must stop
-before any frame is produced, and the next call must run normally (the flag is consumed).
+ComfyUI's Cancel sets a flag that only code asking for it raises. The UMT5 encode asks per
+sub-layer (comfy_compat/progress.py: EncodeTicks; a CPU encode of the real XXL runs for seconds),
+the VAE decode before every module call (comfy_compat/interrupts.py; its progress units are whole
+upsampling stages). Here the flag is set before the call: the call must stop before any output is
+produced, and the next call must run normally (the flag is consumed).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def test_lora_on_bf16_equals_comfyui_and_on_quantized_follows(comfy, pack, tmp_p
         return comfy.sd.load_lora_for_models(mp, None, lora, 1.0, 0)[0]
 
     core = comfy.sd.load_diffusion_model(str(bf16), model_options={"dtype": torch.bfloat16})
-    ours = pack.nodes.comfy_model.build_model(load_dit(bf16), torch.float32)
+    ours = pack.nodes.comfy_compat.model.build_model(load_dit(bf16), torch.float32)
     base = _forward(comfy, ours)
     want = _forward(comfy, with_lora(core))
     got = _forward(comfy, with_lora(ours))
@@ -49,7 +49,7 @@ def test_lora_on_bf16_equals_comfyui_and_on_quantized_follows(comfy, pack, tmp_p
     assert torch.equal(_forward(comfy, ours), base)  # unpatched again afterwards
 
     for path in (write_lightx2v_dir(tmp_path / "distill_fp8", sd, "fp8"), write_gguf(tmp_path / "q8.gguf", sd, "Q8_0")):
-        q = pack.nodes.comfy_model.build_model(load_dit(path), torch.float32)
+        q = pack.nodes.comfy_compat.model.build_model(load_dit(path), torch.float32)
         before = q.model.diffusion_model.blocks[0].self_attn.q.weight.clone()
         got_q = _forward(comfy, with_lora(q))
         assert torch.equal(q.model.diffusion_model.blocks[0].self_attn.q.weight, before)  # stored bytes untouched
@@ -71,8 +71,8 @@ def test_lora_reaches_streamed_blocks(comfy, pack, tmp_path):
         return pack.nodes.sampler.Wan4StepSampler.execute(mp, cond, latent, seed=3, steps=4, shift=5.0, cfg=1.0,
                                                           noise="comfy", update="lcm").result[0]["samples"]
 
-    for base in (pack.nodes.comfy_model.build_model(load_dit(bf16), torch.bfloat16),
-                 pack.nodes.comfy_model.set_shift(comfy.sd.load_diffusion_model(str(bf16)), 5.0)):  # ours and core's
+    for base in (pack.nodes.comfy_compat.model.build_model(load_dit(bf16), torch.bfloat16),
+                 pack.nodes.comfy_compat.model.set_shift(comfy.sd.load_diffusion_model(str(bf16)), 5.0)):  # ours and core's
         plain = sample(base)
         lora_model = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0)[0]
         want = sample(lora_model)
@@ -101,12 +101,12 @@ def test_lora_on_norm_weights_reaches_the_fused_block_when_streamed(comfy, pack,
         return pack.nodes.sampler.Wan4StepSampler.execute(mp, cond, latent, seed=3, steps=4, shift=5.0, cfg=1.0,
                                                           noise="comfy", update="lcm").result[0]["samples"]
 
-    base = pack.nodes.comfy_model.build_model(load_dit(bf16), torch.bfloat16)
-    plain = sample(pack.nodes.fast_forward.install(base, "sdpa"))
+    base = pack.nodes.comfy_compat.model.build_model(load_dit(bf16), torch.bfloat16)
+    plain = sample(pack.nodes.comfy_compat.fast_forward.install(base, "sdpa"))
     lora_model = comfy.sd.load_lora_for_models(base, None, lora, 1.0, 0)[0]
     want = sample(lora_model)  # ComfyUI's own blocks, the LoRA baked in at load
     assert ((want - plain).norm() / plain.norm()) > 0.01  # the norm LoRA really matters
-    fast = pack.nodes.fast_forward.install(lora_model, "sdpa")
+    fast = pack.nodes.comfy_compat.fast_forward.install(lora_model, "sdpa")
     torch.testing.assert_close(sample(fast), want, rtol=2e-2, atol=2e-2)  # resident: baked weights
     swapped = pack.nodes.block_swap.Wan4StepBlockSwap.execute(fast, 2, 1, True, "ram", False).result[0]
     got = sample(swapped)

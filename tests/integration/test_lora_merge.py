@@ -93,9 +93,9 @@ def test_merged_float_weights_equal_core_lora_loader(comfy, pack, tmp_path, lora
         assert torch.equal(w, want[key].to(dtype)), key
     assert touched == report.merged
 
-    ours = pack.nodes.comfy_model.build_model(loaded, dtype)
+    ours = pack.nodes.comfy_compat.model.build_model(loaded, dtype)
     got_out = _forward(comfy, ours)
-    plain = _forward(comfy, pack.nodes.comfy_model.build_model(load_dit(base), dtype))
+    plain = _forward(comfy, pack.nodes.comfy_compat.model.build_model(load_dit(base), dtype))
     assert _rel(want_out, plain) > 0.02  # the LoRA really changes the output
     if convention == "lightx2v":  # core's own model and forward, its modulation set as LightX2V's loader makes it
         dm = with_lora.model.diffusion_model
@@ -151,16 +151,16 @@ def test_merged_quantized_model_matches_per_use_lora_within_quantization_error(c
     lora_sd = make_lora(TINY_DIT, "kijai", rank=8, seed=5, size=0.1, lowrank_min_params=TINY_LOWRANK)
     lora_file = write_lora(tmp_path / "k.safetensors", lora_sd)
 
-    per_use = comfy.sd.load_lora_for_models(pack.nodes.comfy_model.build_model(load_dit(path), torch.float32),
+    per_use = comfy.sd.load_lora_for_models(pack.nodes.comfy_compat.model.build_model(load_dit(path), torch.float32),
                                             None, lora_sd, 1.0, 0)[0]
     want = _forward(comfy, per_use)  # base decoded + LoRA in float32 at every use
     loaded = load_dit(path)
     merge_into(loaded, lora_file, 1.0, device="cpu")
     kinds = {type(v).__name__ + getattr(v, "kind", "") for k, v in loaded.state.items() if k.endswith("ffn.0.weight")}
     assert kinds == {"QuantWeight" + ("gguf" if fmt.startswith("Q") else fmt)}  # still the file's own encoding
-    got = _forward(comfy, pack.nodes.comfy_model.build_model(loaded, torch.float32))
+    got = _forward(comfy, pack.nodes.comfy_compat.model.build_model(loaded, torch.float32))
 
-    float_model = pack.nodes.comfy_model.build_model(load_dit(path), torch.float32)
+    float_model = pack.nodes.comfy_compat.model.build_model(load_dit(path), torch.float32)
     quant_err = _rel(_forward(comfy, float_model), _forward(comfy, _float_build(comfy, pack, sd)))
     err = _rel(got, want)
     assert err < 1.5 * quant_err + 1e-3, (fmt, err, quant_err)
@@ -173,7 +173,7 @@ def _float_build(comfy, pack, sd, dtype=torch.float32):
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     state = {k: v.to(dtype) for k, v in sd.items()}
     loaded = LoadedDiT(Path("float.safetensors"), "float", detect_config(shapes), state)
-    return pack.nodes.comfy_model.build_model(loaded, dtype)
+    return pack.nodes.comfy_compat.model.build_model(loaded, dtype)
 
 
 def test_gguf_merge_against_comfyui_gguf_lora_loader(comfy, pack, comfyui_gguf, tmp_path, loras_dir):
@@ -187,13 +187,13 @@ def test_gguf_merge_against_comfyui_gguf_lora_loader(comfy, pack, comfyui_gguf, 
     theirs = comfyui_gguf.nodes.UnetLoaderGGUF().load_unet(path.name)[0]
     theirs = _core_nodes().LoraLoaderModelOnly().load_lora_model_only(theirs, lora_file.name, 1.0)[0]
     want = _forward(comfy, theirs)
-    plain = _forward(comfy, pack.nodes.comfy_model.build_model(load_dit(path), torch.float32))
+    plain = _forward(comfy, pack.nodes.comfy_compat.model.build_model(load_dit(path), torch.float32))
     errs = {}
     for target in ("same", "Q8_0"):
         loaded = load_dit(path)
         report = merge_into(loaded, lora_file, 1.0, device="cpu", gguf_target=target)
         assert any(("Q5_K -> Q5_K" if target == "same" else "-> Q8_0") in e for e in report.encodings), report.encodings
-        errs[target] = _rel(_forward(comfy, pack.nodes.comfy_model.build_model(loaded, torch.float32)), want)
+        errs[target] = _rel(_forward(comfy, pack.nodes.comfy_compat.model.build_model(loaded, torch.float32)), want)
     assert _rel(want, plain) > 0.05
     assert errs["Q8_0"] < errs["same"] < 0.05, errs
 
@@ -209,7 +209,7 @@ def test_loader_node_merges_a_lora_from_the_loras_folder(comfy, pack, tmp_path, 
     node = pack.nodes.model_loader.Wan4StepModelLoader
     plain = node.execute("tiny-Q8_0.gguf", "fp32", "sdpa", False).result[0]
     merged = node.execute("tiny-Q8_0.gguf", "fp32", "sdpa", False, lora_name=lora_file.name, lora_strength=1.0).result[0]
-    assert "LoRA" in merged.wan4step["loaded"]
+    assert "LoRA" in pack.nodes.comfy_compat.model.model_info(merged).loaded
     w = merged.model.diffusion_model.blocks[0].ffn[0]
     assert w.qkind == "gguf"  # merged in place of the GGUF bytes, no per-use patch
     assert not w.weight_function

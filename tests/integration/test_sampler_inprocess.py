@@ -25,7 +25,7 @@ def test_loader_matches_comfyui_unet_loader(comfy, pack, tmp_path):
     from wan4step.formats import load_dit
 
     p = _tiny_file(tmp_path)
-    ours = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    ours = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
     core = comfy.sd.load_diffusion_model(str(p), model_options={"dtype": torch.bfloat16})
     x = torch.randn(1, 16, 3, 8, 8)
     t = torch.tensor([937.5])
@@ -45,7 +45,7 @@ def test_sampler_equals_ksampler_lcm_simple_shift5(comfy, pack, tmp_path):
     p = _tiny_file(tmp_path)
     from wan4step.formats import load_dit
 
-    ours = pack.nodes.comfy_model.build_model(load_dit(p), torch.bfloat16)
+    ours = pack.nodes.comfy_compat.model.build_model(load_dit(p), torch.bfloat16)
     core = comfy.sd.load_diffusion_model(str(p), model_options={"dtype": torch.bfloat16})
     core = adv.ModelSamplingSD3().patch(core, shift=5.0)[0]
     latent = {"samples": torch.zeros(1, 16, 3, 8, 8)}
@@ -68,7 +68,7 @@ def test_guard_rails_and_lightx2v_noise(comfy, pack, tmp_path):
     from wan4step.errors import SettingsError, WrongModelError
     from wan4step.formats import load_dit
 
-    model = pack.nodes.comfy_model.build_model(load_dit(_tiny_file(tmp_path)), torch.bfloat16)
+    model = pack.nodes.comfy_compat.model.build_model(load_dit(_tiny_file(tmp_path)), torch.bfloat16)
     S = pack.nodes.sampler.Wan4StepSampler
     latent = {"samples": torch.zeros(1, 16, 2, 8, 8)}
     cond = _cond()

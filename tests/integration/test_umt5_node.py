@@ -118,7 +118,7 @@ def test_wan_prompt_cleaning_and_truncation(comfy, pack, te_dir):
 def test_other_layouts_give_the_same_conditioning(comfy, pack, te_dir):
     ref, _ = encode(load(pack, "umt5_tiny_fp16.safetensors"), PROMPT)
     lx = load(pack, "lightx2v/models_t5_umt5-xxl-enc-bf16.pth")  # tokenizer: google/umt5-xxl beside it
-    assert lx.wan4step["tokenizer"].endswith("umt5-xxl")
+    assert pack.nodes.comfy_compat.clip.text_encoder_info(lx).tokenizer.endswith("umt5-xxl")
     gg = load(pack, "umt5-tiny-encoder-Q8_0.gguf")  # tokenizer rebuilt from GGUF metadata
     for clip, tol in ((lx, 0.012), (gg, 0.03)):  # bf16 / Q8_0 weight rounding (see tests/unit/test_umt5.py)
         c, _ = encode(clip, PROMPT)
@@ -162,7 +162,7 @@ def test_explicit_tokenizer_folder_and_missing_tokenizer(comfy, pack, te_dir):
     from wan4step.errors import MissingFileError
 
     clip = load(pack, "no_tokenizer.pth", tokenizer="lightx2v/google/umt5-xxl/")
-    assert clip.wan4step["tokenizer"].endswith("umt5-xxl")
+    assert pack.nodes.comfy_compat.clip.text_encoder_info(clip).tokenizer.endswith("umt5-xxl")
     with pytest.raises(MissingFileError) as e:
         load(pack, "no_tokenizer.pth")
     assert "no_tokenizer.pth" in str(e.value) and "spiece.model" in str(e.value)

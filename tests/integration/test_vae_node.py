@@ -50,6 +50,27 @@ def test_schema_and_registration(comfy, pack, vae_dir):
     assert node in asyncio.run(ext.get_node_list())
 
 
+def test_the_fields_the_adapter_replaces_are_ones_this_comfyui_sets_and_reads(comfy, pack, both):
+    """comfy_compat/vae.py swaps exactly `REPLACED` on a VAE core's constructor built; if a ComfyUI
+    release renames one, the swap would be silently ignored: this fails instead."""
+    import importlib
+    import inspect
+
+    compat = pack.nodes.comfy_compat.vae
+    core, ours = both
+    for name in compat.REPLACED:
+        assert name in vars(core), f"comfy.sd.VAE no longer sets {name}"
+        assert getattr(ours, name) is not getattr(core, name), name
+    readers = "".join(inspect.getsource(getattr(comfy.sd.VAE, m)) for m in ("decode", "encode", "decode_tiled",
+                                                                            "encode_tiled", "model_size"))
+    for name in compat.REPLACED:
+        assert f"self.{name}" in readers, f"comfy.sd.VAE's decode/encode no longer read {name}"
+    for hook in compat.MODEL_HOOKS:
+        assert hook in readers and getattr(ours.first_stage_model, hook) is True
+    patcher_mod = importlib.import_module("comfy.model_patcher")
+    assert "cached_patcher_init" in inspect.getsource(patcher_mod.ModelPatcher.clone)
+
+
 def test_is_a_comfy_vae_running_our_engine(comfy, both):
     core, ours = both
     assert isinstance(ours, comfy.sd.VAE) and isinstance(ours.first_stage_model, WanVAE)

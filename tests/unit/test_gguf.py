@@ -18,14 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from wan4step.errors import FormatError, UnsupportedQuantError, WrongModelError
-from wan4step.formats.gguf_file import TIERS, read_gguf, tier_types, write_gguf
+from wan4step.formats import load_dit
+from wan4step.formats.gguf_file import FIX_5D_FILE, TIERS, read_gguf, tier_types, write_gguf
 from wan4step.quant import gguf_matmul
 from wan4step.quant.gguf_dequant import SUPPORTED_TYPES, dequantize, row_bytes
 from wan4step.quant.gguf_encode import encode, random_raw
 from wan4step.quant.gguf_matmul import gguf_linear
 from wan4step.quant.linear import QuantLinear
 from wan4step.quant.weights import GGUF, QuantWeight
-from wan4step.tiny.dit import TINY_DIT, tiny_dit_state_dict
+from wan4step.tiny.dit import TINY_DIT, TINY_VACE, TINY_VACE_DIT, tiny_dit_state_dict, tiny_vace_state_dict
 from wan4step.wan_config import expected_keys
 
 Q = gguf.GGMLQuantizationType
@@ -311,10 +312,95 @@ def test_i2v_model_is_named(tmp_path, tiny_sd):
         read_gguf(_raw_gguf(tmp_path / "i2v.gguf", "wan", tensors))
 
 
-def test_missing_5d_patch_embedding(tmp_path, tiny_sd):
+def test_5d_patch_embedding_inline_as_published(tmp_path, tiny_sd):
+    path = write_gguf(tmp_path / "inline.gguf", tiny_sd, "Q8_0")
+    t = {t.name: t for t in gguf.GGUFReader(path).tensors}["patch_embedding.weight"]
+    assert Q(t.tensor_type) == Q.F32 and len(t.shape) == 5  # what fix_5d_tensors.py appends
+    assert torch.equal(read_gguf(path)["patch_embedding.weight"], tiny_sd["patch_embedding.weight"])
+
+
+def test_missing_5d_patch_embedding_is_read_from_convert_fix_file(tmp_path, tiny_sd):
     path = _raw_gguf(tmp_path / "no5d.gguf", "wan", _plain(tiny_sd, skip={"patch_embedding.weight"}))
-    with pytest.raises(FormatError, match="fix_5d_tensors"):
+    with pytest.raises(FormatError, match=f"no patch_embedding.weight.*{FIX_5D_FILE}") as e:
         read_gguf(path)
+    assert "fix_5d_tensors.py" not in str(e.value)  # that script crashes with the current gguf/numpy
+    import safetensors.torch
+
+    safetensors.torch.save_file({"patch_embedding.weight": tiny_sd["patch_embedding.weight"][:128].contiguous()},
+                                str(tmp_path / FIX_5D_FILE))
+    with pytest.raises(FormatError, match="does not hold this model's patch_embedding.weight"):
+        read_gguf(path)  # another model's fix file
+    safetensors.torch.save_file({"patch_embedding.weight": tiny_sd["patch_embedding.weight"]}, str(tmp_path / FIX_5D_FILE))
+    assert torch.equal(read_gguf(path)["patch_embedding.weight"], tiny_sd["patch_embedding.weight"])
+
+
+def test_write_sidecar_is_convert_py_layout(tmp_path):
+    vsd = tiny_vace_state_dict()
+    path = write_gguf(tmp_path / "raw.gguf", vsd, "F16", five_d="sidecar")
+    names = {t.name for t in gguf.GGUFReader(path).tensors}
+    assert "patch_embedding.weight" not in names and "vace_patch_embedding.weight" not in names
+    import safetensors.torch
+
+    fix = safetensors.torch.load_file(str(tmp_path / FIX_5D_FILE))
+    assert set(fix) == {"patch_embedding.weight", "vace_patch_embedding.weight"}
+    assert fix["vace_patch_embedding.weight"].shape == (256, TINY_VACE.in_dim, 1, 2, 2)
+    assert set(load_dit(path, "vace").state) == set(vsd)
+    assert "vace_patch_embedding.weight" not in load_dit(path).state
+
+
+# -- VACE-merged files (QuantStack's ..._StepCfgDistill_VACE-<TIER>.gguf) -----------------
+
+def test_vace_gguf_tier_rule_and_both_modes(tmp_path):
+    vsd = tiny_vace_state_dict()
+    path = write_gguf(tmp_path / "vace-Q4_K_M.gguf", vsd, "Q4_K_M")
+    types = {t.name: Q(t.tensor_type) for t in gguf.GGUFReader(path).tensors}
+    # the lcpp patch's rules are by name: VACE blocks quantized like main blocks, the VACE conv never
+    assert types["vace_blocks.1.self_attn.v.weight"] == types["vace_blocks.0.ffn.2.weight"] == Q.Q6_K
+    assert types["vace_blocks.0.before_proj.weight"] == types["vace_blocks.1.after_proj.weight"] == Q.Q4_K
+    assert types["vace_patch_embedding.weight"] == types["vace_blocks.0.after_proj.bias"] == Q.F32
+    t2v, vace = load_dit(path), load_dit(path, "vace")
+    assert set(t2v.state) == set(expected_keys(TINY_VACE_DIT))
+    assert set(vace.state) == set(expected_keys(TINY_VACE_DIT, TINY_VACE)) and vace.vace == TINY_VACE
+    vace_bytes = sum(t.n_bytes for t in gguf.GGUFReader(path).tensors if t.name.startswith("vace_"))
+    assert t2v.skipped_bytes == vace_bytes and vace.stored_bytes == t2v.stored_bytes + vace_bytes
+    with pytest.raises(WrongModelError, match="mode 'vace' needs a VACE-merged model"):
+        load_dit(write_gguf(tmp_path / "plain.gguf", tiny_dit_state_dict(TINY_VACE_DIT), "Q8_0"), "vace")
+
+
+def test_t2v_mode_never_touches_the_vace_tensors(tmp_path):
+    """VACE tensors stored in a type the pack cannot decode: t2v mode never looks at them (not even at
+    their type), vace mode refuses naming one."""
+    vsd = tiny_vace_state_dict()
+    tensors = {}
+    for k, v in vsd.items():
+        if k.startswith("vace_blocks.") and v.dim() == 2:  # garbage bytes, IQ4_XS type
+            rows, cols = v.shape
+            tensors[k] = (np.full((rows, cols // 256 * gguf.GGML_QUANT_SIZES[Q.IQ4_XS][1]), 0xFF, np.uint8), Q.IQ4_XS)
+        else:
+            tensors[k] = (v.numpy(), None)
+    path = _raw_gguf(tmp_path / "corrupt_vace.gguf", "wan", tensors)
+    loaded = load_dit(path)
+    assert loaded.vace is None and loaded.skipped_bytes > 0
+    assert not any(k.startswith("vace_") for k in loaded.state)
+    with pytest.raises(UnsupportedQuantError, match=r"IQ4_XS.*vace_blocks\.|vace_blocks\..*IQ4_XS"):
+        load_dit(path, "vace")
+
+
+def test_missing_block_in_a_gguf_is_named(tmp_path):
+    sd = {k: v for k, v in tiny_dit_state_dict(TINY_VACE_DIT).items() if not k.startswith("blocks.2.")}
+    path = _raw_gguf(tmp_path / "gap.gguf", "wan", _plain(sd))
+    with pytest.raises(FormatError, match=r"1 of 4 blocks are missing: blocks\.2") as e:
+        load_dit(path)
+    assert "gap.gguf" in str(e.value)
+
+
+def test_inconsistent_linear_shape_is_refused_at_load(tmp_path, tiny_sd):
+    sd = dict(tiny_sd)
+    sd["blocks.1.ffn.2.weight"] = tiny_sd["blocks.1.ffn.2.weight"].t().contiguous()  # [512, 256] for [256, 512]
+    path = write_gguf(tmp_path / "bad-shape.gguf", sd, "Q8_0")
+    with pytest.raises(FormatError, match=r"'blocks\.1\.ffn\.2\.weight' has the wrong shape") as e:
+        load_dit(path)
+    assert "[256, 512]" in str(e.value) and "[512, 256]" in str(e.value)
 
 
 def test_unsupported_quant_type_in_file(tmp_path, tiny_sd):

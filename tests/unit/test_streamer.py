@@ -109,26 +109,63 @@ def test_spread_picks_exactly_k_distinct_blocks():
 
 
 
-def test_comfy_model_dtype_is_applied_when_packing():
-    """ComfyUI's DynamicVRAM keeps a bf16 file's weights in bf16 and casts them at use to
-    `weight_comfy_model_dtype` (fp16 here); a streamed module is hidden from it, so the streamer
-    must pack the cast weights (the 0.33 GPU run failed with 'Half and BFloat16' before this).
-    Quantized codes are never cast."""
+def test_host_cast_dtype_is_applied_when_packing():
+    """A host that casts weights at use (ComfyUI's DynamicVRAM keeps a bf16 file's weights in bf16
+    and computes in fp16) names that dtype through `dtype_of`; a streamed module is hidden from
+    the host, so the streamer must pack the cast weights (the 0.33 GPU run failed with 'Half and
+    BFloat16' before this). Quantized codes are never cast."""
     for disk in (False, True):
         g = torch.Generator().manual_seed(3)
         lin = torch.nn.Linear(32, 16, dtype=torch.bfloat16)
-        lin.weight_comfy_model_dtype = lin.bias_comfy_model_dtype = torch.float16
         q, s = quantize_rowwise(torch.randn(16, 32, generator=g), INT8)
         ql = QuantLinear(32, 16)
         ql.assign_weight(QuantWeight(INT8, q, (16, 32), s), None)
-        ql.weight_comfy_model_dtype = torch.float16  # must not turn int8 codes into fp16 numbers
+        casts = {(lin, "weight"): torch.float16, (lin, "bias"): torch.float16,
+                 (ql, "weight"): torch.float16}  # must not turn int8 codes into fp16 numbers
         expect_w, expect_b = lin.weight.to(torch.float16), lin.bias.to(torch.float16)
-        streamer, (wl, wq) = stream_modules([lin, ql], "cpu", disk=disk)
+        streamer, (wl, wq) = stream_modules([lin, ql], "cpu", disk=disk,
+                                            dtype_of=lambda owner, name, c=casts: c.get((owner, name)))
         x = torch.randn(4, 32, generator=g, dtype=torch.float16)
         assert torch.equal(wl(x), torch.nn.functional.linear(x, expect_w, expect_b))
         assert lin.weight.dtype == torch.float16 or disk  # RAM mode: the host copy is fp16 too
         assert ql.weight.dtype == torch.int8 and torch.equal(ql.weight, q)
         streamer.close()
+
+
+def test_host_pinner_decides_and_is_undone():
+    """A host pinner (ComfyUI's budget) is asked for every slab, page-aligned at whole pages; a refused
+    slab stays ordinary pageable memory (no torch fallback that would bypass the budget); close()
+    unpins exactly what was pinned."""
+    import mmap
+
+    from wan4step.offload.pinned import PinnedSlabs
+
+    class Budget:
+        def __init__(self, left):
+            self.left, self.pinned, self.unpinned = left, [], []
+
+        def pin(self, buf):
+            if buf.nbytes > self.left:
+                return False
+            self.left -= buf.nbytes
+            self.pinned.append(buf.data_ptr())
+            return True
+
+        def unpin(self, buf):
+            self.unpinned.append(buf.data_ptr())
+
+    budget = Budget(3 * mmap.PAGESIZE)
+    slabs = PinnedSlabs(True, budget)
+    a = slabs.empty(mmap.PAGESIZE + 1)  # two pages
+    b = slabs.empty(2 * mmap.PAGESIZE)  # refused: one page left
+    c = slabs.empty(10)  # one page
+    assert a.numel() == mmap.PAGESIZE + 1 and b.numel() == 2 * mmap.PAGESIZE and c.numel() == 10
+    assert len(budget.pinned) == 2 and all(p % mmap.PAGESIZE == 0 for p in budget.pinned)
+    assert slabs.pinned_bytes == 3 * mmap.PAGESIZE and slabs.refused_bytes == 2 * mmap.PAGESIZE
+    a[:] = 1
+    slabs.close()
+    assert sorted(budget.unpinned) == sorted(budget.pinned) and int(a[-1]) == 1  # unlocked, still valid
+    assert PinnedSlabs(False, budget).empty(100).numel() == 100 and len(budget.pinned) == 2  # pin off: never asked
 
 
 def test_disk_mode_under_inference_mode_like_comfyui():

@@ -44,7 +44,7 @@ def test_same_bytes_as_the_fixture_writer_so_a_prepared_folder_is_reused(tmp_pat
     fixture = tmp_path / "fixture"
     bundle.write_tiny_models(fixture)
     before = _files(fixture)
-    for fmt in ("gguf_Q4_K_M", "lightx2v_int8"):
+    for fmt in ("gguf_Q4_K_M", "lightx2v_int8", "gguf_vace_Q8_0"):
         done = install.install_tiny_models(_roots(fixture), fmt)
         assert done.written == [], fmt
         ours = install.install_tiny_models(_roots(tmp_path / "ours"), fmt)

@@ -451,3 +451,26 @@ def test_other_models_and_incomplete_files(tmp_path):
     p.write_bytes(os.urandom(64))
     with pytest.raises(FormatError, match="unknown file format"):
         read_vae_state_dict(p)
+
+
+@pytest.mark.parametrize("tile, max_pass", [(None, 96 * 2**20), (None, 2_000), ((4, 5), 2_000)])
+def test_decode_progress_moves_through_the_whole_decode(small, tile, max_pass):
+    """The progress callback (the node's bar in ComfyUI) counts work, not finished frames: it moves
+    during the middle and inside the depth-first upsampling, never goes back, and the work it
+    predicted is the work done (no jump to 100 % at the end). Small passes split every stage."""
+    z = torch.randn(1, 16, 4, 6, 8, generator=torch.Generator().manual_seed(10))
+    seen = []
+    with torch.no_grad():
+        out = tiled.decode_video(small, z, tile=tile, overlap=1, max_pass_elements=max_pass,
+                                 progress=lambda d, t: seen.append((d, t)))
+    assert out.shape[2] == 13
+    totals = {t for _, t in seen}
+    assert len(totals) == 1
+    total = totals.pop()
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == total
+    assert len(set(done)) >= 10  # many intermediate values
+    # the last callback is the last stage's own work, not a catch-up: predicted == done
+    assert seen[-2][0] < total and done.count(total) == 1
+    # the middle (4 latent frames) reports before any frame leaves the decoder
+    assert done[3] < total / 2

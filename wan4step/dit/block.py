@@ -8,6 +8,11 @@ weights, and quantized linears (FP8/INT8/GGUF) run their own kernels through
 LayerNorm kernel writes q/k/v's shared per-token codes, the GELU pass writes ffn.2's
 (measured at 480p on an H100: 59.4 ms per FP8 block vs 60.0 ms with a quantizer per linear).
 Any module tree shaped like ComfyUI's block works (ComfyUI's own ops, ComfyUI-GGUF's, this pack's).
+
+The forward reads a few weights directly instead of calling their modules (`DIRECT_WEIGHTS`:
+the q/k RMSNorm weights, and norm3's when `fuse_norm3`). A host that patches weights at use time
+(a LoRA applied when the module runs) must check those modules first and run its own block, or
+pass `fuse_norm3=False` when only norm3 carries such a patch: `nodes/comfy_compat/fast_forward.py`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def linear_gelu(linear: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     if (
         isinstance(linear, QuantLinear)
         and linear.qkind is None
-        and not linear.weight_function
+        and not linear.weight_transforms
         and x.is_cuda
         and linear.weight.device == x.device
         and linear.weight.dtype == x.dtype
@@ -61,7 +66,6 @@ def _affine_ln(norm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
         or w is None
         or b is None
         or tuple(norm.normalized_shape) != (x.shape[-1],)
-        or _patched_at_use(norm)  # the module runs itself, which applies the patch
     ):
         return None
     shift = b.to(device=x.device, dtype=torch.float32).view(1, -1)
@@ -69,23 +73,10 @@ def _affine_ln(norm: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, to
     return shift, scale, float(norm.eps)
 
 
-# weights block_forward reads directly (norm3 checks its own in _affine_ln)
-_DIRECT_WEIGHTS = ("self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k")
-
-
-def _patched_at_use(m: torch.nn.Module) -> bool:
-    """Whether ComfyUI applies a patch (a LoRA) to m's weight or bias only when m runs: lowvram's
-    `*_function` lists, DynamicVRAM's `*_lowvram_function`, ComfyUI-GGUF's per-tensor `patches`."""
-    for p in ("weight", "bias"):
-        if (getattr(m, f"{p}_function", None) or getattr(m, f"{p}_lowvram_function", None) is not None
-                or getattr(getattr(m, p, None), "patches", None)):
-            return True
-    return False
-
-
-def has_use_time_patches(block: torch.nn.Module) -> bool:
-    """Whether a weight this forward reads directly is patched at use time; then ComfyUI's block runs."""
-    return any(_patched_at_use(block.get_submodule(path)) for path in _DIRECT_WEIGHTS)
+# modules whose weights block_forward reads directly instead of calling them; norm3's too, unless
+# the caller passes fuse_norm3=False (then norm3 runs itself, applying whatever it carries)
+DIRECT_WEIGHTS = ("self_attn.norm_q", "self_attn.norm_k", "cross_attn.norm_q", "cross_attn.norm_k")
+NORM3 = "norm3"
 
 
 def supports(e0: torch.Tensor) -> bool:
@@ -100,8 +91,12 @@ def block_forward(
     rope: tuple[torch.Tensor, torch.Tensor],
     context: torch.Tensor,
     attn_fn,
+    fuse_norm3: bool = True,
 ) -> torch.Tensor:
-    """x [B, L, C]; e0 [B, 1, 6, C] (time projection); rope = (cos, sin) [L, D/2]; context [B, 512, C]."""
+    """x [B, L, C]; e0 [B, 1, 6, C] (time projection); rope = (cos, sin) [L, D/2]; context [B, 512, C].
+
+    attn_fn(q, k, v) on [B, H, L, D] (`attention.resolve`); fuse_norm3=False calls norm3 as a module.
+    """
     heads = block.num_heads
     # ComfyUI's patch embedding hands block 0 a transposed view; residual ops keep their input's
     # layout, so without this every block would run strided (copies + slow kernels: ~5 ms/block at 480p)
@@ -130,7 +125,7 @@ def block_forward(
     del a
 
     # cross-attention (no modulation; affine LayerNorm, through the same LayerNorm kernels)
-    affine = _affine_ln(block.norm3, x)
+    affine = _affine_ln(block.norm3, x) if fuse_norm3 else None
     kind3 = _shared_w8a8(x, ca.q) if affine is not None else None
     if kind3 is not None:
         shift, scale, eps = affine

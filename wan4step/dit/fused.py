@@ -10,13 +10,13 @@ rounding once.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
-from ..quant.act_quant import empty_codes, quantize_act, row_parts, triton_failed
+from ..quant.act_quant import QUANT_KERNELS, empty_codes, quantize_act, row_parts, triton_failed
 from ..quant.act_quant import use_triton as use_act_triton
 from ..quant.weights import INT8
+from ..settings import SETTINGS
 
 log = logging.getLogger("wan4step")
 
@@ -58,13 +58,13 @@ def _env_tuning(spec: str) -> dict[str, int]:
     return out
 
 
-TUNING.update(_env_tuning(os.environ.get("WAN4STEP_TUNING", "")))
+TUNING.update(_env_tuning(SETTINGS.tuning))
+_KERNELS_ON = _TRITON and SETTINGS.fused  # WAN4STEP_FUSED=0 turns the kernels off (settings.py)
+_ON_CPU_TOO = SETTINGS.triton_interpret  # the interpreter runs them on CPU tensors (tests)
 
 
 def _use_triton(x: torch.Tensor) -> bool:
-    if not _TRITON or os.environ.get("WAN4STEP_FUSED", "1") == "0":
-        return False
-    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    return _KERNELS_ON and (x.is_cuda or _ON_CPU_TOO)
 
 
 # ---------------------------------------------------------------------------- LayerNorm + modulate
@@ -152,7 +152,7 @@ def ln_modulate_quant(
     q, s = empty_codes(B * L, C, kind, x.device)
     try:
         _ln_launch(x, shift, scale, x, q, s, eps, quant=True, is_int8=(kind == INT8))
-    except Exception as e:  # a Triton that cannot build this for the GPU: the unfused pair is the same math
+    except Exception as e:  # noqa: BLE001 - a Triton that cannot build this for the GPU: the unfused pair is the same math
         _fused_failed(kind, e)
         return quantize_act(ln_modulate(x, shift, scale, eps).reshape(B * L, C), kind)
     return q, s
@@ -165,8 +165,8 @@ def _fused_quant(x: torch.Tensor, kind: str) -> bool:
 
 
 def _fused_failed(kind: str, e: Exception) -> None:
-    triton_failed.add(kind)
-    log.warning("wan4step: fused %s quantizing kernels unavailable (%s); using separate passes", kind, e)
+    """Re-raises OOM and interrupts; any other failure turns the kind's quantizing kernels off."""
+    QUANT_KERNELS.fail(kind, e, f"fused {kind} quantizing kernels")
 
 
 # ---------------------------------------------------------------------------- GELU + quantize
@@ -212,7 +212,7 @@ def gelu_quant(h: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
         # round-to-integer trick needs `x * inv` rounded on its own, so INT8 keeps it off
         _gelu_quant_kernel[(h2.shape[0],)](h2, q, s, k, BLOCK=triton.next_power_of_2(k), IS_INT8=(kind == INT8),
                                            num_warps=TUNING["gelu_quant"], enable_fp_fusion=(kind != INT8))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - as in ln_modulate_quant
         _fused_failed(kind, e)
         return gelu_quant_reference(h2, kind)
     return q, s

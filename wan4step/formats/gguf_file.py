@@ -18,6 +18,22 @@ What these files look like (facts from city96's ComfyUI-GGUF `loader.py`,
   the `.modulation` parameters (3-D [1, 6, dim]) and the 5-D conv
   `patch_embedding.weight` are F32; the other non-block 2-D weights (text/time
   embeddings, time projection, head) stay in the base F16/BF16.
+- 5-D tensors: `convert.py` cannot hand a 5-D tensor to llama-quantize (4 dims
+  max), so it leaves `patch_embedding.weight` (and a VACE file's
+  `vace_patch_embedding.weight`) out of the GGUF and saves it to
+  `fix_5d_tensors_wan.safetensors` (`ModelHyVid.handle_nd_tensor`); its
+  `fix_5d_tensors.py` then appends each as a 5-D F32 tensor right after its
+  `.bias`. Published files carry them that way, and the reader takes a 5-D
+  tensor as it is. A file that skipped the fix step is read with the fix file
+  next to it (the pack does what fix_5d_tensors.py would; that script itself no
+  longer runs: with current gguf/numpy `int()` of its file-type field raises
+  "only 0-dimensional arrays can be converted to Python scalars").
+- VACE-merged files (QuantStack's `Wan2.1_T2V_14B_LightX2V_StepCfgDistill_VACE-
+  <TIER>.gguf`) add `vace_patch_embedding.*` and `vace_blocks.N.*` (see
+  `wan_config`). The lcpp patch's Wan rules are by name, so they apply to the VACE
+  blocks too: their 2-D weights (the ten linears, `before_proj`, `after_proj`) are
+  quantized like the main blocks' (`.v.weight` and `.ffn.2.weight` by the same
+  rules), `vace_patch_embedding.` is never quantized.
 
 Write rule (`tier_type`), the patched llama-quantize's rule for Wan as far as it
 applies to T2V: the tier's base type for every block linear weight, except
@@ -33,9 +49,10 @@ which is what "first two/four" counts in.
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +71,10 @@ from ..errors import FormatError, WrongModelError, describe_head
 from ..quant.gguf_dequant import FLOAT_TYPES, check_supported
 from ..quant.gguf_encode import encode
 from ..quant.weights import GGUF, QuantWeight
-from ..wan_config import BLOCK_LINEARS, detect_config
+from ..wan_config import BLOCK_LINEARS, detect_config, detect_vace
+from .safetensors_file import open_safetensors
+
+log = logging.getLogger("wan4step")
 
 Q = GGMLQuantizationType
 ARCH = "wan"
@@ -90,8 +110,12 @@ _FFN_DOWN_RULE: dict[str, int] = {
     "Q4_0": Q.Q4_1, "Q5_0": Q.Q5_1,
 }
 _K_TYPES = {int(Q.Q2_K), int(Q.Q3_K), int(Q.Q4_K), int(Q.Q5_K), int(Q.Q6_K)}
-_BLOCK_LINEAR = re.compile(r"^blocks\.\d+\.(" + "|".join(re.escape(n) for n in BLOCK_LINEARS) + r")\.weight$")
+_BLOCK_LINEAR = re.compile(
+    r"^(vace_)?blocks\.\d+\.(" + "|".join(re.escape(n) for n in (*BLOCK_LINEARS, "before_proj", "after_proj")) + r")\.weight$"
+)
 _QUANTIZATION_THRESHOLD = 1024  # city96's convert.py keeps tensors this small in F32
+FIX_5D_FILE = "fix_5d_tensors_wan.safetensors"  # convert.py's name for the 5-D tensors it leaves out
+FIVE_D_KEYS = ("patch_embedding.weight", "vace_patch_embedding.weight")
 
 
 # -- reading -----------------------------------------------------------------------
@@ -164,7 +188,8 @@ def _check_arch(arch: str | None, path: Path) -> None:
     raise WrongModelError(
         f"this GGUF holds a '{arch}' {'text model' if text else 'model'}, not a Wan2.1 diffusion model",
         path=path,
-        expected="general.architecture 'wan' (a Wan2.1 T2V-14B GGUF, e.g. QuantStack's Wan2.1-T2V-14B-GGUF)",
+        expected="general.architecture 'wan' (a Wan2.1 T2V-14B GGUF, e.g. QuantStack's "
+                 "Wan2.1_T2V_14B_LightX2V_StepCfgDistill_VACE-<TIER>.gguf)",
         found=f"general.architecture '{arch}'",
         fix=(
             "load text-encoder GGUFs (UMT5) in the Wan4Step UMT5 Loader and pick a Wan2.1 T2V-14B GGUF here."
@@ -188,11 +213,47 @@ def _as_torch(arr: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(arr)
 
 
-def read_gguf(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]:
+def _fix_5d(path: Path, wanted: list[str], shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The 5-D tensors convert.py left out, from its fix file next to the GGUF (see the module docstring)."""
+    fix = path.parent / FIX_5D_FILE
+    if not fix.is_file():
+        raise FormatError(
+            f"the GGUF has no {wanted[0]}: city96's convert.py leaves this 5-D tensor out of the GGUF and "
+            f"saves it to {FIX_5D_FILE}",
+            path=path,
+            expected=f"a complete Wan2.1 GGUF (with its 5-D {', '.join(wanted)}) or {FIX_5D_FILE} next to it",
+            found=f"{len(shapes)} tensors without it, and no {FIX_5D_FILE} in {path.parent}",
+            fix=f"download the complete published file, or put the {FIX_5D_FILE} written by convert.py next to this one.",
+        )
+    tensors, _ = open_safetensors(fix)
+    out = {}
+    for key in wanted:
+        t = tensors.get(key)
+        bias = shapes.get(key[: -len("weight")] + "bias")
+        if t is None or t.dim() != 5 or (bias is not None and t.shape[0] != bias[0]):
+            raise FormatError(
+                f"{FIX_5D_FILE} does not hold this model's {key}",
+                path=fix,
+                expected=f"a 5-D {key} with {bias[0] if bias else '?'} output channels",
+                found=f"{list(t.shape)}" if t is not None else f"only {', '.join(sorted(tensors)) or 'nothing'}",
+                fix="it belongs to another conversion; keep each model's fix file with its GGUF, or download the complete file.",
+            )
+        out[key] = t.float()
+        log.info("wan4step: %s read from %s", key, fix)
+    return out
+
+
+def read_gguf(
+    path: str | Path,
+    keep: Callable[[str], bool] | None = None,
+    skipped: dict[str, int] | None = None,
+) -> dict[str, torch.Tensor | QuantWeight]:
     """A Wan2.1 T2V DiT GGUF -> canonical state dict of mmap-backed tensors.
 
     Quantized tensors come back as `QuantWeight(kind="gguf", data=uint8 [rows, bytes_per_row],
     shape=<torch shape>, qtype=...)`, F32/F16/BF16 ones as plain tensors.
+    `keep(name)` (canonical name) false: the tensor is not even type-checked or viewed, so
+    its bytes are never read; `skipped` records {name: stored bytes} of those.
     Raises FormatError (not GGUF / truncated / missing the 5-D patch embedding),
     WrongModelError (another architecture or Wan variant), UnsupportedQuantError.
     """
@@ -203,25 +264,28 @@ def read_gguf(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]:
     tensors = list(reader.tensors)
     if any(t.name.startswith(PREFIX) for t in tensors):  # a full checkpoint: keep the DiT only
         tensors = [t for t in tensors if t.name.startswith(PREFIX)]
-    named = [(t.name[len(PREFIX):] if t.name.startswith(PREFIX) else t.name, t) for t in tensors]
+    named = []
+    for t in tensors:
+        key = t.name[len(PREFIX):] if t.name.startswith(PREFIX) else t.name
+        if keep is not None and not keep(key):
+            if skipped is not None:
+                skipped[key] = int(t.n_bytes)
+            continue
+        named.append((key, t))
 
     shapes: dict[str, tuple[int, ...]] = {}
     for key, t in named:
         shape = _orig_shape(reader, t.name) or tuple(int(v) for v in reversed(t.shape.tolist()))
         shapes[key] = _canonical_modulation(key, shape)
-    if "patch_embedding.weight" not in shapes and "patch_embedding.bias" in shapes:
-        raise FormatError(
-            "the GGUF has no patch_embedding.weight (the 5-D tensor city96's convert.py leaves out)",
-            path=path,
-            expected="a complete Wan2.1 GGUF with its 5-D patch_embedding.weight",
-            found=f"{len(shapes)} tensors without it",
-            fix="download the QuantStack file, or run ComfyUI-GGUF's tools/fix_5d_tensors.py on this one.",
-        )
-    detect_config(shapes, str(path))
+    absent = [k for k in FIVE_D_KEYS if k not in shapes and k[: -len("weight")] + "bias" in shapes]
+    extra = _fix_5d(path, absent, shapes) if absent else {}
+    shapes.update({k: tuple(v.shape) for k, v in extra.items()})
+    cfg = detect_config(shapes, str(path))
+    detect_vace(shapes, cfg, str(path))
     for key, t in named:
         check_supported(t.tensor_type, path=path, tensor=key)
 
-    out: dict[str, torch.Tensor | QuantWeight] = {}
+    out: dict[str, torch.Tensor | QuantWeight] = dict(extra)
     for key, t in named:
         shape, qtype = shapes[key], int(t.tensor_type)
         data = _as_torch(t.data)
@@ -275,21 +339,31 @@ def tier_types(shapes: Mapping[str, tuple[int, ...]], tier: str) -> dict[str, in
     return out
 
 
-def write_gguf(path: str | Path, state_dict: Mapping[str, torch.Tensor], tier: str) -> Path:
-    """Write a Wan DiT state dict (canonical keys, float tensors) as a QuantStack-style GGUF of `tier`.
+def write_gguf(path: str | Path, state_dict: Mapping[str, torch.Tensor], tier: str, five_d: str = "inline") -> Path:
+    """Write a Wan DiT state dict (canonical keys, float tensors; VACE ones too) as a QuantStack-style GGUF.
 
     For fixtures and the tiny demo model: the K-quants use `gguf_encode`'s encoders,
-    the legacy types gguf's own.
+    the legacy types gguf's own. `five_d`: "inline" stores the 5-D patch embeddings in
+    the GGUF as F32 (what fix_5d_tensors.py leaves, i.e. the published files);
+    "sidecar" leaves them out and writes them to `fix_5d_tensors_wan.safetensors`
+    next to `path`, as convert.py does before the fix step.
     """
+    if five_d not in ("inline", "sidecar"):
+        raise ValueError(f"five_d must be 'inline' or 'sidecar', got {five_d!r}")
     path = Path(path)
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-    detect_config(shapes, str(path))  # refuse to write something that is not a Wan T2V DiT
+    cfg = detect_config(shapes, str(path))  # refuse to write something that is not a Wan T2V DiT
+    detect_vace(shapes, cfg, str(path))
     types = tier_types(shapes, tier)
     writer = GGUFWriter(path, arch=ARCH)
     writer.add_quantization_version(GGML_QUANT_VERSION)
     writer.add_file_type(int(TIERS[tier][1]))
+    left_out = {}
     for key in sorted(state_dict):
         x = state_dict[key].detach().to(torch.float32).cpu().numpy()
+        if five_d == "sidecar" and x.ndim > 4:
+            left_out[key] = state_dict[key].detach().to(torch.float32).cpu().contiguous()
+            continue
         qtype = types[key]
         if qtype == Q.F32:
             writer.add_tensor(key, np.ascontiguousarray(x))
@@ -301,4 +375,8 @@ def write_gguf(path: str | Path, state_dict: Mapping[str, torch.Tensor], tier: s
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    if left_out:
+        from safetensors.torch import save_file
+
+        save_file(left_out, str(path.parent / FIX_5D_FILE))
     return path

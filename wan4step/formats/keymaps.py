@@ -47,7 +47,15 @@ _DIFFUSERS_BLOCK: tuple[tuple[str, str], ...] = (
     ("modulation", "scale_shift_table"),
 )
 
-_BLOCK = re.compile(r"^blocks\.(\d+)\.(.*)$")
+# (canonical, diffusers) inside `vace_blocks.N.`: a block plus its projections
+# (diffusers loaders/single_file_utils.py maps "before_proj" -> "proj_in", "after_proj" -> "proj_out")
+_DIFFUSERS_VACE_BLOCK: tuple[tuple[str, str], ...] = (
+    ("before_proj.", "proj_in."),
+    ("after_proj.", "proj_out."),
+    *_DIFFUSERS_BLOCK,
+)
+
+_BLOCK = re.compile(r"^((?:vace_)?blocks)\.(\d+)\.(.*)$")
 
 # prefixes that checkpoints put in front of the canonical names
 KNOWN_PREFIXES: tuple[str, ...] = ("model.diffusion_model.", "diffusion_model.", "model.", "transformer.")
@@ -61,22 +69,22 @@ def _swap(name: str, table: Iterable[tuple[str, str]], forward: bool) -> str | N
     return None
 
 
-def diffusers_to_canonical(key: str) -> str:
+def _map(key: str, forward: bool) -> str:
     m = _BLOCK.match(key)
     if m:
-        inner = _swap(m.group(2), _DIFFUSERS_BLOCK, forward=True)
-        return f"blocks.{m.group(1)}.{inner}" if inner is not None else key
-    out = _swap(key, _DIFFUSERS_TOP, forward=True)
+        table = _DIFFUSERS_VACE_BLOCK if m.group(1) == "vace_blocks" else _DIFFUSERS_BLOCK
+        inner = _swap(m.group(3), table, forward=forward)
+        return f"{m.group(1)}.{m.group(2)}.{inner}" if inner is not None else key
+    out = _swap(key, _DIFFUSERS_TOP, forward=forward)
     return out if out is not None else key
+
+
+def diffusers_to_canonical(key: str) -> str:
+    return _map(key, forward=True)
 
 
 def canonical_to_diffusers(key: str) -> str:
-    m = _BLOCK.match(key)
-    if m:
-        inner = _swap(m.group(2), _DIFFUSERS_BLOCK, forward=False)
-        return f"blocks.{m.group(1)}.{inner}" if inner is not None else key
-    out = _swap(key, _DIFFUSERS_TOP, forward=False)
-    return out if out is not None else key
+    return _map(key, forward=False)
 
 
 def is_diffusers_layout(keys: Iterable[str]) -> bool:

@@ -1,4 +1,4 @@
-"""LightX2V's per-block folders (`distill_fp8/`, `distill_int8/`) of Wan2.1 T2V-14B.
+r"""LightX2V's per-block folders (`distill_fp8/`, `distill_int8/`) of Wan2.1 T2V-14B.
 
 Layout (LightX2V tools/convert/converter.py `--save_by_block`, read back by
 lightx2v/common/ops/utils.py `get_lazy_load_file_path`):
@@ -21,26 +21,38 @@ The BF16 `distill_models/` folder of the same release is different: a single
 `distill_model.safetensors` with the same canonical keys, read by the plain
 safetensors reader, not here.
 
-Reading is lazy: `safe_open` maps each file (copy-on-write) and tensors are views
-of the mapping, so 14 GB of blocks cost no RAM until the block streamer touches
-them, and never two copies. Only the small per-row scales are copied (to fp32).
+LightX2V's current release (`lightx2v/Wan2.1-Distill-Models`) ships the same
+converter output as `*_split/` folders next to its single files (LightX2V
+docs/EN/source/deploy_guides/deploy_gradio.md: "xxx_split directories ... store
+multiple safetensors by block"), e.g.
+`wan2.1_t2v_14b_scaled_fp8_e4m3_lightx2v_4step_split/`: recognised by content
+(non_block + block_N files), not by name.
+
+VACE tensors: the converter groups a key into `block_N` when `blocks\.(\d+)\.`
+occurs anywhere in it (`re.search`), so `vace_blocks.N.*` land in `block_N`
+beside main block N and `vace_patch_embedding.*` in non_block.
+
+Reading is lazy: each file is mapped read-only and tensors are views of the
+mapping, so 14 GB of blocks cost no RAM until the block streamer touches them,
+and never two copies. Only the small per-row scales are copied (to fp32).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import FormatError, MissingFileError
 from ..quant.scaled import quantize_rowwise
 from ..quant.weights import FP8, INT8, QuantWeight
-from ..wan_config import BLOCK_LINEARS, T2V_14B, block_index, detect_config
-from .safetensors_file import read_header
+from ..wan_config import BLOCK_LINEARS, T2V_14B, detect_config, detect_vace
+from .safetensors_file import entry_nbytes, open_safetensors, read_header
+from .scaled import SCALE_SUFFIXES, fold_scales
 
 NON_BLOCK = "non_block.safetensors"
 INDEX = "diffusion_pytorch_model.safetensors.index.json"
@@ -53,6 +65,13 @@ _DOWNLOAD_FIX = (
 )
 _TRUNCATED_FIX = "the download of this file was interrupted; delete it and download it again."
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")
+_GROUP = re.compile(r"blocks\.(\d+)\.")  # the converter's --save_by_block grouping (re.search)
+
+
+def group_index(key: str) -> int | None:
+    """The block_N file the converter puts `key` in (None: non_block)."""
+    m = _GROUP.search(key)
+    return int(m.group(1)) if m else None
 
 
 def block_file_name(i: int) -> str:
@@ -132,9 +151,14 @@ def _block_kind(i: int, path: Path, header: dict[str, dict]) -> str:
     return kind
 
 
-def read_lightx2v_dir(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]:
+def read_lightx2v_dir(
+    path: str | Path,
+    keep: Callable[[str], bool] | None = None,
+    skipped: dict[str, int] | None = None,
+) -> dict[str, torch.Tensor | QuantWeight]:
     """Every tensor of a LightX2V block folder, canonical keys, quantized linears as QuantWeight.
 
+    `keep(name)` false: the tensor is never mapped into a tensor (`skipped` gets its size).
     Raises MissingFileError (missing block / non_block files, named), FormatError
     (truncated or foreign files, fp8 and int8 blocks mixed) and WrongModelError
     (an I2V, 1.3B or other model's folder), each naming the file.
@@ -152,7 +176,18 @@ def read_lightx2v_dir(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]
             found=f"{len(found)} block files",
             fix=_DOWNLOAD_FIX,
         )
-    non_block = {_unprefixed(k): v for k, v in _header(nb_path).items()}
+
+    def kept(h: dict[str, dict]) -> dict[str, dict]:
+        out = {}
+        for k, e in h.items():
+            name = _unprefixed(k)
+            if keep is None or keep(name):
+                out[name] = e
+            elif skipped is not None:
+                skipped[name] = entry_nbytes(e)
+        return out
+
+    non_block = kept(_header(nb_path))
     n, source = _expected_blocks(root, non_block, found)
     missing = [i for i in range(n) if i not in found]
     if missing:
@@ -176,8 +211,8 @@ def read_lightx2v_dir(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]
 
     headers: dict[int, dict[str, dict]] = {}
     for i in range(n):
-        h = {_unprefixed(k): v for k, v in _header(found[i]).items()}
-        stray = [k for k in h if block_index(k) != i]
+        h = kept(_header(found[i]))
+        stray = [k for k in h if group_index(k) != i]
         if stray:
             raise FormatError(
                 f"file holds tensors of another block than {i}",
@@ -187,14 +222,15 @@ def read_lightx2v_dir(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]
                 fix="the file was renamed or belongs to another model; download it again.",
             )
         headers[i] = h
-    stray = [k for k in non_block if block_index(k) is not None]
+    stray = [k for k in non_block if group_index(k) is not None]
     if stray:
         raise FormatError(f"{NON_BLOCK} holds block tensors", path=nb_path, found=", ".join(stray[:3]))
 
     shapes = {k: e["shape"] for k, e in non_block.items()}
     for h in headers.values():
-        shapes.update({k: e["shape"] for k, e in h.items() if not k.endswith(".weight_scale")})
-    detect_config(shapes, str(root))  # WrongModelError for I2V / VACE / 1.3B / Wan2.2 / non-Wan folders
+        shapes.update({k: e["shape"] for k, e in h.items() if not k.endswith(SCALE_SUFFIXES)})
+    cfg = detect_config(shapes, str(root))  # WrongModelError for I2V / 1.3B / Wan2.2 / non-Wan folders
+    detect_vace(shapes, cfg, str(root))
 
     kinds: dict[str, list[int]] = {}
     for i in range(n):
@@ -211,45 +247,15 @@ def read_lightx2v_dir(path: str | Path) -> dict[str, torch.Tensor | QuantWeight]
         )
 
     out: dict[str, torch.Tensor | QuantWeight] = {}
-    out.update(_load_file(nb_path))
+    out.update(_load_file(nb_path, keep))
     for i in range(n):
-        out.update(_load_file(found[i]))
+        out.update(_load_file(found[i], keep))
     return out
 
 
-def _load_file(path: Path) -> dict[str, torch.Tensor | QuantWeight]:
-    try:
-        f = safe_open(str(path), framework="pt", device="cpu")
-    except Exception as e:  # safetensors raises its own error types
-        raise FormatError(f"cannot open safetensors file ({e})", path=path, fix=_DOWNLOAD_FIX) from None
-    raw = {_unprefixed(k): f.get_tensor(k) for k in f.keys()}
-    out: dict[str, torch.Tensor | QuantWeight] = {}
-    for k, t in raw.items():
-        if k.endswith(".weight_scale"):
-            if k[: -len("_scale")] not in raw:
-                raise FormatError(f"scale '{k}' has no weight", path=path, fix=_DOWNLOAD_FIX)
-            continue
-        if t.dtype in (torch.float8_e4m3fn, torch.int8):
-            scale = raw.get(k + "_scale")
-            if scale is None:
-                raise FormatError(
-                    f"quantized weight '{k}' has no scale",
-                    path=path,
-                    expected=f"'{k}_scale' next to it",
-                    fix=_DOWNLOAD_FIX,
-                )
-            if t.dim() != 2 or scale.numel() != t.shape[0]:
-                raise FormatError(
-                    f"'{k}_scale' does not match its weight",
-                    path=path,
-                    expected=f"[{t.shape[0]}, 1] per-row scales for a {list(t.shape)} weight",
-                    found=str(list(scale.shape)),
-                )
-            kind = FP8 if t.dtype == torch.float8_e4m3fn else INT8
-            out[k] = QuantWeight(kind, t, tuple(t.shape), scale.to(torch.float32).reshape(-1, 1))
-        else:
-            out[k] = t
-    return out
+def _load_file(path: Path, keep: Callable[[str], bool] | None) -> dict[str, torch.Tensor | QuantWeight]:
+    raw, _ = open_safetensors(path, keep=None if keep is None else (lambda k: keep(_unprefixed(k))))
+    return fold_scales({_unprefixed(k): t for k, t in raw.items()}, path, require_scale=True)
 
 
 def write_lightx2v_dir(
@@ -274,7 +280,7 @@ def write_lightx2v_dir(
     for key, t in state_dict.items():
         if isinstance(t, QuantWeight):
             raise ValueError(f"write_lightx2v_dir needs float tensors, '{key}' is {t.type_name()}")
-        i = block_index(key)
+        i = group_index(key)
         group = groups.setdefault(i, {})
         if i is not None and t.dim() == 2 and any(key.endswith(s) for s in quantized):
             if kind == "bf16":

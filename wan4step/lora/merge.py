@@ -2,7 +2,7 @@
 
 ComfyUI applies a LoRA to a quantized weight at every use (ComfyUI-GGUF: decode, add the patch,
 matmul, for every linear of every step; this pack's MODEL does the same through
-`weight_function`, which also takes FP8/INT8 off their W8A8 kernels). Merging at load instead
+`QuantLinear.weight_transforms`, which also takes FP8/INT8 off their W8A8 kernels). Merging at load instead
 gives a state dict of the same format as a distilled file: same bytes per block, same kernels.
 
 Per weight, on the merge device (the GPU when there is one), one weight at a time, block by

@@ -7,6 +7,7 @@ bandwidth) and one GPU buffer that any block fits into; the views are plain
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,16 +53,20 @@ def _real_shape(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(torch.Tensor.size(t))
 
 
-def stream_dtype(owner: torch.nn.Module, name: str, t: torch.Tensor) -> torch.dtype:
+# host hook: fn(owner module, parameter name) -> the dtype the host computes that tensor in, or None
+DtypeOf = Callable[[torch.nn.Module, str], "torch.dtype | None"]
+
+
+def stream_dtype(owner: torch.nn.Module, name: str, t: torch.Tensor, dtype_of: DtypeOf | None = None) -> torch.dtype:
     """The dtype a tensor is streamed (and computed) in.
 
-    ComfyUI's DynamicVRAM builds modules whose weights keep the file's dtype and are cast at use
-    to `<name>_comfy_model_dtype` (e.g. a bf16 file run as fp16), by model management, which never
-    sees a streamed module. So a plain float tensor carrying that attribute is cast once, when it
-    is packed: the same weights the legacy loader converts at load time. Quantized storage
-    (FP8/INT8 codes, GGUF bytes, tensor subclasses) is never touched.
+    A host may keep weights in the file's dtype and cast them at use (ComfyUI's DynamicVRAM does,
+    e.g. a bf16 file run as fp16); it never sees a streamed module, so `dtype_of` tells the
+    streamer that dtype and a plain float tensor is cast once, when it is packed: the same weights
+    the host would compute with. Quantized storage (FP8/INT8 codes, GGUF bytes, tensor subclasses)
+    is never touched.
     """
-    want = getattr(owner, f"{name}_comfy_model_dtype", None)
+    want = dtype_of(owner, name) if dtype_of is not None else None
     if (
         isinstance(want, torch.dtype)
         and want.is_floating_point
@@ -74,14 +79,14 @@ def stream_dtype(owner: torch.nn.Module, name: str, t: torch.Tensor) -> torch.dt
     return t.dtype
 
 
-def layout_of(module: torch.nn.Module) -> ModuleLayout:
+def layout_of(module: torch.nn.Module, dtype_of: DtypeOf | None = None) -> ModuleLayout:
     entries: list[Entry] = []
     offset = 0
     for owner in module.modules():
         for name, t in list(owner._parameters.items()) + list(owner._buffers.items()):
             if t is None:
                 continue
-            dtype = stream_dtype(owner, name, t)
+            dtype = stream_dtype(owner, name, t, dtype_of)
             nbytes = t.numel() * dtype.itemsize
             entries.append(Entry(owner, name, offset, nbytes, dtype, _real_shape(t)))
             offset += -(-nbytes // ALIGN) * ALIGN

@@ -19,6 +19,7 @@ import ctypes
 import logging
 import mmap
 import weakref
+from typing import Protocol
 
 import torch
 
@@ -40,21 +41,55 @@ def _clear_last_error() -> None:
         pass
 
 
-def _unregister(ptrs: list[int]) -> None:
-    while ptrs:
-        if int(torch.cuda.cudart().cudaHostUnregister(ptrs.pop())) != 0:
+class CudaHostRegister:
+    """The engine's own pinner: `cudaHostRegister` on the slab, nothing else to ask."""
+
+    fallback_to_torch = True  # a refused registration still pins, through torch's rounding allocator
+
+    def pin(self, buf: torch.Tensor) -> bool:
+        if int(torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), buf.nbytes, 0)) == 0:
+            return True
+        _clear_last_error()
+        return False
+
+    def unpin(self, buf: torch.Tensor) -> None:
+        if int(torch.cuda.cudart().cudaHostUnregister(buf.data_ptr())) != 0:
             _clear_last_error()
 
 
-class PinnedSlabs:
-    """Allocates host byte slabs page-locked at their exact size (CUDA), or plain ones."""
+class HostPinner(Protocol):
+    """How a host page-locks memory: `pin(buf)` locks the whole page-aligned uint8 tensor in place
+    (False: leave it pageable, e.g. the host's pinned-memory budget is spent or pinning is off),
+    `unpin(buf)` undoes it. ComfyUI's lives in nodes/comfy_compat/memory.py."""
 
-    def __init__(self, pin: bool) -> None:
-        self.pin = pin and torch.cuda.is_available()
+    def pin(self, buf: torch.Tensor) -> bool: ...
+
+    def unpin(self, buf: torch.Tensor) -> None: ...
+
+
+def _unpin_all(pinner, bufs: list[torch.Tensor]) -> None:
+    while bufs:
+        pinner.unpin(bufs.pop())
+
+
+class PinnedSlabs:
+    """Allocates host byte slabs page-locked at their exact size (CUDA), or plain ones.
+
+    `pinner` is the host's (ComfyUI's budget and switches); without one the engine registers the
+    slabs itself, and falls back to torch's pinned allocator if CUDA refuses a registration.
+    """
+
+    def __init__(self, pin: bool, pinner: HostPinner | None = None) -> None:
+        if pinner is None:
+            pin = pin and torch.cuda.is_available()
+            pinner = CudaHostRegister()
+        self.pin = pin
+        self.pinner = pinner
         self._slabs: list[torch.Tensor] = []
-        self._ptrs: list[int] = []
-        self._finalizer = weakref.finalize(self, _unregister, self._ptrs)
+        self._pinned: list[torch.Tensor] = []
+        self._finalizer = weakref.finalize(self, _unpin_all, pinner, self._pinned)
         self._fallback = False
+        self._refused = 0
         self._bytes = 0
 
     def empty(self, nbytes: int) -> torch.Tensor:
@@ -67,22 +102,28 @@ class PinnedSlabs:
             # the tensor's storage starts where the registration does (torch's is_pinned() is true)
             size = -(-nbytes // PAGE) * PAGE
             buf = torch.frombuffer(mmap.mmap(-1, size), dtype=torch.uint8)  # the tensor keeps the map alive
-            err = int(torch.cuda.cudart().cudaHostRegister(buf.data_ptr(), size, 0))
-            if err == 0:
+            if self.pinner.pin(buf):
                 self._slabs.append(buf)
-                self._ptrs.append(buf.data_ptr())
+                self._pinned.append(buf)
                 self._bytes += size
                 return buf[:nbytes]
+            if not getattr(self.pinner, "fallback_to_torch", False):
+                self._refused += size
+                return buf[:nbytes]  # the host said no: stream from pageable memory
             self._fallback = True
-            _clear_last_error()
-            log.warning("wan4step: cudaHostRegister failed (cudaError %d); pinning through torch instead, "
-                        "which rounds each block up to a power of two of RAM", err)
+            log.warning("wan4step: cudaHostRegister failed; pinning through torch instead, "
+                        "which rounds each block up to a power of two of RAM")
         return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
 
     @property
     def pinned_bytes(self) -> int:
         """Bytes locked through registration, whole pages (torch-pinned fallbacks not counted)."""
         return self._bytes
+
+    @property
+    def refused_bytes(self) -> int:
+        """Bytes the host pinner refused to lock (they stream from pageable memory, ~6x slower)."""
+        return self._refused
 
     def close(self) -> None:
         """Unlock every slab now; tensors still viewing them become ordinary host memory."""

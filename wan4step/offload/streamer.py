@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .layout import ModuleLayout, layout_of, pack_into
-from .pinned import PinnedSlabs
+from .layout import DtypeOf, ModuleLayout, layout_of, pack_into
+from .pinned import HostPinner, PinnedSlabs
 
 log = logging.getLogger("wan4step")
 
@@ -53,7 +53,12 @@ class _Module:
 
 
 class BlockStreamer:
-    """Streams `modules` (in execution order) through `prefetch + 1` device slots."""
+    """Streams `modules` (in execution order) through `prefetch + 1` device slots.
+
+    Host hooks (both optional): `dtype_of(owner, name)` gives the dtype the host computes a
+    tensor in when it casts at use (`layout.stream_dtype`); `pinner` page-locks the host slabs
+    under the host's rules and budget (`pinned.HostPinner`).
+    """
 
     def __init__(
         self,
@@ -62,6 +67,8 @@ class BlockStreamer:
         prefetch: int = 2,
         pin: bool = True,
         disk: bool = False,
+        dtype_of: DtypeOf | None = None,
+        pinner: HostPinner | None = None,
     ) -> None:
         if not modules:
             raise ValueError("nothing to stream")
@@ -71,10 +78,10 @@ class BlockStreamer:
         self.prefetch = max(1, int(prefetch))
         self.stats = StreamStats()
         pin = pin and self.cuda
-        self.pinned = PinnedSlabs(pin)  # exact-size page locks (torch's pin_memory rounds to 2^k)
+        self.pinned = PinnedSlabs(pin, pinner)  # exact-size page locks (torch's pin_memory rounds to 2^k)
         self.mods: list[_Module] = []
         for m in modules:
-            lay = layout_of(m)
+            lay = layout_of(m, dtype_of)
             if disk:
                 self.mods.append(_Module(m, lay, None, [t.data for t in lay.current()]))
                 continue

@@ -53,7 +53,8 @@ def on_device(block: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 def stream_modules(
-    modules: list[torch.nn.Module], device, prefetch: int = 2, pin: bool = True, disk: bool = False
+    modules: list[torch.nn.Module], device, prefetch: int = 2, pin: bool = True, disk: bool = False, **hooks
 ) -> tuple[BlockStreamer, list[StreamedModule]]:
-    streamer = BlockStreamer(modules, device, prefetch=prefetch, pin=pin, disk=disk)
+    """Stand-ins for `modules` around one streamer; `hooks` are BlockStreamer's dtype_of / pinner."""
+    streamer = BlockStreamer(modules, device, prefetch=prefetch, pin=pin, disk=disk, **hooks)
     return streamer, [StreamedModule(m, streamer, i) for i, m in enumerate(modules)]

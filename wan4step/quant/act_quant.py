@@ -48,11 +48,11 @@ round once, and differ on near-ties from the kernels above and the reference).
 
 from __future__ import annotations
 
-import logging
 import os
 
 import torch
 
+from ..fallback import switch
 from .weights import FP8, INT8
 
 try:  # Triton is optional: ComfyUI on Windows often has none
@@ -64,8 +64,6 @@ except Exception:  # pragma: no cover - depends on the install
     triton = None
     tl = None
     HAVE_TRITON = False
-
-log = logging.getLogger("wan4step")
 
 FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
 INT8_MAX = 127.0
@@ -226,7 +224,10 @@ def quantize_act_triton(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch
     return q, scale
 
 
-triton_failed: set[str] = set()  # kinds whose kernels failed to compile or launch here
+# kinds (fp8/int8) whose Triton quantizers failed to compile or launch here; shared with the
+# quantizing LayerNorm/GELU kernels of dit/fused.py, which use the same Triton helpers
+QUANT_KERNELS = switch("fused W8A8 quantizer", "separate torch passes (same codes)")
+triton_failed = QUANT_KERNELS.off
 
 
 def use_triton(x: torch.Tensor, kind: str) -> bool:
@@ -245,7 +246,6 @@ def quantize_act(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor
     if use_triton(x, kind):
         try:
             return quantize_act_triton(x, kind)
-        except Exception as e:  # a Triton that cannot build for this GPU: stay correct, just slower
-            triton_failed.add(kind)
-            log.warning("wan4step: fused %s activation quantizer unavailable (%s); using torch", kind, e)
+        except Exception as e:  # noqa: BLE001 - a Triton that cannot build for this GPU: correct, just slower
+            QUANT_KERNELS.fail(kind, e, f"fused {kind} activation quantizer")
     return quantize_act_reference(x, kind)

@@ -27,12 +27,13 @@ type, with one warning, back to decode + matmul.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..fallback import attempt, switch
+from ..settings import SETTINGS
 from .gguf_dequant import dequantize, type_name
 
 # qtype -> fn(data, shape, dtype) -> weight; filled lazily on the first CUDA call
@@ -41,15 +42,17 @@ _DEQUANT_KERNELS: dict[int, Callable[[torch.Tensor, Sequence[int], torch.dtype],
 _FUSED_LINEARS: dict[int, Callable[..., torch.Tensor]] = {}
 _kernels_loaded = False
 _fused_loaded = False
-_CHECKED: set[int] = set()  # types whose Triton decoder passed `_self_check`
-_FUSED_CHECKED: set[tuple[int, torch.dtype]] = set()  # (type, x dtype) that passed `_fused_self_check`
+# qtypes whose Triton decoder failed `_self_check` (or a launch) here
+_DECODERS = switch("Triton GGUF decoder", "the torch decoder")
+_DECODERS_OFF, _DECODERS_CHECKED = _DECODERS.off, _DECODERS.checked  # hot-path aliases (sets, updated in place)
+# (qtype, x dtype) whose fused kernel failed `_fused_self_check` (or a launch) here
+_FUSED = switch("fused GGUF linear", "decode + matmul")
 log = logging.getLogger("wan4step")
 
-# WAN4STEP_GGUF_TRITON=0 forces the torch decoders (for A/B checks and bug reports); it also
-# turns the fused kernel off
-_USE_TRITON = os.environ.get("WAN4STEP_GGUF_TRITON", "1") != "0"
-# WAN4STEP_GGUF_FUSED=1 uses the fused dequant-matmul for the types it covers (off: not yet measured)
-_USE_FUSED = os.environ.get("WAN4STEP_GGUF_FUSED", "0") == "1"
+# settings.py: WAN4STEP_GGUF_TRITON=0 forces the torch decoders (A/B checks, bug reports) and turns
+# the fused kernel off; WAN4STEP_GGUF_FUSED=1 turns the fused dequant-matmul on
+_USE_TRITON = SETTINGS.gguf_triton
+_USE_FUSED = SETTINGS.gguf_fused
 
 
 def _load_kernels() -> None:
@@ -78,7 +81,8 @@ def _load_fused() -> None:
 
 
 def _fused_self_check(qtype: int, fn, device: torch.device, dtype: torch.dtype) -> bool:
-    """Once per (type, dtype) and process: the fused kernel must agree with decode + F.linear here.
+    """The fused kernel must agree with decode + F.linear here (fallback.attempt: logs a refusal,
+    re-raises OOM and interrupts).
 
     x = identity gives the decoded weight itself (one exact product per output), so any decode
     error shows bit for bit; random x with a bias at one M per row of `gguf_fused.CONFIG_TABLE`
@@ -88,7 +92,7 @@ def _fused_self_check(qtype: int, fn, device: torch.device, dtype: torch.dtype) 
     from .gguf_encode import random_raw
     from .gguf_fused import CHECK_M, linear_tolerance
 
-    try:
+    def probe() -> None:
         n, k = 64, 256
         g = torch.Generator(device=device).manual_seed(0)
         raw = random_raw(qtype, (n, k), device=device, generator=g)
@@ -104,10 +108,8 @@ def _fused_self_check(qtype: int, fn, device: torch.device, dtype: torch.dtype) 
             _, bound = linear_tolerance(x, w, b, dtype)
             if not ((y.double() - want.double()).abs() <= bound).all():
                 raise ValueError(f"differs from decode + F.linear beyond rounding at M={m}")
-        return True
-    except Exception as e:  # noqa: BLE001 - any failure means: use decode + matmul
-        log.warning("wan4step: fused GGUF linear for %s disabled (%s); using decode + matmul", type_name(qtype), e)
-        return False
+
+    return attempt(probe, f"fused GGUF linear for {type_name(qtype)}", _FUSED.fallback)
 
 
 def _fused_for(qtype: int, x: torch.Tensor) -> Callable[..., torch.Tensor] | None:
@@ -117,16 +119,19 @@ def _fused_for(qtype: int, x: torch.Tensor) -> Callable[..., torch.Tensor] | Non
     if not _fused_loaded:
         _load_fused()
     fn = _FUSED_LINEARS.get(qtype)
-    if fn is not None and (qtype, x.dtype) not in _FUSED_CHECKED:
-        if not _fused_self_check(qtype, fn, x.device, x.dtype):
-            _FUSED_LINEARS.pop(qtype, None)
-            fn = None
-        _FUSED_CHECKED.add((qtype, x.dtype))
+    if fn is None:
+        return None
+    key = (qtype, x.dtype)
+    if key in _FUSED.off:
+        return None
+    if key not in _FUSED.checked and not _FUSED.check_once(key, lambda: _fused_self_check(qtype, fn, x.device, x.dtype)):
+        return None
     return fn
 
 
 def _self_check(qtype: int, kernel, device: torch.device) -> bool:
-    """Once per type and process: the kernel must match the torch decoder bit for bit on this GPU.
+    """The kernel must match the torch decoder bit for bit on this GPU (fallback.attempt: logs a
+    refusal, re-raises OOM and interrupts).
 
     A Triton build that fails to compile (no C compiler on Windows, an old
     driver) or rounds differently drops back to the torch path with a warning
@@ -134,15 +139,13 @@ def _self_check(qtype: int, kernel, device: torch.device) -> bool:
     """
     from .gguf_encode import random_raw
 
-    try:
+    def probe() -> None:
         raw = random_raw(qtype, (4, 512), device=device, generator=torch.Generator(device=device).manual_seed(0))
         for dtype in (torch.bfloat16, torch.float16):
             if not torch.equal(kernel(raw, (4, 512), dtype).view(torch.int16), dequantize(raw, qtype, (4, 512), dtype).view(torch.int16)):
                 raise ValueError("differs from the torch decoder")
-        return True
-    except Exception as e:  # noqa: BLE001 - any failure means: use the torch decoder
-        log.warning("wan4step: Triton GGUF decoder for %s disabled (%s); using the torch decoder", type_name(qtype), e)
-        return False
+
+    return attempt(probe, f"Triton GGUF decoder for {type_name(qtype)}", _DECODERS.fallback)
 
 
 def dequantize_on_device(data: torch.Tensor, qtype: int, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
@@ -152,12 +155,8 @@ def dequantize_on_device(data: torch.Tensor, qtype: int, shape: Sequence[int], d
             _load_kernels()
         qtype = int(qtype)
         kernel = _DEQUANT_KERNELS.get(qtype)
-        if kernel is not None and qtype not in _CHECKED:
-            if not _self_check(qtype, kernel, data.device):
-                _DEQUANT_KERNELS.pop(qtype, None)
-                kernel = None
-            _CHECKED.add(qtype)
-        if kernel is not None:
+        if kernel is not None and qtype not in _DECODERS_OFF and (
+                qtype in _DECODERS_CHECKED or _DECODERS.check_once(qtype, lambda: _self_check(qtype, kernel, data.device))):
             return kernel(data, shape, dtype)
     return dequantize(data, qtype, shape, dtype)
 
@@ -172,7 +171,6 @@ def gguf_linear(
         try:
             return fused(x, data, shape, bias)
         except Exception as e:  # noqa: BLE001 - e.g. a config the first-use check did not compile
-            log.warning("wan4step: fused GGUF linear for %s failed (%s); using decode + matmul", type_name(qtype), e)
-            _FUSED_LINEARS.pop(qtype, None)
+            _FUSED.fail((qtype, x.dtype), e, f"fused GGUF linear for {type_name(qtype)}")
     w = dequantize_on_device(data, qtype, shape, x.dtype)
     return F.linear(x, w, bias)

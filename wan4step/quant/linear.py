@@ -1,11 +1,14 @@
 """One linear layer for every stored encoding.
 
 `QuantLinear` is the pack's only Linear: ComfyUI builds its own `WanModel` with
-it (through `custom_operations`), so the module tree, key names and LoRA keys
-stay ComfyUI's while the weight stays in the stored encoding (bf16, FP8, INT8,
-GGUF). It speaks ComfyUI's lowvram protocol by duck typing (`comfy_cast_weights`,
-`weight_function`, `bias_function`) without importing ComfyUI, so the engine
-stays testable on its own.
+it (through `custom_operations`, via the adapter in `nodes/comfy_compat/model.py`),
+so the module tree, key names and LoRA keys stay ComfyUI's while the weight stays
+in the stored encoding (bf16, FP8, INT8, GGUF).
+
+Its one interface to a host is `weight_transforms` / `bias_transforms`: functions
+applied to the decoded weight (bias) at every use, e.g. a LoRA that must not be
+baked into quantized bytes. While any is set the layer decodes its weight and runs
+a plain matmul; without them it runs the encoding's own kernel.
 """
 
 from __future__ import annotations
@@ -24,8 +27,6 @@ class QuantLinear(torch.nn.Module):
     `qkind`/`qtype`/`logical_shape` say how to decode `weight`.
     """
 
-    comfy_cast_weights = False  # ComfyUI sets True when it leaves weights on the CPU
-
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         self.in_features = in_features
@@ -36,8 +37,8 @@ class QuantLinear(torch.nn.Module):
         self.qkind: str | None = None
         self.qtype: int | None = None
         self.logical_shape: tuple[int, ...] = (out_features, in_features)
-        self.weight_function: list = []
-        self.bias_function: list = []
+        self.weight_transforms: list = []  # fn(decoded weight) -> weight, applied at each use, in order
+        self.bias_transforms: list = []
         self.compute_dtype: torch.dtype | None = None
 
     # -- loading -------------------------------------------------------------
@@ -77,13 +78,15 @@ class QuantLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, weight={enc}"
 
     # -- compute -------------------------------------------------------------
-    def dequantized_weight(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def decoded_weight(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The stored weight decoded to `dtype` on `device`, without `weight_transforms`."""
         w = self.stored_weight().to(device, non_blocking=True) if self.weight.device != device else self.stored_weight()
-        if isinstance(w, QuantWeight):
-            w = w.dequantize(dtype)
-        else:
-            w = w.to(dtype)
-        for f in self.weight_function:
+        return w.dequantize(dtype) if isinstance(w, QuantWeight) else w.to(dtype)
+
+    def dequantized_weight(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """The weight this layer computes with: decoded, then every `weight_transforms` entry applied."""
+        w = self.decoded_weight(dtype, device)
+        for f in self.weight_transforms:
             w = f(w)
         return w
 
@@ -91,7 +94,7 @@ class QuantLinear(torch.nn.Module):
         if self.bias is None:
             return None
         b = self.bias.to(device=device, dtype=dtype, non_blocking=True)
-        for f in self.bias_function:
+        for f in self.bias_transforms:
             b = f(b)
         return b
 
@@ -100,7 +103,7 @@ class QuantLinear(torch.nn.Module):
         codes made once for several layers (`forward_quantized`) with the same result."""
         if (
             self.qkind in (FP8, INT8)
-            and not self.weight_function
+            and not self.weight_transforms
             and self.weight is not None
             and self.weight.device == x.device
             and (self.compute_dtype is None or self.compute_dtype == x.dtype)
@@ -120,11 +123,11 @@ class QuantLinear(torch.nn.Module):
         if x.dtype != dtype:
             x = x.to(dtype)
         device = x.device
-        if self.qkind in (FP8, INT8) and not self.weight_function and self.weight.device == device:
+        if self.qkind in (FP8, INT8) and not self.weight_transforms and self.weight.device == device:
             from .scaled import scaled_linear
 
             return scaled_linear(x, self.weight, self.weight_scale, self._bias(dtype, device), self.qkind)
-        if self.qkind == GGUF and not self.weight_function and self.weight.device == device:
+        if self.qkind == GGUF and not self.weight_transforms and self.weight.device == device:
             from .gguf_matmul import gguf_linear
 
             return gguf_linear(x, self.weight, self.qtype, self.logical_shape, self._bias(dtype, device))

@@ -45,22 +45,22 @@ Compute (`scaled_linear`), W8A8 with dynamic per-token activation scales
 from __future__ import annotations
 
 import functools
-import logging
 
 import torch
 
 from ..errors import UnsupportedQuantError
+from ..fallback import switch
 from .act_quant import HAVE_TRITON, quantize_act
 from .weights import FP8, INT8
-
-log = logging.getLogger("wan4step")
 
 FP8_MAX = 448.0
 INT8_MAX = 127
 USE_FAST_ACCUM = True  # what LightX2V's sm90 FP8 kernels (sgl-kernel, vllm CUTLASS FP8FastAccum) do
 
 _EMULATE, _SCALED_MM, _INT_MM = "emulate", "scaled_mm", "int_mm"
-_broken: set[tuple[int, str]] = set()  # (cuda index, kind) whose native kernel raised once
+# (cuda index, kind) whose native kernel raised once (an old cuBLASLt, a shape the library refuses)
+_NATIVE = switch("native W8A8 matmul", "W8A8 emulation")
+_broken = _NATIVE.off
 
 
 # -- weights -------------------------------------------------------------------
@@ -174,10 +174,9 @@ def scaled_matmul(
                 y = _fp8_scaled_mm(xq, sa, q, scale, bias)
             else:
                 y = _int8_int_mm(xq, sa, q, scale, bias, out_dtype)
-        except RuntimeError as e:  # an old cuBLASLt, or a shape the library refuses
+        except Exception as e:  # noqa: BLE001 - fail() re-raises OOM and interrupts, never switches them off
             index = xq.device.index if xq.device.index is not None else torch.cuda.current_device()
-            _broken.add((index, kind))
-            log.warning("wan4step: native %s matmul failed on %s (%s); using W8A8 emulation", kind, xq.device, e)
+            _NATIVE.fail((index, kind), e, f"native {kind} matmul on {xq.device}")
     if y is None:
         y = _emulated(xq, sa, q, scale, bias, out_dtype)
     return y.to(out_dtype)
@@ -199,12 +198,20 @@ def _int8_int_mm(xq, sa, q, scale, bias, out_dtype):
     return rescale(acc, sa, scale, bias, out_dtype if out_dtype.is_floating_point else torch.bfloat16)
 
 
+# torch.mm(..., out_dtype=float32) on bf16 inputs: missing in older torch (TypeError) or for a GPU
+_FP32_ACC = switch("bf16 matmul with fp32 accumulation", "a bf16 matmul (rounded sums)")
+
+
 def _emulated(xq, sa, q, scale, bias, out_dtype):
     if xq.device.type == "cuda":
         # codes are exact in bf16; accumulate in fp32 where this torch can
-        try:
-            acc = torch.mm(xq.to(torch.bfloat16), q.to(torch.bfloat16).t(), out_dtype=torch.float32)
-        except (TypeError, RuntimeError):
+        acc = None
+        if "mm" not in _FP32_ACC.off:
+            try:
+                acc = torch.mm(xq.to(torch.bfloat16), q.to(torch.bfloat16).t(), out_dtype=torch.float32)
+            except (TypeError, RuntimeError) as e:
+                _FP32_ACC.fail("mm", e, "torch.mm(out_dtype=float32)")  # OOM and interrupts re-raised
+        if acc is None:
             acc = (xq.to(torch.bfloat16) @ q.to(torch.bfloat16).t()).float()
     else:
         acc = xq.to(torch.float32) @ q.to(torch.float32).t()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 MARKER = "wan4step_tiny.json"
 
 # file names inside each ComfyUI model folder
@@ -22,11 +22,13 @@ DIT_GGUF = "wan4step_tiny/wan2.1_t2v_tiny_Q4_K_M.gguf"
 DIT_GGUF_Q8 = "wan4step_tiny/wan2.1_t2v_tiny_Q8_0.gguf"
 DIT_FP8 = "wan4step_tiny/distill_fp8/"
 DIT_INT8 = "wan4step_tiny/distill_int8/"
+# VACE-merged, like QuantStack's Wan2.1_T2V_14B_LightX2V_StepCfgDistill_VACE-<TIER>.gguf (loader mode t2v or vace)
+DIT_VACE_GGUF = "wan4step_tiny/wan2.1_t2v_tiny_vace_Q8_0.gguf"
 UMT5 = "wan4step_tiny/umt5_tiny_fp16.safetensors"
 VAE = "wan4step_tiny/wan_2.1_vae_tiny.safetensors"
 
 FILES = {
-    "diffusion_models": [DIT_BF16, DIT_GGUF, DIT_GGUF_Q8, DIT_FP8, DIT_INT8],
+    "diffusion_models": [DIT_BF16, DIT_GGUF, DIT_GGUF_Q8, DIT_FP8, DIT_INT8, DIT_VACE_GGUF],
     "text_encoders": [UMT5],
     "vae": [VAE],
 }
@@ -48,7 +50,7 @@ def write_tiny_models(models_dir: str | Path, force: bool = False) -> dict[str, 
     """Write (or reuse) the tiny set under `models_dir`; returns {folder: [names]} as the loaders list them."""
     from ..formats.gguf_file import write_gguf
     from ..formats.lightx2v_dir import write_lightx2v_dir
-    from .dit import tiny_dit_state_dict
+    from .dit import tiny_dit_state_dict, tiny_vace_state_dict
     from .umt5 import tiny_spiece_model, tiny_umt5_state_dict, write_comfy
     from .vae import write_tiny_vae
 
@@ -67,6 +69,7 @@ def write_tiny_models(models_dir: str | Path, force: bool = False) -> dict[str, 
     write_gguf(dd / DIT_GGUF_Q8, dit, "Q8_0")
     write_lightx2v_dir(dd / DIT_FP8, dit, "fp8")
     write_lightx2v_dir(dd / DIT_INT8, dit, "int8")
+    write_gguf(dd / DIT_VACE_GGUF, tiny_vace_state_dict(), "Q8_0")
     te = models_dir / "text_encoders" / UMT5
     te.parent.mkdir(parents=True, exist_ok=True)
     write_comfy(te, tiny_umt5_state_dict(), tiny_spiece_model())

@@ -49,6 +49,7 @@ DIT_FORMATS: dict[str, str] = {
     "lightx2v_fp8": bundle.DIT_FP8,
     "lightx2v_int8": bundle.DIT_INT8,
     "bf16": bundle.DIT_BF16,
+    "gguf_vace_Q8_0": bundle.DIT_VACE_GGUF,  # VACE-merged: Model Loader mode t2v or vace
 }
 DEFAULT_DIT_FORMAT = "gguf_Q4_K_M"
 FOLDERS = ("diffusion_models", "text_encoders", "vae")
@@ -72,10 +73,10 @@ class TinyInstall:
 
 
 # -- writers: one per target, each writes its file (or folder) at the given path ------------
-def _dit() -> dict[str, torch.Tensor]:
-    from .dit import tiny_dit_state_dict
+def _dit(vace: bool = False) -> dict[str, torch.Tensor]:
+    from .dit import tiny_dit_state_dict, tiny_vace_state_dict
 
-    return tiny_dit_state_dict()
+    return tiny_vace_state_dict() if vace else tiny_dit_state_dict()
 
 
 def _write_dit(fmt: str) -> Callable[[Path], None]:
@@ -83,9 +84,9 @@ def _write_dit(fmt: str) -> Callable[[Path], None]:
         from ..formats.gguf_file import write_gguf
         from ..formats.lightx2v_dir import write_lightx2v_dir
 
-        dit = _dit()
+        dit = _dit(vace="_vace_" in fmt)
         if fmt.startswith("gguf_"):
-            write_gguf(path, dit, fmt.removeprefix("gguf_"))
+            write_gguf(path, dit, fmt.removeprefix("gguf_").removeprefix("vace_"))
         elif fmt.startswith("lightx2v_"):
             write_lightx2v_dir(path, dit, fmt.removeprefix("lightx2v_"))
         else:

@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..fallback import attempt, switch
+
 try:  # optional: Triton is absent on many Windows installs; the eager path is always there
     import triton
     import triton.language as tl
@@ -85,32 +87,31 @@ def rms_norm_triton(x: torch.Tensor, gamma: torch.Tensor, *, silu: bool, out: to
     return out
 
 
-_checked: set = set()  # (device, dtype, C, silu) combinations verified against eager
+# (device, dtype, C, silu) combinations: checked against eager torch on first use; a failure or a
+# disagreement switches the fused path off for all of them (one warning)
+_KERNEL = switch("VAE fused RMS-norm kernel", "eager torch")
 
 
 def _self_check(x: torch.Tensor, gamma: torch.Tensor, silu: bool) -> bool:
     """First use of a (device, dtype, C, silu): the kernel must compile and agree with eager
-    torch on a slice of the real input; otherwise the fused path is switched off (one warning)."""
-    global USE_TRITON
+    torch on a slice of the real input; otherwise the fused path is switched off (one warning;
+    OOM and interrupts propagate: fallback.py)."""
     key = (x.device, x.dtype, x.shape[1], silu)
-    if key in _checked:
+    if key in _KERNEL.checked:
         return True
-    _checked.add(key)
-    probe = x[:, :, :1] if x.ndim == 5 else x[:1]
-    try:
-        got = rms_norm_triton(probe, gamma, silu=silu)
-        want = rms_norm_eager(probe, gamma, silu=silu)
-        ok = got is None or torch.allclose(got.float(), want.float(), rtol=2**-6, atol=2**-6)
-    except Exception as e:  # noqa: BLE001 - any compile/launch failure means "use eager"
-        ok, why = False, f"{type(e).__name__}: {e}"
-    else:
-        why = "results differ from eager torch"
-    if not ok:
-        import logging
+    probe_x = x[:, :, :1] if x.ndim == 5 else x[:1]
 
+    def probe() -> None:
+        got = rms_norm_triton(probe_x, gamma, silu=silu)
+        want = rms_norm_eager(probe_x, gamma, silu=silu)
+        if got is not None and not torch.allclose(got.float(), want.float(), rtol=2**-6, atol=2**-6):
+            raise ValueError("results differ from eager torch")
+
+    if not _KERNEL.check_once(key, lambda: attempt(probe, "Wan4Step VAE: fused RMS-norm kernel", "eager torch")):
+        global USE_TRITON
         USE_TRITON = False
-        logging.getLogger(__name__).warning("Wan4Step VAE: fused RMS-norm kernel disabled (%s); using eager torch", why)
-    return ok
+        return False
+    return True
 
 
 def rms_norm(x: torch.Tensor, gamma: torch.Tensor, *, silu: bool, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -33,7 +33,7 @@ Nothing is computed in float32 except the norm's reduction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -524,23 +524,28 @@ class WanVAEModel(nn.Module):
             x = layer(x, st)
         return x
 
-    def decode_upsample(self, x: torch.Tensor, st: Stream, caps: list[int], stage: int = 0) -> Iterator[torch.Tensor]:
+    def decode_upsample(self, x: torch.Tensor, st: Stream, caps: list[int], stage: int = 0,
+                        on_stage: Callable[[int, int], None] | None = None) -> Iterator[torch.Tensor]:
         """Bottleneck features -> RGB frames, depth first: before a stage, x is split into pieces of
         at most caps[stage] frames and each piece runs through all the remaining stages before the
-        next one starts (the causal history makes that exact), bounding every activation."""
+        next one starts (the causal history makes that exact), bounding every activation.
+        on_stage(stage, input frames) is called after a stage ran on a piece (progress)."""
         dec = self.decoder
         if stage == len(dec.stages):
             yield dec.head[2].run(causal_input(x, dec.head[2], st, dec.head[0]))
             return
         if x.shape[2] > caps[stage]:
             for piece in x.split(caps[stage], dim=2):
-                yield from self.decode_upsample(piece, st, caps, stage)
+                yield from self.decode_upsample(piece, st, caps, stage, on_stage)
             return
+        frames = x.shape[2]
         x = st.layout(x)
         start, stop = dec.stages[stage]
         for layer in dec.upsamples[start:stop]:
             x = layer(x, st)
-        yield from self.decode_upsample(x, st, caps, stage + 1)
+        if on_stage is not None:
+            on_stage(stage, frames)
+        yield from self.decode_upsample(x, st, caps, stage + 1, on_stage)
 
     def stage_shapes(self) -> list[tuple[int, int, int, int]]:
         """Per decoder stage, in elements per latent pixel per input frame of the stage:

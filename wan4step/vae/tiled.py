@@ -228,13 +228,14 @@ def decode_video(
     tiled = len(ys) * len(xs) > 1
     wy, wx = blend_weights(ys, r), blend_weights(xs, r)
     sink = FrameSink(out, z.device, staged=_stage_output)
-    total, done = bsz * len(ys) * len(xs) * shape[2], 0
+    work = _DecodeWork(model, t, h, w, [(sy.size, sx.size) for sy in ys for sx in xs], bsz, progress)
     for b in range(bsz):
         st = model.new_stream(z.device, channels_last)
         zb = z[b : b + 1]
         mid = torch.empty((1, cfg.bottleneck_dim, t, h, w), dtype=z.dtype, device=z.device, memory_format=st.fmt)
         for i in range(t):  # one latent frame at a time: the middle is cheap, its attention is not
             mid[:, :, i : i + 1] = model.decode_middle(zb[:, :, i : i + 1], st)
+            work.middle_frame()
         del st
         for iy, sy in enumerate(ys):
             for ix, sx in enumerate(xs):
@@ -249,18 +250,59 @@ def decode_video(
                 for chunk in (tile_mid[:, :, :1], tile_mid[:, :, 1:]):
                     if chunk.shape[2] == 0:
                         continue
-                    for frames in model.decode_upsample(chunk, st, caps):
+                    on_stage = work.stage_runner(sy.size * sx.size)
+                    for frames in model.decode_upsample(chunk, st, caps, on_stage=on_stage):
                         if weight is not None:
                             frames = frames.float() * weight
                         sink.put(b, t_out, sy.start * r, sx.start * r, frames, rules)
                         t_out += frames.shape[2]
-                        done += frames.shape[2]
-                        if progress is not None:
-                            progress(done, total)
                 del st
         del mid
     sink.close()
+    work.finish()
     return out
+
+
+class _DecodeWork:
+    """Progress of a decode in units of work, so the bar moves through the whole decode.
+
+    Output frames alone are a poor clock: the middle (attention over every latent frame) runs
+    before the first frame comes out, and the depth-first upsampling finishes a wide early stage
+    for a whole piece before any frame leaves it. Units here: one per latent frame of the middle
+    (weighted like two stage-0 passes over the frame) and, per upsampling stage, its input frames
+    times the stage's activation elements per frame over the tile. The first latent frame decodes
+    to one frame (no time upsampling), the others to `tgrow` more per time-upsampling stage."""
+
+    def __init__(self, model, t: int, h: int, w: int, tiles: list[tuple[int, int]], batch: int,
+                 progress: Progress | None) -> None:
+        self.shapes = model.stage_shapes()
+        self.progress = progress
+        self.mid = 2 * self.shapes[0][0] * h * w
+        per_tile = sum(self._chunk(1, a * b, first=True) + self._chunk(t - 1, a * b, first=False) for a, b in tiles)
+        self.total = max(1, batch * (t * self.mid + per_tile))
+        self.done = 0
+
+    def _chunk(self, frames: int, area: int, first: bool) -> int:
+        units = 0
+        for res, _up, _out, tgrow in self.shapes:
+            units += frames * res * area
+            frames *= 1 if first else tgrow
+        return units
+
+    def _tick(self, units: int) -> None:
+        self.done = min(self.done + units, self.total)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def middle_frame(self) -> None:
+        self._tick(self.mid)
+
+    def stage_runner(self, area: int) -> Callable[[int, int], None]:
+        return lambda stage, frames: self._tick(frames * self.shapes[stage][0] * area)
+
+    def finish(self) -> None:
+        if self.done < self.total:
+            self._tick(self.total - self.done)
 
 
 def encode_video(

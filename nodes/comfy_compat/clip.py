@@ -26,6 +26,7 @@ not know the pack's quantized linears.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import comfy.model_management as mm
@@ -34,10 +35,10 @@ import comfy.sd1_clip
 import comfy.text_encoders.wan as comfy_wan
 import torch
 
-from ..wan4step.hardware import cpu_fast_bf16
-from ..wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
-from ..wan4step.umt5.model import WAN_TEXT_LEN
-from . import interrupts
+from ...wan4step.hardware import cpu_fast_bf16
+from ...wan4step.umt5 import UMT5Encoder, UMT5File, UMT5Tokenizer, clean_text
+from ...wan4step.umt5.model import WAN_TEXT_LEN
+from .progress import EncodeTicks
 
 log = logging.getLogger("wan4step")
 
@@ -53,7 +54,7 @@ class UMT5Transformer(UMT5Encoder):
         spec = config_dict[SPEC_KEY]
         super().__init__(spec["config"], activation_quant=spec["activation_quant"])
         self.compute_dtype: torch.dtype | None = spec.get("compute_dtype")
-        interrupts.check_in(self)  # Cancel stops a (CPU) encode within a layer
+        self.progress = EncodeTicks(self)  # the Prompt node's bar moves layer by layer
 
     def forward(self, input_ids, attention_mask=None, embeds=None, num_tokens=None, intermediate_output=None,
                 final_layer_norm_intermediate=True, dtype=torch.float32, embeds_info=None, **kwargs):
@@ -65,9 +66,16 @@ class UMT5Transformer(UMT5Encoder):
         # (ComfyUI's choice: they emulate bf16)
         fast_bf16 = dev.type == "cuda" or cpu_fast_bf16()
         run_dtype = self.compute_dtype or (torch.bfloat16 if fast_bf16 else dtype or torch.float32)
-        return super().forward(input_ids, attention_mask, embeds=embeds, dtype=run_dtype,
-                               intermediate_output=intermediate_output,
-                               final_layer_norm_intermediate=final_layer_norm_intermediate)
+        self.progress.start()
+        try:
+            out = super().forward(input_ids, attention_mask, embeds=embeds, dtype=run_dtype,
+                                  intermediate_output=intermediate_output,
+                                  final_layer_norm_intermediate=final_layer_norm_intermediate)
+        except BaseException:
+            self.progress.bar = None
+            raise
+        self.progress.stop()
+        return out
 
 
 class UMT5ClipModel(comfy.sd1_clip.SDClipModel):
@@ -151,6 +159,28 @@ def build_clip(f: UMT5File, tokenizer: UMT5Tokenizer, device_mode: str = GPU,
     clip = comfy.sd.CLIP(target, embedding_directory=embedding_directory, tokenizer_data={"spiece_model": spm},
                          parameters=f.config.param_count(), state_dict=[f.state], model_options=model_options,
                          disable_dynamic=True)
-    clip.wan4step = {"file": str(f.path), "encoding": f.encoding, "layout": f.layout, "tokenizer": tokenizer.source,
-                     "device": device_mode}
+    # where clone() copies it (CLIP.clone() clones the patcher, not attributes set on the CLIP)
+    clip.patcher.model_options["transformer_options"][INFO_KEY] = TextEncoderInfo(
+        str(f.path), f.encoding, f.layout, tokenizer.source, device_mode)
     return clip
+
+
+@dataclass(frozen=True)
+class TextEncoderInfo:
+    """What the UMT5 loader built (`transformer_options[INFO_KEY]` of the CLIP's patcher)."""
+
+    file: str
+    encoding: str
+    layout: str
+    tokenizer: str
+    device: str
+
+    def clone(self) -> TextEncoderInfo:
+        return self  # immutable
+
+
+INFO_KEY = "wan4step_umt5_info"
+
+
+def text_encoder_info(clip) -> TextEncoderInfo | None:
+    return clip.patcher.model_options.get("transformer_options", {}).get(INFO_KEY)

@@ -1,12 +1,12 @@
-"""ComfyUI's Cancel / POST /interrupt, checked inside long engine calls (adapter side).
+"""ComfyUI's Cancel / POST /interrupt, checked inside long engine calls.
 
 ComfyUI raises its interrupt only where something asks: core's ops check on every call
-(`comfy.ops.run_every_op`), the progress hook once per step, this pack's fused forward once
-per block. The engine's VAE and UMT5 run their own modules, so a decode or a CPU text encode
-did not stop until it finished (a 320x320x41 tiny-VAE decode took 4.6 s to stop on 2 cores).
-`check_in(model)` adds a forward pre-hook that checks the flag to every submodule, so the
-engine stays free of ComfyUI imports and a stop lands within one layer. A check is a lock and
-a bool: far below the cost of any layer it guards.
+(`comfy.ops.run_every_op`), progress reports (progress.py: per block while sampling, per
+sub-layer of a text encode, per unit of VAE work). A VAE unit is a whole upsampling stage over a
+chunk of frames (seconds on a CPU: a 256x256x33 tiny-VAE decode took 16.6 s to stop on 2 cores
+when only finished frames checked). `check_in(model)` adds a forward pre-hook that checks the
+flag to every submodule, so a stop lands within one layer and the engine stays free of ComfyUI
+imports. A check is a lock and a bool: far below the cost of any layer it guards.
 """
 
 from __future__ import annotations

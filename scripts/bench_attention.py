@@ -1,0 +1,227 @@
+"""Attention backends side by side at the Wan2.1-14B shapes, in one process (issue 20).
+
+    python scripts/bench_attention.py [--sweep] [--log docs/bench/attention_h200.log] [--sizes 480p,720p]
+
+Prints one table: per backend and shape (480p / 720p self-attention, L = 32,760 / 75,600 tokens;
+their cross-attention on 512 text keys; 40 heads x 128, B = 1, the block's strided [B, H, L, D]
+views), the median ms per call, TFLOP/s (4 * Lq * Lk * D * H flops), the ratio to cuDNN, and the
+accuracy against float32 SDPA on structured inputs (wan4step/attn8/structured.py): cosine and
+relative L2. Backends: SDPA cuDNN, SDPA flash, sageattention if importable, flash-attn-4 if
+importable, the pack's 8-bit attention per kept launch config (+ its fp16-P·V sm80 variant), and
+the 8-bit passes apart (statistics, quantization, kernel).
+
+--sweep first times the 8-bit kernel's launch configs at 480p (compiled in parallel worker
+processes, then timed one after another) and benches the fastest; without it the configs in
+wan4step/attn8.CONFIGS are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from wan4step import attn8  # noqa: E402
+from wan4step.attn8.structured import accuracy, structured_qkv  # noqa: E402
+
+H, D = 40, 128
+SIZES = {"480p": 32760, "720p": 75600}
+TEXT = 512
+LOG: list[str] = []
+
+
+def say(line: str = "") -> None:
+    print(line, flush=True)
+    LOG.append(line)
+
+
+def median_ms(fn, reps: int, warm: int = 2) -> float:
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def sweep_configs() -> list[attn8.Config]:
+    """Tile shapes, warps and pipeline depths around the best of the H200 sweeps (64 x 128 tiles, one
+    warpgroup, 3 stages), with and without the polynomial exp2 split."""
+    C = attn8.Config
+    return [C(64, 128, 4, 3), C(64, 128, 4, 2), C(64, 128, 4, 4), C(64, 64, 4, 3), C(64, 64, 4, 4),
+            C(128, 128, 8, 3), C(128, 128, 8, 4), C(128, 64, 8, 3), C(64, 128, 4, 3, exp_split=True),
+            C(128, 128, 8, 3, exp_split=True)]
+
+
+def _precompile(args) -> str:
+    """Worker: compile one config's kernels into Triton's on-disk cache on a tiny problem whose integer
+    arguments fall in the same divisibility classes (mod 16) as the real shapes."""
+    cfg, lq, lk = args
+    try:
+        q, k, v = structured_qkv(1, H, lq, lk, device="cuda")
+        attn8.attn8(q, k, v, cfg=cfg)
+        torch.cuda.synchronize()
+        return f"{cfg} ok"
+    except Exception as exc:  # the main process reports it when it times this config
+        return f"{cfg} failed: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def precompile(cfgs, shapes) -> None:
+    t = time.time()
+    jobs = [(c, 16 + lq % 16, 16 + lk % 16) for c in cfgs for lq, lk in shapes]
+    ctx = torch.multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(12, os.cpu_count() or 4), mp_context=ctx) as ex:
+        for r in ex.map(_precompile, jobs):
+            if "failed" in r:
+                say(f"  precompile {r}")
+    say(f"precompiled {len(jobs)} kernels sets in {time.time() - t:.1f} s")
+
+
+def run_sweep(L: int) -> list[tuple[float, attn8.Config]]:
+    cfgs = sweep_configs()
+    precompile(cfgs, [(L, L)])
+    q, k, v = structured_qkv(1, H, L, L, seed=1, device="cuda")
+    ref = reference(q, k, v)
+    res = []
+    say(f"\n== 8-bit launch configs at L = {L} (whole call: stats + quantize + kernel; kernel alone)")
+    for cfg in cfgs:
+        try:
+            out = attn8.attn8(q, k, v, cfg=cfg)
+            cos, rel = accuracy(out, ref)
+            t = median_ms(lambda cfg=cfg: attn8.attn8(q, k, v, cfg=cfg), 7)
+            st = attn8.stats(q, k, v)
+            codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
+            tk = median_ms(lambda cfg=cfg, codes=codes, st=st: attn8.attention_codes(
+                *codes, st[3], st[4], 1, H, L, L, q.dtype, cfg, True), 7)
+            say(f"  {str(cfg):16s} {t:8.2f} ms  kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
+                f"cos {cos:.5f} rel {rel:.4f}")
+            res.append((t, cfg))
+        except Exception as exc:
+            say(f"  {str(cfg):16s} failed: {type(exc).__name__}: {str(exc)[:300]}")
+    res.sort(key=lambda r: r[0])
+    return res
+
+
+def flops(lq: int, lk: int) -> float:
+    return 4.0 * lq * lk * D * H
+
+
+def reference(q, k, v) -> torch.Tensor:
+    """float32 SDPA through the memory-efficient kernel (O(L) memory; the math one needs L^2)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
+        return torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
+
+
+def backends(best: list[attn8.Config]) -> dict:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def sdpa_with(be):
+        def f(q, k, v):
+            with sdpa_kernel([be]):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return f
+
+    out = {"cuDNN (SDPA)": sdpa_with(SDPBackend.CUDNN_ATTENTION), "flash (SDPA)": sdpa_with(SDPBackend.FLASH_ATTENTION)}
+    try:
+        from sageattention import sageattn
+
+        out["sageattention " + getattr(sys.modules.get("sageattention"), "__version__", "")] = (
+            lambda q, k, v: sageattn(q, k, v, tensor_layout="HND", is_causal=False))
+    except Exception as exc:
+        say(f"sageattention not importable: {type(exc).__name__}: {exc}")
+    try:
+        from wan4step.attention import _load_fa4
+
+        out["flash-attn-4"] = _load_fa4(torch.device("cuda"))
+    except Exception as exc:
+        say(f"flash-attn-4 not importable: {type(exc).__name__}: {str(exc)[:200]}")
+    for cfg in best:
+        out[f"8bit {cfg}"] = lambda q, k, v, cfg=cfg: attn8.attn8(q, k, v, cfg=cfg)
+    out[f"8bit {best[0]} fp16 P.V (sm80 path)"] = lambda q, k, v: attn8.attn8(q, k, v, cfg=best[0], pv_fp8=False)
+    return out
+
+
+def bench_shape(label: str, L: int, lk: int, fns: dict, cfg: attn8.Config, rows: list) -> None:
+    q, k, v = structured_qkv(1, H, L, lk, seed=7, device="cuda")
+    ref = reference(q, k, v)
+    reps = 5 if L > 40000 and lk == L else 11
+    base = None
+    for name, fn in fns.items():
+        try:
+            out = fn(q, k, v)
+            cos, rel = accuracy(out, ref)
+            del out
+            t = median_ms(lambda fn=fn: fn(q, k, v), reps)
+        except Exception as exc:
+            say(f"  {label} {name}: failed: {type(exc).__name__}: {str(exc)[:300]}")
+            continue
+        base = t if name.startswith("cuDNN") else base
+        rows.append((label, name, t, flops(L, lk) / t / 1e9, t / base if base else float("nan"), cos, rel))
+        say(f"  {label:11s} {name:40s} {t:9.3f} ms")
+    st = attn8.stats(q, k, v)  # the 8-bit passes apart
+    codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
+    ts = median_ms(lambda: attn8.stats(q, k, v), reps)
+    tq = median_ms(lambda: attn8.quantize(q, k, v, st, cfg.block_n, True), reps)
+    tk = median_ms(lambda: attn8.attention_codes(*codes, st[3], st[4], 1, H, L, lk, q.dtype, cfg, True), reps)
+    say(f"  {label} 8bit {cfg} passes: stats {ts:.3f} ms, quantize {tq:.3f} ms, kernel {tk:.3f} ms "
+        f"({flops(L, lk) / tk / 1e9:.0f} TFLOP/s)")
+
+
+def table(sizes: list[str], best: list[attn8.Config]) -> None:
+    fns = backends(best)
+    rows: list = []
+    for size in sizes:
+        L = SIZES[size]
+        for kind, lk in (("self", L), ("cross", TEXT)):
+            bench_shape(f"{size} {kind}", L, lk, fns, best[0], rows)
+            torch.cuda.empty_cache()
+    say(f"\n== attention per call, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+        f"triton {__import__('triton').__version__}; structured inputs, accuracy vs float32 SDPA")
+    say(f"{'shape':11s} {'backend':40s} {'ms':>9s} {'TFLOP/s':>8s} {'vs cuDNN':>8s} {'cos':>8s} {'rel L2':>7s}")
+    for shape, name, t, tf, ratio, cos, rel in rows:
+        say(f"{shape:11s} {name:40s} {t:9.3f} {tf:8.0f} {ratio:8.3f} {cos:8.5f} {rel:7.4f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sizes", default="480p,720p")
+    ap.add_argument("--log", default="")
+    args = ap.parse_args()
+    say(f"# {torch.cuda.get_device_name()} (sm{''.join(map(str, torch.cuda.get_device_capability()))}), "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}")
+    cap = torch.cuda.get_device_capability()
+    best = [attn8.config_for(cap)]
+    if args.sweep:
+        res = run_sweep(SIZES["480p"])
+        if res:
+            best = [r[1] for r in res[:1]]
+            default = attn8.config_for(cap)
+            best += [default] if default != best[0] else [r[1] for r in res[1:2]]
+    else:
+        precompile(best, [(SIZES[s], SIZES[s]) for s in args.sizes.split(",")] + [(SIZES["480p"], TEXT)])
+    table(args.sizes.split(","), best)
+    if args.log:
+        Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.log).write_text("\n".join(LOG) + "\n")
+
+
+if __name__ == "__main__":
+    main()
