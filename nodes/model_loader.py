@@ -51,12 +51,14 @@ class Wan4StepModelLoader(io.ComfyNode):
                 io.Boolean.Input("fast_forward", default=True, advanced=True,
                                  tooltip="Run blocks through the pack's fused forward (same math, fewer passes). Turn off "
                                          "only to compare with ComfyUI's own block code."),
-                io.Boolean.Input("compile", default=False, advanced=True, optional=True,
-                                 tooltip="torch.compile the fused block (needs a C/C++ compiler, and Triton on the GPU). "
+                io.Boolean.Input("compile", display_name="compile (experimental, measured slower)", default=False,
+                                 advanced=True, optional=True,
+                                 tooltip="(experimental, measured slower) torch.compile the fused block: 2.5 % slower "
+                                         "than the hand-fused block on an H100, so leave it off unless it measures "
+                                         "faster on your GPU and torch. Needs a C/C++ compiler, and Triton on the GPU. "
                                          "The first step of each new video size pays the compile (tens of seconds); "
                                          "one compiled block serves all 40 blocks, also when Block Swap streams them. "
-                                         "If compiling fails it runs uncompiled with one warning. On an H100 it measured "
-                                         "2.5 % slower than the hand-fused block, so leave it off unless it helps on your GPU."),
+                                         "If compiling fails it runs uncompiled with one warning."),
                 io.Combo.Input("lora_name", options=[NO_LORA, *list_models(LORA_FOLDERS)], default=NO_LORA, optional=True,
                                tooltip="A LoRA merged into the weights once, at load, in the file's own format (FP8/INT8 "
                                        "re-quantized per channel, GGUF re-encoded), so a step costs what a distilled file "

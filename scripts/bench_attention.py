@@ -1,6 +1,7 @@
 """Attention backends side by side at the Wan2.1-14B shapes, in one process (issue 20).
 
     python scripts/bench_attention.py [--sweep] [--log docs/bench/attention_h200.log] [--sizes 480p,720p]
+    python scripts/bench_attention.py --smoke     # CPU, 48 tokens: SDPA and the 8-bit method's torch reference
 
 Prints one table: per backend and shape (480p / 720p self-attention, L = 32,760 / 75,600 tokens;
 their cross-attention on 512 text keys; 40 heads x 128, B = 1, the block's strided [B, H, L, D]
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -27,16 +27,18 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
 
 from wan4step import attn8  # noqa: E402
-from wan4step.attn8.structured import accuracy, structured_qkv  # noqa: E402
+from wan4step.attn8.structured import accuracy, sdpa_fp32, structured_qkv  # noqa: E402
+from wan4step.wan_config import HEAD_DIM  # noqa: E402
 
-H, D = 40, 128
-SIZES = {"480p": 32760, "720p": 75600}
-TEXT = 512
+H, D = bl.T2V_14B.num_heads, HEAD_DIM
+SIZES = {name: bl.SIZES[name].tokens() for name in ("480p", "720p", "tiny")}  # 32,760 / 75,600 / 48 tokens
+TEXT = bl.TEXT_TOKENS
 LOG: list[str] = []
+DEVICE = torch.device("cuda")
 
 
 def say(line: str = "") -> None:
@@ -45,18 +47,7 @@ def say(line: str = "") -> None:
 
 
 def median_ms(fn, reps: int, warm: int = 2) -> float:
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    return statistics.median(times)
+    return bl.median_ms(fn, DEVICE, reps, warm if DEVICE.type == "cuda" else 0)
 
 
 def sweep_configs() -> list[attn8.Config]:
@@ -125,6 +116,8 @@ def reference(q, k, v) -> torch.Tensor:
     """float32 SDPA through the memory-efficient kernel (O(L) memory; the math one needs L^2)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    if not q.is_cuda:
+        return sdpa_fp32(q, k, v)
     with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
         return torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float())
 
@@ -132,6 +125,12 @@ def reference(q, k, v) -> torch.Tensor:
 def backends(best: list[attn8.Config]) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    if DEVICE.type != "cuda":
+        from wan4step.attn8.reference import attn8_reference
+
+        bl.skip_cuda("SDPA cuDNN/flash, sageattention, flash-attn-4 and the 8-bit kernels")
+        return {"SDPA (CPU)": torch.nn.functional.scaled_dot_product_attention,
+                "8bit-reference (torch)": lambda q, k, v: attn8_reference(q, k, v).to(q.dtype)}
     def sdpa_with(be):
         def f(q, k, v):
             with sdpa_kernel([be]):
@@ -159,9 +158,9 @@ def backends(best: list[attn8.Config]) -> dict:
 
 
 def bench_shape(label: str, L: int, lk: int, fns: dict, cfg: attn8.Config, rows: list) -> None:
-    q, k, v = structured_qkv(1, H, L, lk, seed=7, device="cuda")
+    q, k, v = structured_qkv(1, H, L, lk, seed=7, device=DEVICE)
     ref = reference(q, k, v)
-    reps = 5 if L > 40000 and lk == L else 11
+    reps = (5 if L > 40000 and lk == L else 11) if DEVICE.type == "cuda" else 1
     base = None
     for name, fn in fns.items():
         try:
@@ -172,9 +171,11 @@ def bench_shape(label: str, L: int, lk: int, fns: dict, cfg: attn8.Config, rows:
         except Exception as exc:
             say(f"  {label} {name}: failed: {type(exc).__name__}: {str(exc)[:300]}")
             continue
-        base = t if name.startswith("cuDNN") else base
+        base = t if name.startswith(("cuDNN", "SDPA (CPU)")) else base
         rows.append((label, name, t, flops(L, lk) / t / 1e9, t / base if base else float("nan"), cos, rel))
         say(f"  {label:11s} {name:40s} {t:9.3f} ms")
+    if DEVICE.type != "cuda":
+        return
     st = attn8.stats(q, k, v)  # the 8-bit passes apart
     codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
     ts = median_ms(lambda: attn8.stats(q, k, v), reps)
@@ -192,19 +193,27 @@ def table(sizes: list[str], best: list[attn8.Config]) -> None:
         for kind, lk in (("self", L), ("cross", TEXT)):
             bench_shape(f"{size} {kind}", L, lk, fns, best[0], rows)
             torch.cuda.empty_cache()
-    say(f"\n== attention per call, {torch.cuda.get_device_name()}, torch {torch.__version__}, "
+    say(f"\n== attention per call, {bl.device_line(DEVICE)}, "
         f"triton {__import__('triton').__version__}; structured inputs, accuracy vs float32 SDPA")
-    say(f"{'shape':11s} {'backend':40s} {'ms':>9s} {'TFLOP/s':>8s} {'vs cuDNN':>8s} {'cos':>8s} {'rel L2':>7s}")
-    for shape, name, t, tf, ratio, cos, rel in rows:
-        say(f"{shape:11s} {name:40s} {t:9.3f} {tf:8.0f} {ratio:8.3f} {cos:8.5f} {rel:7.4f}")
+    say(bl.text_table(["shape", "backend", "ms", "TFLOP/s", "vs cuDNN", "cos", "rel L2"],
+                      [(shape, name, f"{t:.3f}", f"{tf:.0f}", f"{ratio:.3f}", f"{cos:.5f}", f"{rel:.4f}")
+                       for shape, name, t, tf, ratio, cos, rel in rows]))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv=None) -> None:
+    global DEVICE
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sizes", default="480p,720p")
     ap.add_argument("--log", default="")
-    args = ap.parse_args()
+    bl.add_smoke(ap)
+    args = bl.smoke_or(ap.parse_args(argv), sweep=False, sizes="tiny")
+    if args.smoke:
+        DEVICE = torch.device("cpu")
+        say(f"# {bl.device_line(DEVICE)}, {time.strftime('%Y-%m-%d %H:%M')}")
+        table(args.sizes.split(","), [attn8.config_for((9, 0))])
+        return
+    bl.require_cuda("bench_attention.py")
     say(f"# {torch.cuda.get_device_name()} (sm{''.join(map(str, torch.cuda.get_device_capability()))}), "
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}")
     cap = torch.cuda.get_device_capability()

@@ -37,7 +37,8 @@ getrusage ru_maxrss of the whole child (includes building the random weights); w
     python scripts/bench_comfy_offload.py                 # the default grid (~8 min on an H100)
     python scripts/bench_comfy_offload.py --configs bf16:480p:8:dynamic,bf16:480p:8:lowvram
     python scripts/bench_comfy_offload.py --formats bf16,fp8 --sizes small --budgets 8,12 --modes dynamic,lowvram
-    python scripts/bench_comfy_offload.py --tiny          # CPU smoke test of the whole path (--cpu, no ballast)
+    python scripts/bench_comfy_offload.py --tiny          # CPU, tiny model, one child per row (--cpu, no ballast)
+    python scripts/bench_comfy_offload.py --smoke         # CPU, tiny model, rows in this process: checks the script runs
     python scripts/bench_comfy_offload.py --configs bf16:small:12:dynamic+swap,bf16:small:12:lowvram+swap
         # "+swap": the pack's Block Swap (auto) applied to ComfyUI's own MODEL, under that memory mode
 
@@ -50,9 +51,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -62,12 +61,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _comfy_import import import_comfyui_gguf  # noqa: E402  (also puts the repo on sys.path)
-from bench_advisor import CFG_14B, SIZES  # noqa: E402  (sizes are (w, h, frames); no torch import)
+import benchlib as bl  # noqa: E402  (imports no torch: the child sets ComfyUI's allocator up first)
 
-GiB = 1024**3
-TINY_CFG = dict(CFG_14B, dim=256, ffn_dim=512, num_heads=2, num_layers=2)  # ComfyUI detects heads = dim // 128
-TINY_SIZE = (64, 64, 9)
+GiB = bl.GiB
+SIZES = {name: size for name, size in bl.SIZES.items() if name != "tiny"}
 MODES = {"dynamic": [], "lowvram": ["--disable-dynamic-vram"]}
 # (format, size, budget GiB or None = resident, mode), most important first: ~6-8 min on an H100
 DEFAULT_GRID = [
@@ -83,21 +80,21 @@ DEFAULT_GRID = [
 ]
 TINY_GRID = [("bf16", "tiny", None, "dynamic"), ("bf16", "tiny", None, "lowvram"),
              ("fp8", "tiny", None, "dynamic"), ("gguf-q4_k", "tiny", None, "dynamic")]
+# --smoke: in this process, so ComfyUI's flags are those of the first row; +swap runs the pack's Block Swap
+SMOKE_GRID = [("bf16", "tiny", None, "dynamic+swap"), ("fp8", "tiny", None, "dynamic"),
+              ("gguf-q4_k", "tiny", None, "dynamic")]
 
 
 # ---------------------------------------------------------------------------------------
 # child: one configuration in its own process
 # ---------------------------------------------------------------------------------------
-def setup_comfy(flags: list[str], cuda: bool, budget_gib: float | None, cfg: dict):
+def setup_comfy(flags: list[str], cuda: bool, budget_gib: float | None, cfg):
     """ComfyUI as main.py sets it up, with a ballast allocated before model_management sees the card.
 
     Returns (torch, ballast bytes, active-mode text, WanModel state-dict shapes)."""
-    from wan4step.comfy_server import HOW_TO_GET_COMFYUI, find_comfyui
-
-    path = find_comfyui()
-    if path is None:
-        raise SystemExit(HOW_TO_GET_COMFYUI)
-    sys.path.insert(0, str(path))
+    path = bl.find_comfyui()
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
     argv, sys.argv = sys.argv, ["main.py", *flags]
     try:
         import comfy.options
@@ -128,11 +125,10 @@ def setup_comfy(flags: list[str], cuda: bool, budget_gib: float | None, cfg: dic
     ballast = None
     if cuda and budget_gib:
         free, total = torch.cuda.mem_get_info()
-        size = total - int(budget_gib * GiB)
-        if size > 0:
-            ballast = torch.empty(size, dtype=torch.uint8, device="cuda")
+        ballast = bl.Ballast(budget_gib, "cuda")
+        if ballast.bytes:
             _HELD.append(ballast)  # alive for the whole child: a dropped ballast is a free card again
-            print(f"ballast {size / GiB:.2f} GiB of {total / GiB:.2f} GiB (free before {free / GiB:.2f}): "
+            print(f"ballast {ballast.bytes / GiB:.2f} GiB of {total / GiB:.2f} GiB (free before {free / GiB:.2f}): "
                   f"the card looks like {budget_gib:g} GiB", flush=True)
         else:
             print(f"budget {budget_gib:g} GiB >= the card's {total / GiB:.2f} GiB: no ballast", flush=True)
@@ -172,70 +168,64 @@ def setup_comfy(flags: list[str], cuda: bool, budget_gib: float | None, cfg: dic
         free_now = torch.cuda.mem_get_info()[0]
         print(f"after setup ComfyUI sees {mm.get_free_memory(dev) / GiB:.2f} GiB free (cudaMemGetInfo "
               f"{free_now / GiB:.2f} GiB)", flush=True)
-    return torch, (ballast.numel() if ballast is not None else 0), active, shapes
+    return torch, (ballast.bytes if ballast is not None else 0), active, shapes
 
 
 _HELD: list = []  # the ballast tensor lives here until the child exits
 
 
-def wan_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
+def wan_shapes(cfg) -> dict[str, tuple[int, ...]]:
     """Key -> shape of ComfyUI's WanModel (t2v) for `cfg`, built on the meta device."""
     import comfy.ops
     import torch
     from comfy.ldm.wan.model import WanModel
 
     with torch.device("meta"):
-        m = WanModel(model_type="t2v", dtype=torch.bfloat16, operations=comfy.ops.disable_weight_init, **cfg)
+        m = WanModel(model_type="t2v", dtype=torch.bfloat16, operations=comfy.ops.disable_weight_init,
+                     **bl.comfy_kwargs(cfg))
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-def random_state_dict(torch, shapes: dict, fmt: str, ggml, seed: int = 0) -> dict:
-    """Random weights fast: one N(0, 0.015) pool per dtype, each tensor a copy of a random window of it.
+def random_state_dict(torch, shapes: dict, fmt: str, ggml, seed: int = 0, device=None) -> dict:
+    """A checkpoint as a user's file holds it, in RAM: ComfyUI's WanModel keys, random weights.
 
-    14B in bf16 is 28 GB; drawing 14e9 normals would take minutes, copying windows takes seconds."""
-    g = torch.Generator().manual_seed(seed)
-    rnd = random.Random(seed)
-    base = torch.randn(max(math.prod(s) for s in shapes.values()) + (1 << 20), generator=g) * 0.015
-    pools: dict = {}
-    raw_pools: dict = {}
+    Drawn on the GPU (14B in bf16 is 28 GB: 14e9 normals take minutes on a CPU) a few rows at a
+    time and copied to the CPU (`benchlib.random_weight` / `random_tensor`). bf16: every tensor bf16;
+    fp8: 2-D weights float8_e4m3fn (an fp8 checkpoint, no scales); gguf-<type>: the 2-D block
+    linears as ComfyUI-GGUF GGMLTensors of random blocks, 1-D tensors and .modulation F32, the rest
+    F16, as in city96's files."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    g = torch.Generator(device=device).manual_seed(seed)
 
-    def take(shape, dtype):
-        if dtype not in pools:
-            pools[dtype] = base.to(dtype)
-        p, n = pools[dtype], math.prod(shape)
-        o = rnd.randrange(p.numel() - n + 1)
-        return p[o:o + n].view(shape).clone()
+    def draw(k, shape, dtype):
+        if k.endswith(bl.NORM_KEYS):
+            return torch.ones(shape, dtype=dtype)
+        std = shape[1] ** -0.5 if len(shape) == 2 else 0.02
+        return bl.random_tensor(shape, device=device, generator=g, dst="cpu", std=std, dtype=dtype)
 
     qtype = None
     if fmt.startswith("gguf-"):
         import gguf
 
-        from wan4step.quant.gguf_encode import random_raw
-
         qtype = gguf.GGMLQuantizationType[fmt.split("-", 1)[1].upper()]
-    fp8 = torch.float8_e4m3fn
     sd = {}
     for k, shape in shapes.items():
-        ones = k.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight"))
         if qtype is None:
-            dtype = fp8 if fmt == "fp8" and len(shape) == 2 and k.endswith(".weight") else torch.bfloat16
-            sd[k] = torch.ones(shape, dtype=dtype) if ones else take(shape, dtype)
+            fp8 = fmt == "fp8" and len(shape) == 2 and k.endswith(".weight")
+            sd[k] = draw(k, shape, torch.float8_e4m3fn if fp8 else torch.bfloat16)
             continue
-        # city96's GGUF files: 2-D block linears quantized; 1-D tensors and .modulation F32, the rest F16
         if k.startswith("blocks.") and len(shape) == 2:
-            if shape not in raw_pools:
-                raw_pools[shape] = random_raw(qtype, (shape[0] + 64, shape[1]), generator=g)
-            r = rnd.randrange(65)
-            sd[k] = ggml.ops.GGMLTensor(raw_pools[shape][r:r + shape[0]].clone(), tensor_type=qtype, tensor_shape=torch.Size(shape))
+            raw = bl.random_weight("gguf", shape, device=device, generator=g, dst="cpu", qtype=int(qtype)).data
+            sd[k] = ggml.ops.GGMLTensor(raw, tensor_type=qtype, tensor_shape=torch.Size(shape))
             continue
         f32 = len(shape) <= 1 or k.endswith("modulation")
-        t = torch.ones(shape) if ones else take(shape, torch.float32)
-        t = t.float() if f32 else t.half()
+        t = draw(k, shape, torch.float32 if f32 else torch.float16)
         tt = gguf.GGMLQuantizationType.F32 if f32 else gguf.GGMLQuantizationType.F16
         sd[k] = ggml.ops.GGMLTensor(t, tensor_type=tt, tensor_shape=t.shape)
     if qtype is not None:  # ComfyUI-GGUF's loader marks the largest quantized tensor for its VRAM estimate
         big = max((k for k in sd if k.startswith("blocks.") and len(shapes[k]) == 2), key=lambda k: sd[k].numel())
         sd[big].is_largest_weight = True
+    bl.free_cuda_cache()  # the draws' cached blocks go back before ComfyUI looks at free memory
     return sd
 
 
@@ -349,17 +339,15 @@ def child(spec: dict) -> None:
 def run_child(spec: dict, res: dict) -> None:
     tiny, fmt = spec["tiny"], spec["fmt"]
     cuda = not tiny
-    cfg = TINY_CFG if tiny else CFG_14B
-    size = TINY_SIZE if tiny else SIZES[spec["size"]]
+    cfg = bl.config(tiny)
+    size = bl.SIZES["tiny" if tiny else spec["size"]].whf
     base_mode, _, extra = spec["mode"].partition("+")
     flags = MODES[base_mode] + (["--cpu"] if tiny else []) + spec["comfy_args"]
     torch, ballast, active, shapes = setup_comfy(flags, cuda, spec["budget"], cfg)
     res["active"] = active
     ggml = None
     if fmt.startswith("gguf-"):
-        from wan4step.comfy_server import find_comfyui
-
-        ggml = import_comfyui_gguf(find_comfyui())
+        ggml = bl.import_comfyui_gguf()
         if ggml is None:
             raise RuntimeError("ComfyUI-GGUF not found in the checkout's custom_nodes")
     t0 = time.perf_counter()
@@ -370,9 +358,7 @@ def run_child(spec: dict, res: dict) -> None:
     t2 = time.perf_counter()
     res["patcher"] = type(mp).__name__
     if extra == "swap":  # the pack's Block Swap ("auto") on ComfyUI's own MODEL, under ComfyUI's memory mode
-        from _comfy_import import import_pack
-
-        mp = import_pack().nodes.block_swap.Wan4StepBlockSwap.execute(mp, -1, 2, True, "ram", False).result[0]
+        mp = bl.import_pack().nodes.block_swap.Wan4StepBlockSwap.execute(mp, -1, 2, True, "ram", False).result[0]
         res["patcher"] += "+Wan4Step Block Swap"
     print(f"built {fmt}: random state dict {t1 - t0:.1f} s, load_diffusion_model_state_dict {t2 - t1:.1f} s, "
           f"{mp.model_size() / GiB:.2f} GiB, patcher {res['patcher']}", flush=True)
@@ -449,22 +435,37 @@ def fmt_num(v, digits=2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def table_row(row, res) -> str:
+def table_row(row, res) -> list[str]:
     fmt, size, budget, mode = row
-    w, h, f = TINY_SIZE if size == "tiny" else SIZES[size]
-    size_s = f"{h}x{w}x{f}"
+    size_s = str(bl.SIZES[size])
     cells = [fmt, f"{size} ({size_s})", "resident" if budget is None else f"{budget:g}", mode, res.get("patcher", "-"),
              fmt_num(res.get("s_step"), 3), fmt_num(res.get("step1"), 2), fmt_num(res.get("total"), 1),
              fmt_num(res.get("peak_vram")), fmt_num(res.get("peak_ram")), fmt_num(res.get("maxrss")), fmt_num(res.get("on_gpu")),
              res.get("status", "-")]
-    return "| " + " | ".join(cells) + " |"
+    return cells
 
 
-HEADER = ("| format | size | budget GiB | mode | patcher | s/step (2..N) | step 1 s | total s | peak VRAM GiB"
-          " | peak RAM GiB | max RSS GiB | weights on GPU GiB | status |\n|" + "---|" * 13)
+HEADER = ["format", "size", "budget GiB", "mode", "patcher", "s/step (2..N)", "step 1 s", "total s", "peak VRAM GiB",
+          "peak RAM GiB", "max RSS GiB", "weights on GPU GiB", "status"]
 
 
-def main() -> None:
+def smoke(args) -> None:
+    """The SMOKE_GRID rows through run_child in this process (a real run gives each row a fresh child)."""
+    results = []
+    for row in SMOKE_GRID:
+        fmt, size, budget, mode = row
+        res: dict = {"status": "error", "active": "-", "patcher": "-"}
+        run_child(dict(fmt=fmt, size=size, budget=budget, mode=mode, steps=args.steps, tiny=True, comfy_args=[]), res)
+        res["maxrss"] = bl.rss_gib()
+        results.append((row, res))
+    print()
+    print(bl.md_table(HEADER, [table_row(row, res) for row, res in results]))
+    bad = [row for row, res in results if res.get("status") != "ok"]
+    if bad:
+        raise SystemExit(f"rows failed: {bad}")
+
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configs", help="comma list of format:size:budget:mode, e.g. bf16:480p:8:dynamic,fp8:small:resident:lowvram")
     ap.add_argument("--formats", help="grid: bf16,fp8,fp8-cast,gguf-q4_k,...")
@@ -479,7 +480,10 @@ def main() -> None:
     ap.add_argument("--comfy-args", default="", help="extra ComfyUI CLI flags for every child, with '=': --comfy-args='--reserve-vram 1'")
     ap.add_argument("--tiny", action="store_true", help="2 blocks of dim 256 on the CPU (--cpu): a smoke test of the whole path")
     ap.add_argument("--child", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    bl.add_smoke(ap)
+    args = ap.parse_args(argv)
+    if args.smoke:
+        return smoke(args)
     if args.child:
         child(json.loads(args.child))
         return
@@ -512,10 +516,9 @@ def main() -> None:
             elif not res:
                 res["status"] = f"crash (rc {rc})"
             results.append((row, res))
-            print(f"row ({time.perf_counter() - t0:.0f} s in the child): {table_row(row, res)}", flush=True)
-    print("\n" + HEADER)
-    for row, res in results:
-        print(table_row(row, res))
+            print(f"row ({time.perf_counter() - t0:.0f} s in the child): {' | '.join(table_row(row, res))}", flush=True)
+    print()
+    print(bl.md_table(HEADER, [table_row(row, res) for row, res in results]))
     print(f"steps {args.steps} (lcm, simple, cfg 1); s/step = median of steps 2..{args.steps}; "
           f"{time.perf_counter() - t_all:.0f} s in all; ComfyUI modes: "
           + "; ".join(sorted({f"{r[3]} -> {res.get('active', '-')}" for r, res in results})))

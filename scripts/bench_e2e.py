@@ -2,7 +2,8 @@
 
     python scripts/bench_e2e.py                      # 480x832x81: fp8, gguf q4_k, bf16 + ComfyUI baseline; 720p fp8
     python scripts/bench_e2e.py --runs 480p:fp8
-    python scripts/bench_e2e.py --runs 480p:bf16,480p:fp8,480p:int8,480p:q4_k,480p:q8_0,480p:fp8+swap40,480p:fp8+sage
+    python scripts/bench_e2e.py --runs 480p:bf16,480p:fp8,480p:int8,480p:q4_k,480p:q8_0,480p:fp8+swap40,480p:fp8+8bit
+    python scripts/bench_e2e.py --smoke              # CPU, tiny DiT/UMT5/VAE: checks the script runs
 
 Models are resident (an H100 holds them all) unless a run says +swapN (N blocks streamed from
 pinned RAM by the pack's engine, the rest resident); "steps vs our bf16" compares the 4 steps
@@ -14,7 +15,6 @@ UMT5 encode time (ComfyUI's encode of the same 512 tokens is ~30 ms either way).
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from pathlib import Path
@@ -22,21 +22,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _comfy_import import import_comfy, import_pack  # noqa: E402
+import benchlib as bl  # noqa: E402
 
-SIZES = {"480p": (480, 832, 81), "720p": (720, 1280, 81), "small": (288, 512, 33)}
-CFG = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, text_dim=4096, freq_dim=256, in_dim=16, out_dim=16)
-
-
-def sync():
-    torch.cuda.synchronize()
+SMOKE_RUNS = "tiny:bf16,tiny:fp8,tiny:q4_k,tiny:comfy,tiny:fp8+swap1,tiny:fp8+8bit"
+ATTENTION_MODS = ("auto", "8bit", "sage", "flash", "fa4")  # +<backend> picks the attention (default sdpa = cuDNN)
 
 
 def clip(model, opts, vae, shape, frames_expected, encode, decode, sig, g, dev):
     """One clip: encode, 4 LCM steps (x0 = x - sigma v, re-noise), decode. Returns the phase times."""
     t0 = time.perf_counter()
     ctx = encode()
-    sync()
+    bl.sync(dev)
     t1 = time.perf_counter()
     x = torch.randn(shape, device=dev, generator=g)
     with torch.inference_mode():
@@ -46,44 +42,51 @@ def clip(model, opts, vae, shape, frames_expected, encode, decode, sig, g, dev):
                       transformer_options=dict(opts)).float()
             x0 = x - s * v
             x = x0 if s2 == 0 else (1 - s2) * x0 + s2 * torch.randn(shape, device=dev, generator=g)
-    sync()
+    bl.sync(dev)
     t2 = time.perf_counter()
     frames = decode(vae, (x * 0.5).float())
-    sync()
+    bl.sync(dev)
     t3 = time.perf_counter()
     assert frames.shape[0] == frames_expected and torch.isfinite(frames).all()
     return t1 - t0, t2 - t1, t3 - t2, t3 - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", default="480p:fp8,480p:q4_k,480p:bf16,480p:comfy,720p:fp8",
-                    help="size:format[+swap40][+sage][+compile], format in bf16/fp8/int8/q4_k/q8_0/comfy; "
-                         "+swapN streams N blocks from pinned RAM (Wan4Step Block Swap's engine), +sage asks for "
-                         "sageattention (the row names the backend it got), +compile torch.compiles the block")
-    args = ap.parse_args()
-    import_comfy()
+                    help="size:format[+swapN][+<attention>][+compile], format in bf16/fp8/int8/q4_k/q8_0/comfy; "
+                         "+swapN streams N blocks from pinned RAM (Wan4Step Block Swap's engine), +8bit / +auto / "
+                         "+sage / +flash / +fa4 pick the attention backend (default: SDPA asking for cuDNN; the row "
+                         "names the backend it got), +compile torch.compiles the block")
+    bl.add_smoke(ap)
+    args = bl.smoke_or(ap.parse_args(argv), runs=SMOKE_RUNS)
+    dev = torch.device("cpu" if args.smoke else "cuda")
+    bl.import_comfy(bl.comfy_args(dev))
     import comfy.model_management as mm
     import comfy.sd
 
     import nodes as comfy_nodes
 
-    pack = import_pack()
+    pack = bl.import_pack()
     from bench_forward import build
     from bench_umt5 import build as build_te
-    from bench_umt5 import prompt, random_weights
+    from bench_umt5 import prompt, random_weights, smoke_config
 
     from wan4step import schedule
-    from wan4step.tiny.vae import tiny_vae_state_dict
+    from wan4step.offload.plan import spread
+    from wan4step.offload.wan import plan_swap
+    from wan4step.tiny.vae import TINY_VAE, tiny_vae_state_dict
     from wan4step.umt5.model import UMT5_XXL
     from wan4step.vae.formats import VAEFile
     from wan4step.vae.model import VAEConfig
 
-    dev = torch.device("cuda")
-    te = build_te(UMT5_XXL, random_weights(UMT5_XXL, "cuda", "fp8"), activation_quant=True)
-    ids, mask = prompt(UMT5_XXL, "cuda")
-    vae_sd = tiny_vae_state_dict(VAEConfig(dim=96), seed=0)
-    vae_ours = pack.nodes.vae_loader.comfy_vae_from(VAEFile("<random>", vae_sd, VAEConfig(dim=96), "original", "memory",
+    cfg = bl.config(args.smoke)
+    te_cfg = smoke_config() if args.smoke else UMT5_XXL
+    vae_cfg = TINY_VAE if args.smoke else VAEConfig(dim=96)  # 96: the real Wan2.1 VAE's width
+    te = build_te(te_cfg, random_weights(te_cfg, dev.type, "fp8"), activation_quant=True)
+    ids, mask = prompt(te_cfg, dev.type)
+    vae_sd = tiny_vae_state_dict(vae_cfg, seed=0)
+    vae_ours = pack.nodes.vae_loader.comfy_vae_from(VAEFile("<random>", vae_sd, vae_cfg, "original", "memory",
                                                             torch.float32), "bf16", tiling="auto")
     vae_core = comfy.sd.VAE(sd=vae_sd, dtype=torch.bfloat16)
 
@@ -96,71 +99,66 @@ def main() -> None:
             return comfy_nodes.VAEDecode().decode(vae, {"samples": z})[0]
 
     rows = []
-    models: dict[str, tuple] = {}
+    models: dict[str, torch.nn.Module] = {}
     for run in args.runs.split(","):
         sname, spec = run.split(":")
         fmt, *mods = spec.split("+")
+        if "compile" in mods and dev.type != "cuda":
+            bl.skip_cuda(run)
+            continue
         swap = next((int(m[4:]) for m in mods if m.startswith("swap")), 0)
-        attention = "sage" if "sage" in mods else "sdpa"
-        h, w, f = SIZES[sname]
+        attention = next((m for m in mods if m in ATTENTION_MODS), "sdpa")
+        size = bl.SIZES[sname]
         key = ("bf16" if fmt == "comfy" else fmt) + (f"+swap{swap}" if swap else "")
         if key not in models:
-            for k in list(models):
-                del models[k]
-            gc.collect()
-            torch.cuda.empty_cache()
-            if swap:  # blocks built on the CPU, streamed through the pack's engine (as bench_stream.py)
-                from bench_advisor import build_model
-
-                from wan4step.offload.plan import spread
-                from wan4step.offload.wan import plan_swap
-
-                tiers = {"q4_k": "Q4_K_M", "q5_k": "Q5_K_M", "q6_k": "Q6_K", "q8_0": "Q8_0"}
-                kind, tier = ("gguf", tiers[fmt]) if fmt in tiers else (fmt, None)
-                model = build_model(pack, kind, tier, set(spread(swap, 40)), dev, CFG)
-                plan = plan_swap(model, swap, dev, prefetch=2, pin=True)
+            models.clear()
+            bl.free_cuda_cache()
+            if swap:  # streamed blocks built on the CPU, streamed through the pack's engine (as bench_stream.py)
+                n = cfg.num_layers
+                model = bl.build_wan(cfg, fmt, dev, pack.nodes.comfy_compat.model.make_ops({}), streamed=spread(swap, n))
+                plan = plan_swap(model, swap, dev, prefetch=2, pin=dev.type == "cuda")
                 for name, wrapped in plan.patches.items():
                     model.blocks[int(name.split(".")[1])] = wrapped
                 plan.streamer.ensure_device()
             else:
-                model = build(key, dev, CFG, pack)
+                model = build(key, dev, cfg, pack)
             models[key] = model
         model = models[key]
-        fast = pack.nodes.comfy_compat.fast_forward.FastBlocks(model, attention, dev, compile="compile" in mods)
-        patches = {"dit": {("double_block", i): fast.make(i) for i in range(40)}}
-        opts = {} if fmt == "comfy" else {"patches_replace": patches}
+        fast, fast_opts = bl.fast_options(pack, model, attention, dev, compile="compile" in mods)
+        opts = {} if fmt == "comfy" else fast_opts
         vae = vae_core if fmt == "comfy" else vae_ours
         sig = schedule.sigmas()
         g = torch.Generator(device=dev).manual_seed(0)
-        shape = (1, 16, (f - 1) // 4 + 1, h // 8, w // 8)
+        shape = size.latent_shape(cfg.in_dim)
 
         try:
             with torch.inference_mode():  # warm-up: one forward at this size + one decode
                 model(torch.randn(shape, device=dev, dtype=torch.bfloat16), torch.tensor([1000.0], device=dev),
-                      torch.zeros(1, 512, 4096, device=dev, dtype=torch.bfloat16), transformer_options=dict(opts))
+                      torch.zeros(1, bl.TEXT_TOKENS, cfg.text_dim, device=dev, dtype=torch.bfloat16),
+                      transformer_options=dict(opts))
             decode(vae, torch.zeros(shape, device=dev))
             mm.soft_empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            te_s, steps_s, vae_s, total = clip(model, opts, vae, shape, f, encode, decode, sig, g, dev)
-            peak = torch.cuda.max_memory_allocated() / 2**30
+            bl.reset_peak(dev)
+            te_s, steps_s, vae_s, total = clip(model, opts, vae, shape, size.frames, encode, decode, sig, g, dev)
+            peak = bl.peak_gib(dev)
         except torch.OutOfMemoryError as exc:
             print(f"{run}: OOM {exc}")
             continue
         label = "ComfyUI bf16 + ComfyUI VAE" if fmt == "comfy" else f"Wan4Step {spec}" + (
-            f" (attention {fast.name})" if "sage" in mods else "")
+            f" (attention {fast.name})" if attention != "sdpa" else "")
         rows.append((label, sname, te_s, steps_s, vae_s, total, peak))
         print(f"{label:28s} {sname}: encode {te_s:.3f} s, 4 steps {steps_s:.2f} s ({steps_s / 4:.2f} s/step), "
               f"decode {vae_s:.2f} s, total {total:.2f} s, peak {peak:.1f} GiB", flush=True)
     base = {r[1]: r[5] for r in rows if r[0].startswith("ComfyUI")}
     bf16 = {r[1]: r[3] for r in rows if r[0] == "Wan4Step bf16"}
-    print("\n| pipeline | size | encode s | 4 steps s | s/step | decode s | clip s | vs ComfyUI | steps vs our bf16"
-          " | peak GiB |\n|" + "---|" * 10)
-    for label, sname, te_s, steps_s, vae_s, total, peak in rows:
-        ratio = f"{total / base[sname]:.2f}x" if sname in base else "-"
-        vs_bf16 = f"{steps_s / bf16[sname]:.3f}x" if sname in bf16 else "-"
-        print(f"| {label} | {sname} | {te_s:.3f} | {steps_s:.2f} | {steps_s / 4:.2f} | {vae_s:.2f} | {total:.2f} | {ratio} |"
-              f" {vs_bf16} | {peak:.1f} |")
-    print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    print()
+    print(bl.md_table(["pipeline", "size", "encode s", "4 steps s", "s/step", "decode s", "clip s", "vs ComfyUI",
+                       "steps vs our bf16", "peak GiB"],
+                      [(label, sname, f"{te_s:.3f}", f"{steps_s:.2f}", f"{steps_s / 4:.2f}", f"{vae_s:.2f}",
+                        f"{total:.2f}", f"{total / base[sname]:.2f}x" if sname in base else "-",
+                        f"{steps_s / bf16[sname]:.3f}x" if sname in bf16 else "-", f"{peak:.1f}")
+                       for label, sname, te_s, steps_s, vae_s, total, peak in rows]))
+    print(bl.device_line(dev))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Run on the GPU (the lead runs it on the H100; < 2 min):
 
     python scripts/bench_linear.py                  # M = 32,760 tokens (480x832, 81 frames)
     python scripts/bench_linear.py --iters 10
-    python scripts/bench_linear.py --device cpu --small   # smoke test of the script itself
+    python scripts/bench_linear.py --device cpu --small   # the tiny model's shapes on the CPU
+    python scripts/bench_linear.py --smoke                # the same, one timed call each: checks the script runs
 
 Columns, medians of CUDA-event timings (after warmup) in one process, ms per linear
 and (ratio to bf16):
@@ -34,31 +35,28 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "scripts"))
-
-from bench_gguf import timeit  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
 
 from wan4step.quant import scaled  # noqa: E402
 from wan4step.quant.act_quant import HAVE_TRITON, quantize_act_reference, quantize_act_triton  # noqa: E402
 from wan4step.quant.scaled import quantize_rowwise, scaled_linear  # noqa: E402
 
-# (name, out, in, rows: "video" | "text", count per block)
-LINEARS = [
-    ("self q/k/v/o", 5120, 5120, "video", 4),
-    ("cross q/o", 5120, 5120, "video", 2),
-    ("cross k/v", 5120, 5120, "text", 2),
-    ("ffn.0", 13824, 5120, "video", 1),
-    ("ffn.2", 5120, 13824, "video", 1),
-]
-SMALL = [("small q", 256, 256, "video", 8), ("small ffn.0", 512, 256, "video", 1), ("small ffn.2", 256, 512, "video", 1)]
-TEXT_TOKENS = 512
+
+def linears(cfg) -> list[tuple[str, int, int, str, int]]:
+    """(name, out, in, rows: "video" | "text", count per block) for the ten linears of a block of `cfg`."""
+    s = bl.block_linear_shapes(cfg)
+    return [("self q/k/v/o", *s["self_attn.q"], "video", 4), ("cross q/o", *s["cross_attn.q"], "video", 2),
+            ("cross k/v", *s["cross_attn.k"], "text", 2), ("ffn.0", *s["ffn.0"], "video", 1),
+            ("ffn.2", *s["ffn.2"], "video", 1)]
+
+
+SMALL_TOKENS = (300, 64)  # --small: video and text rows
 
 
 def timer(device: torch.device, warmup: int, iters: int):
-    """Median milliseconds of one call (bench_gguf's timer, fixed settings)."""
-    return lambda fn: timeit(fn, device, iters, warmup)
+    """Median milliseconds of one call (benchlib's timer, fixed settings)."""
+    return lambda fn: bl.median_ms(fn, device, iters, warmup)
 
 
 def naive_int8(x, q, s, bias):
@@ -69,7 +67,7 @@ def naive_int8(x, q, s, bias):
 
 def bench_shape(name, n, k, m, device, run, native_fp8, native_int8):
     g = torch.Generator(device=device).manual_seed(0)
-    w = (torch.randn(n, k, device=device, generator=g) / k**0.5).to(torch.bfloat16)
+    w = bl.random_weight("bf16", (n, k), device=device, generator=g)
     b = (0.02 * torch.randn(n, device=device, generator=g)).to(torch.bfloat16)
     x = torch.randn(m, k, device=device, generator=g).to(torch.bfloat16)
     q8, s8 = quantize_rowwise(w, "fp8")
@@ -125,20 +123,20 @@ def cell(r, col):
     return f"{v:.3f} ({v / r['bf16']:.2f}x)"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--tokens", type=int, default=32760, help="video tokens M (480x832x81 frames -> 32,760)")
     ap.add_argument("--iters", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--small", action="store_true", help="tiny shapes (smoke test, e.g. on CPU)")
-    args = ap.parse_args()
+    ap.add_argument("--small", action="store_true", help="the tiny model's shapes (e.g. on the CPU)")
+    bl.add_smoke(ap)
+    args = bl.smoke_or(ap.parse_args(argv), device="cpu", small=True, iters=1, warmup=0)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("no CUDA device; use --device cpu --small for a smoke test")
-    linears = SMALL if args.small else LINEARS
-    m_video = 300 if args.small else args.tokens
-    m_text = 64 if args.small else TEXT_TOKENS
+        sys.exit("no CUDA device; use --smoke (or --device cpu --small) for a CPU check")
+    shapes = linears(bl.config(args.small))
+    m_video, m_text = SMALL_TOKENS if args.small else (args.tokens, bl.TEXT_TOKENS)
     run = timer(device, args.warmup, args.iters)
     cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
     native_fp8 = cap is not None and cap >= (8, 9)
@@ -150,7 +148,7 @@ def main() -> None:
           f"int8 path={scaled.pick_path(device, 'int8', 5120, 5120)}", sep=" | ")
     rows = []
     block: dict[str, float] = {}
-    for lname, n, k, which, count in linears:
+    for lname, n, k, which, count in shapes:
         m = m_video if which == "video" else m_text
         r = bench_shape(lname, n, k, m, device, run, native_fp8, native_int8)
         if device.type == "cuda":
@@ -162,14 +160,10 @@ def main() -> None:
     block_row = {c: v for c, v in block.items() if all(isinstance(r.get(c), float) for _, r in rows)}
     rows.append(("per block (10 linears)", block_row))
     head = ["linear"] + COLS + ["check"]
-    table = [head] + [[label] + [cell(r, c) for c in COLS] + [str(r.get("check", ""))] for label, r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    for i, row in enumerate(table):
-        print(" | ".join(s.ljust(w) for s, w in zip(row, widths, strict=True)))
-        if i == 0:
-            print("-|-".join("-" * w for w in widths))
+    print(bl.text_table(head, [[label] + [cell(r, c) for c in COLS] + [str(r.get("check", ""))] for label, r in rows],
+                        sep=" | "))
     if "fp8 fused" in block_row:
-        steps = 4 * 40  # 4 steps x 40 blocks, one forward per step (CFG-distilled)
+        steps = 4 * bl.T2V_14B.num_layers  # 4 steps x 40 blocks, one forward per step (CFG-distilled)
         print(f"# linears per video (4 steps x 40 blocks): bf16 {block_row['bf16'] * steps / 1e3:.1f} s, "
               f"fp8 {block_row['fp8 fused'] * steps / 1e3:.1f} s, int8 {block_row['int8 fused'] * steps / 1e3:.1f} s")
 

@@ -7,17 +7,18 @@ holds two full copies of the weights in RAM". On the GPU machine (lead):
     python3 scripts/bench_load.py                     # all formats, 40 blocks, then deletes the files
     python3 scripts/bench_load.py --formats gguf,fp8  # skip the 28.6 GB bf16 file
     python3 scripts/bench_load.py --layers 4          # 14B-shape blocks, 4 of them (quick, <= 3.1 GiB per file)
-    python3 scripts/bench_load.py --tiny              # dim 256, 2 blocks: CPU smoke test (~45 s on 2 cores,
+    python3 scripts/bench_load.py --tiny              # dim 256, 2 blocks, on the CPU (~45 s on 2 cores,
                                                       # nearly all of it the five children's imports)
+    python3 scripts/bench_load.py --smoke             # --tiny with the loads in this process: checks the script runs
 
 What it does, one format at a time (so the disk holds one model at a time unless --keep):
 1. Writes a Wan2.1 T2V file of the 14B shapes (`T2V_14B`, or `--layers N` of its blocks;
-   `--tiny`: `wan4step.tiny.dit.TINY_DIT`) with random weights into --dir, streaming
+   `--tiny`: the tiny model `wan4step.tiny.dit.TINY_DIT`) with random weights into --dir, streaming
    (one tensor at a time; per-shape random tensors are reused across blocks, so the
    writer holds well under 1 GB):
      gguf   QuantStack-style Q4_K_M GGUF (`gguf_file.tier_types`: Q4_K block linears,
             Q6_K for v and ffn.2, F16 other 2-D weights, F32 norms / biases / modulation /
-            5-D patch embedding), blocks from `gguf_encode.random_raw`, gguf's GGUFWriter.
+            5-D patch embedding), blocks from `benchlib.random_weight`, gguf's GGUFWriter.
      fp8    LightX2V `distill_fp8/` folder: block_N.safetensors (F8_E4M3 codes of the ten
             block linears + bf16 row-wise `weight_scale` [out, 1], the rest F32),
             non_block.safetensors (F32) and the index json.
@@ -88,16 +89,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
 from gguf import GGML_QUANT_SIZES, GGML_QUANT_VERSION, GGMLQuantizationType, GGUFWriter  # noqa: E402
 
 from wan4step.formats.gguf_file import ARCH, TIERS, tier_types  # noqa: E402
 from wan4step.formats.lightx2v_dir import INDEX, NON_BLOCK, block_file_name  # noqa: E402
-from wan4step.quant.gguf_encode import random_raw  # noqa: E402
-from wan4step.tiny.dit import TINY_DIT, tiny_dit_state_dict  # noqa: E402
-from wan4step.wan_config import BLOCK_LINEARS, T2V_14B, WanConfig, block_index  # noqa: E402
+from wan4step.wan_config import T2V_14B, WanConfig, block_index, expected_shapes  # noqa: E402
+
+REPO = bl.REPO
 
 Q = GGMLQuantizationType
 GIB = 2**30
@@ -105,20 +105,16 @@ MARK = "@@bench_load "
 GGUF_TIER = "Q4_K_M"
 FORMATS = ("gguf", "fp8", "bf16")
 LOADERS = {"bf16": ("wan4step", "comfyui"), "fp8": ("wan4step",), "gguf": ("wan4step", "comfyui-gguf")}
-_LINEAR_SUFFIXES = tuple(f".{lin}.weight" for lin in BLOCK_LINEARS)
 
 
 # -- the model's shapes -------------------------------------------------------------
 
 def model_shapes(cfg: WanConfig) -> dict[str, tuple[int, ...]]:
-    """Every canonical key and its shape, from the tiny model's own builder run on the meta device."""
-    with torch.device("meta"):
-        sd = tiny_dit_state_dict(cfg)
-    return {k: tuple(v.shape) for k, v in sd.items()}
+    """Every canonical key and its shape (wan_config)."""
+    return dict(expected_shapes(cfg))
 
 
-def is_block_linear(key: str) -> bool:
-    return block_index(key) is not None and key.endswith(_LINEAR_SUFFIXES)
+is_block_linear = bl.is_block_linear
 
 
 def numel(shape: tuple[int, ...]) -> int:
@@ -126,13 +122,15 @@ def numel(shape: tuple[int, ...]) -> int:
 
 
 class RandomTensors:
-    """Random tensors by (shape, kind); block tensors are cached, since 40 blocks share 5 shapes."""
+    """Random tensors by (shape, kind) from benchlib's builders, on the CPU; block tensors are cached,
+    since 40 blocks share 5 shapes. kind: "fp8" (a LightX2V weight's codes), "scale" (its bf16 row
+    scales, for the fp8 weight of `shape`), a ggml type, or a torch dtype."""
 
     def __init__(self, seed: int = 0) -> None:
         self.g = torch.Generator().manual_seed(seed)
-        self.cache: dict[tuple, torch.Tensor] = {}
+        self.cache: dict[tuple, object] = {}
 
-    def get(self, key: str, shape: tuple[int, ...], kind) -> torch.Tensor:
+    def get(self, key: str, shape: tuple[int, ...], kind):
         ck = (shape, kind)
         if block_index(key) is not None and ck in self.cache:
             return self.cache[ck]
@@ -141,18 +139,20 @@ class RandomTensors:
             self.cache[ck] = t
         return t
 
+    def fp8(self, shape) -> object:
+        if (shape, "fp8 weight") not in self.cache:  # weight and scale are drawn together, cached until cleared
+            self.cache[(shape, "fp8 weight")] = bl.random_weight("fp8", shape, device="cpu", generator=self.g)
+        return self.cache[(shape, "fp8 weight")]
+
     def _make(self, shape, kind) -> torch.Tensor:
-        if kind == "fp8":  # random e4m3 codes, NaN patterns (0x7f, 0xff) moved to their neighbour
-            q = torch.randint(0, 256, shape, dtype=torch.uint8, generator=self.g)
-            q[(q & 0x7F) == 0x7F] ^= 1
-            return q.view(torch.float8_e4m3fn)
+        if kind == "fp8":
+            return self.fp8(shape).data
         if kind == "scale":  # LightX2V's per-row scales, in the source dtype (bf16)
-            return (torch.rand(shape, generator=self.g) * 1e-4 + 1e-5).to(torch.bfloat16)
-        if isinstance(kind, int):  # a ggml type
-            if kind in (Q.F32, Q.F16):
-                return (torch.randn(shape, generator=self.g) * 0.02).to(torch.float32 if kind == Q.F32 else torch.float16)
-            return random_raw(kind, shape, generator=self.g)
-        return (torch.randn(shape, generator=self.g) * 0.02).to(kind)
+            return self.fp8(shape).scale.to(torch.bfloat16)
+        if isinstance(kind, int) and kind not in (Q.F32, Q.F16):  # a quantized ggml type
+            return bl.random_weight("gguf", shape, device="cpu", generator=self.g, qtype=kind).data
+        dtype = {int(Q.F32): torch.float32, int(Q.F16): torch.float16}.get(kind, kind)
+        return bl.random_tensor(shape, device="cpu", generator=self.g, dtype=dtype)
 
 
 # -- writers (streaming: one tensor in memory at a time) -----------------------------
@@ -220,8 +220,9 @@ def write_fp8_dir(root: Path, shapes, rnd: RandomTensors) -> Path:
     root.mkdir(parents=True, exist_ok=True)
 
     def make(k, s, d):
-        kind = "fp8" if d == torch.float8_e4m3fn else "scale" if k.endswith("_scale") else d
-        return rnd.get(k, s, kind)
+        if k.endswith("_scale"):  # the scales of the fp8 weight just written
+            return rnd.get(k, shapes[k[: -len("_scale")]], "scale")
+        return rnd.get(k, s, "fp8" if d == torch.float8_e4m3fn else d)
 
     weight_map, total = {}, 0
     for name, plan in fp8_plans(shapes).items():
@@ -283,16 +284,22 @@ def _say(kind: str, **kw) -> None:
 
 
 def child(spec: dict) -> None:
-    from _comfy_import import import_comfy, import_comfyui_gguf, import_pack
+    res = load_once(spec)
+    _say("result", **res)
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown of a 14B model
 
-    comfy_path = import_comfy(tuple(spec["comfy_args"]))
+
+def load_once(spec: dict) -> dict:
+    """One loader on one file in this process: times, /proc status before and after (see `child`)."""
+    comfy_path = bl.import_comfy(tuple(spec["comfy_args"]))
     import comfy.model_management as mm
     import folder_paths
 
     folder_paths.add_model_folder_path("diffusion_models", spec["dir"], is_default=True)
     loader, name = spec["loader"], spec["name"]
     if loader == "wan4step":
-        node = import_pack().nodes.model_loader.Wan4StepModelLoader
+        node = bl.import_pack().nodes.model_loader.Wan4StepModelLoader
 
         def load():
             return node.execute(name, "bf16", "auto", True).result[0]
@@ -302,7 +309,7 @@ def child(spec: dict) -> None:
         def load():
             return comfy_nodes.UNETLoader().load_unet(name, "default")[0]
     elif loader == "comfyui-gguf":
-        pkg = import_comfyui_gguf(comfy_path)
+        pkg = bl.import_comfyui_gguf(comfy_path)
         if pkg is None:
             raise SystemExit(f"ComfyUI-GGUF not found under {comfy_path}/custom_nodes")
 
@@ -335,9 +342,7 @@ def child(spec: dict) -> None:
         except Exception as e:  # keep the CPU numbers of this loader
             res["cuda_error"] = f"{type(e).__name__}: {e}"[:300]
     res["end"] = _status()
-    _say("result", **res)
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown of a 14B model
+    return res
 
 
 # -- the parent: run one child, sampling its /proc status ------------------------------
@@ -400,6 +405,15 @@ def run_child(spec: dict, period: float = 0.05) -> dict:
     return res
 
 
+def run_inprocess(spec: dict) -> dict:
+    """--smoke: `load_once` in this process; the anon peak is the end-of-load value (no sampling)."""
+    res = json.loads(json.dumps(load_once(spec)))
+    res["peak_anon_load"] = res["after_load"]["RssAnon"] - res["base"]["RssAnon"]
+    if res.get("cuda_s") is not None:
+        res["peak_anon_cuda"] = res["after_cuda"]["RssAnon"] - res["base"]["RssAnon"]
+    return res
+
+
 def gib(n: int) -> str:
     return f"{n / GIB:.2f}" if abs(n) >= GIB else f"{n / GIB:.3f}"
 
@@ -415,7 +429,7 @@ def verdict(anon: int, size: int) -> str:
     return f"2ND COPY ({r:.2f}x)"
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--dir", default="/tmp/wan4step_load", help="where the files are written (default %(default)s)")
@@ -428,18 +442,28 @@ def main() -> None:
     ap.add_argument("--comfy-args", default="--disable-dynamic-vram",
                     help="ComfyUI command-line flags for the children (default %(default)s, as the other benches; "
                          "--cpu is added without CUDA)")
-    args = ap.parse_args()
+    bl.add_smoke(ap)
+    args = bl.smoke_or(ap.parse_args(argv), tiny=True, no_cuda=True, keep=False)
     if args.child:
         child(json.loads(args.child))
         return
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="wan4step_load_smoke_") as tmp:
+            args.dir = tmp
+            measure_all(args, run_inprocess, ["--disable-dynamic-vram", "--cpu"])
+        return
+    measure_all(args, run_child)
 
-    cfg = TINY_DIT if args.tiny else T2V_14B
+
+def measure_all(args, load, forced_comfy_args=None) -> None:
+    """Write each format's file, load it with each loader (`load(spec)`), print the table."""
+    cfg = bl.config(args.tiny)
     if args.layers:
         cfg = WanConfig(dim=cfg.dim, ffn_dim=cfg.ffn_dim, num_layers=args.layers)
     tag = "tiny" if args.tiny else "14B" if cfg == T2V_14B else f"14B-{cfg.num_layers}blk"
     shapes = model_shapes(cfg)
     cuda = torch.cuda.is_available() and not args.no_cuda
-    comfy_args = args.comfy_args.split()
+    comfy_args = forced_comfy_args or args.comfy_args.split()
     if not torch.cuda.is_available() and "--cpu" not in comfy_args:
         comfy_args.append("--cpu")
     root = Path(args.dir)
@@ -474,7 +498,7 @@ def main() -> None:
                     continue
                 spec = {"loader": loader, "name": file_name(fmt, tag), "dir": str(root), "cuda": cuda,
                         "comfy_args": comfy_args}
-                res = run_child(spec)
+                res = load(spec)
                 if "error" in res:
                     print(f"FAILED {fmt} / {loader}: {res['error']}\n{res['tail']}", flush=True)
                     rows.append([fmt, gib(size), loader, "FAILED", "-", "-", "-", "-", "-", "-", res["error"]])
@@ -507,10 +531,7 @@ def main() -> None:
     print(f"{cfg.name}, WARM page cache (files just written); peak anon = sampled RssAnon peak above the "
           "post-import baseline; peak RSS includes touched mmapped file pages (see the docstring)")
     print()
-    print("| " + " | ".join(head) + " |")
-    print("|" + "|".join("---" for _ in head) + "|")
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(bl.md_table(head, rows))
     print()
     for n in notes:
         print("- " + n)

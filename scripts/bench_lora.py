@@ -1,7 +1,7 @@
 """Base model + distill LoRA: merged once at load (the pack) vs applied by ComfyUI, in one run.
 
 Random weights at the real Wan2.1 T2V-14B shapes and a random rank-64 LoRA on the 400 block
-linears (LightX2V's key layout, `wan4step/lora/fixtures.py`). Every row samples like KSampler at
+linears (LightX2V's key layout, `wan4step_dev/fixtures/lora.py`). Every row samples like KSampler at
 cfg 1 (`comfy.sample.sample`, lcm / simple, 4 steps) on a MODEL built the way a user gets it:
 
   ours <fmt>               the pack's loader + fused forward on a <fmt> file, no LoRA: the step a
@@ -20,59 +20,23 @@ re-quantization error only.
 
     python scripts/bench_lora.py                          # 480x832x81: bf16, fp8, q4_k, q8_0 (~10 min, H100/H200)
     python scripts/bench_lora.py --formats fp8,q4_k --size small
-    python scripts/bench_lora.py --tiny                   # CPU smoke test (2 blocks of dim 256, ComfyUI --cpu)
+    python scripts/bench_lora.py --tiny                   # CPU, 2 blocks of dim 256, ComfyUI --cpu
+    python scripts/bench_lora.py --smoke                  # the same for bf16, fp8, q4_k: checks the script runs
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
 from bench_comfy_offload import load_model, random_state_dict, sample, setup_comfy  # noqa: E402
 
-SIZES = {"480p": (832, 480, 81), "720p": (1280, 720, 81), "small": (512, 288, 33), "tiny": (64, 64, 9)}
-CFG_14B = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40, text_dim=4096, freq_dim=256, in_dim=16, out_dim=16)
 GGUF = {"q4_k": "Q4_K", "q8_0": "Q8_0", "q5_k": "Q5_K", "q6_k": "Q6_K"}
-
-
-def random_state(torch, cfg, fmt: str, device, seed: int = 0) -> dict:
-    """A canonical state dict (the pack's loader output) with random weights: block linears stored as `fmt`."""
-    import gguf
-
-    from wan4step.lora.keys import expected_shapes
-    from wan4step.quant.gguf_encode import random_raw
-    from wan4step.quant.scaled import quantize_rowwise
-    from wan4step.quant.weights import GGUF as GGUF_KIND
-    from wan4step.quant.weights import QuantWeight
-    from wan4step.wan_config import BLOCK_LINEARS
-
-    g = torch.Generator(device=device).manual_seed(seed)
-    shapes = expected_shapes(cfg)
-    pool = torch.randn(max(math.prod(s) for s in shapes.values()) + (1 << 20), generator=g, device=device) * 0.015
-    sd = {}
-    for i, (k, shape) in enumerate(sorted(shapes.items())):
-        n = math.prod(shape)
-        if k.endswith(("norm_q.weight", "norm_k.weight", "norm3.weight")):
-            sd[k] = torch.ones(shape, dtype=torch.bfloat16, device=device)
-            continue
-        o = (i * 7919) % (pool.numel() - n + 1)
-        t = pool[o:o + n].view(shape).to(torch.bfloat16)
-        block_linear = k.startswith("blocks.") and any(k.endswith(f".{lin}.weight") for lin in BLOCK_LINEARS)
-        if block_linear and fmt in ("fp8", "int8"):
-            q, s = quantize_rowwise(t, fmt)
-            sd[k] = QuantWeight(fmt, q, shape, s.float())
-        elif block_linear and fmt in GGUF:
-            qt = gguf.GGMLQuantizationType[GGUF[fmt]]
-            sd[k] = QuantWeight(GGUF_KIND, random_raw(qt, shape, device=device, generator=g), shape, qtype=int(qt))
-        else:
-            sd[k] = t.clone()
-    return sd
 
 
 def ours(torch, pack, cfg, state, fmt):
@@ -87,7 +51,7 @@ def free(torch):
     import comfy.model_management as mm
 
     mm.unload_all_models()
-    gc.collect()
+    bl.free_cuda_cache()
     mm.soft_empty_cache()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -114,36 +78,32 @@ def run(torch, label, mp, size, cuda, rows, ref=None):
     return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--formats", default="bf16,fp8,q4_k,q8_0")
-    ap.add_argument("--size", default="480p", choices=list(SIZES))
+    ap.add_argument("--size", default="480p", choices=list(bl.SIZES))
     ap.add_argument("--rank", type=int, default=64)
     ap.add_argument("--mode", default="dynamic", choices=["dynamic", "lowvram"],
                     help="ComfyUI's memory mode (dynamic = 0.33's default DynamicVRAM, lowvram = --disable-dynamic-vram)")
-    ap.add_argument("--tiny", action="store_true", help="CPU smoke test: 2 blocks of dim 256, ComfyUI --cpu")
-    args = ap.parse_args()
+    ap.add_argument("--tiny", action="store_true", help="CPU: 2 blocks of dim 256, ComfyUI --cpu")
+    bl.add_smoke(ap)
+    args = bl.smoke_or(ap.parse_args(argv), tiny=True, formats="bf16,fp8,q4_k")
 
-    cfg_dict = dict(CFG_14B)
-    size = SIZES[args.size]
+    cfg = bl.config(args.tiny)
+    size = bl.SIZES[args.size].whf
     flags = [] if args.mode == "dynamic" else ["--disable-dynamic-vram"]
     if args.tiny:
-        cfg_dict.update(dim=256, ffn_dim=512, num_heads=2, num_layers=2)
-        size, flags = SIZES["tiny"], ["--cpu", "--disable-dynamic-vram"]
+        size, flags = bl.SIZES["tiny"].whf, ["--cpu", "--disable-dynamic-vram"]
     cuda = not args.tiny
-    torch, _, active, shapes = setup_comfy(flags, cuda, None, cfg_dict)
+    torch, _, active, shapes = setup_comfy(flags, cuda, None, cfg)
     import comfy.sd
-    from _comfy_import import import_comfyui_gguf, import_pack
 
-    from wan4step.comfy_server import find_comfyui
     from wan4step.lora import merge_lora, parse_lora
-    from wan4step.lora.fixtures import make_lora
-    from wan4step.wan_config import WanConfig
+    from wan4step_dev.fixtures.lora import make_lora
 
-    pack = import_pack()
-    ggml = import_comfyui_gguf(find_comfyui())
+    pack = bl.import_pack()
+    ggml = bl.import_comfyui_gguf()
     device = torch.device("cuda" if cuda else "cpu")
-    cfg = WanConfig(dim=cfg_dict["dim"], ffn_dim=cfg_dict["ffn_dim"], num_layers=cfg_dict["num_layers"])
     lora_sd = make_lora(cfg, "lightx2v", rank=args.rank, seed=1, size=0.05, device=device, blocks_only=True)
     lora = parse_lora(lora_sd, cfg)
     lora_cpu = {k: v.cpu() for k, v in lora_sd.items()}
@@ -155,7 +115,7 @@ def main() -> None:
     for fmt in args.formats.split(","):
         print(f"== {fmt}", flush=True)
         # the distilled file of this format: ours, no LoRA
-        state = random_state(torch, cfg, fmt, device)
+        state = bl.canonical_state(cfg, bl.Format.parse(fmt), device)
         mp = ours(torch, pack, cfg, state, fmt)
         run(torch, f"ours {fmt}", mp, size, cuda, rows)
         # the pack's MODEL + core's LoRA loader (applied at every use on quantized weights)
@@ -197,21 +157,21 @@ def main() -> None:
 
     by = {r["label"]: r for r in rows}
     core = by.get("comfy bf16 + LoRA")
-    print("\n| path | s/step | vs distilled same format | vs comfy bf16 + LoRA | first step s | peak GiB | "
-          "vs per-use |\n|---|---|---|---|---|---|---|")
+    table = []
     for r in rows:
         fmt = r["label"].split()[1]
         dist = by.get(f"ours {fmt}")
-        vs_d = f"{r['step'] / dist['step']:.3f}x" if dist and r["label"].startswith("ours") else "-"
-        vs_c = f"{r['step'] / core['step']:.3f}x" if core else "-"
-        d = f"{r['diff']:.2e}" if r["diff"] is not None else "-"
-        print(f"| {r['label']} | {r['step']:.3f} | {vs_d} | {vs_c} | {r['first']:.2f} | {r['peak']:.2f} | {d} |")
-    print("\n| format | merge s (GPU) | encodings |\n|---|---|---|")
-    for fmt, (sec, enc) in merges.items():
-        print(f"| {fmt} | {sec:.2f} | {enc} |")
-    if cuda:
-        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-
+        table.append((r["label"], f"{r['step']:.3f}",
+                      f"{r['step'] / dist['step']:.3f}x" if dist and r["label"].startswith("ours") else "-",
+                      f"{r['step'] / core['step']:.3f}x" if core else "-", f"{r['first']:.2f}", f"{r['peak']:.2f}",
+                      f"{r['diff']:.2e}" if r["diff"] is not None else "-"))
+    print()
+    print(bl.md_table(["path", "s/step", "vs distilled same format", "vs comfy bf16 + LoRA", "first step s", "peak GiB",
+                       "vs per-use"], table))
+    print()
+    print(bl.md_table(["format", "merge s (GPU)", "encodings"],
+                      [(fmt, f"{sec:.2f}", enc) for fmt, (sec, enc) in merges.items()]))
+    print(bl.device_line(device))
 
 if __name__ == "__main__":
     main()

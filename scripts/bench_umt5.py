@@ -4,7 +4,8 @@ Run on the GPU machine (the lead runs it on the H100):
 
     python scripts/bench_umt5.py                      # real UMT5-XXL shapes (5.7 B parameters)
     python scripts/bench_umt5.py --skip-cpu           # GPU rows only (the CPU rows take minutes)
-    python scripts/bench_umt5.py --layers 1 --vocab 2048 --device cpu   # smoke test of the script
+    python scripts/bench_umt5.py --layers 1 --vocab 2048 --device cpu   # one real-width layer on the CPU
+    python scripts/bench_umt5.py --smoke              # CPU, the tiny UMT5: checks the script runs
 
 Random weights at the real shapes (vocab 256384, d_model 4096, 64 heads x 64,
 d_ff 10240, 24 layers) through the pack's engine encoder (`wan4step.umt5`), the
@@ -25,17 +26,14 @@ same module the Wan4Step UMT5 Loader's CLIP runs. One table, medians, one proces
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
 
-from wan4step.quant.scaled import quantize_rowwise  # noqa: E402
 from wan4step.quant.weights import QuantWeight  # noqa: E402
 from wan4step.umt5.model import UMT5_XXL, UMT5Config, UMT5Encoder, canonical_shapes  # noqa: E402
 
@@ -44,23 +42,16 @@ LINEAR_SUFFIXES = ("SelfAttention.q.weight", "SelfAttention.k.weight", "SelfAtte
 
 
 def random_weights(cfg: UMT5Config, device: str, kind: str) -> dict[str, torch.Tensor | QuantWeight]:
-    """Canonical weights at trained-like scales, built on `device` (fast on a GPU)."""
+    """Canonical weights at trained-like scales, built on `device` (fast on a GPU); linears in `kind`."""
     g = torch.Generator(device=device).manual_seed(0)
     out: dict[str, torch.Tensor | QuantWeight] = {}
     for key, shape in canonical_shapes(cfg).items():
-        w = torch.randn(shape, generator=g, device=device, dtype=torch.float32)
-        if key.endswith("layer_norm.weight"):
-            w = 1 + 0.1 * w
-        elif key.endswith("relative_attention_bias.weight") or key == "shared.weight":
-            w = 0.5 * w
-        else:
-            w = w / shape[1] ** 0.5
-        w = w.to(torch.bfloat16)
-        if kind in ("fp8", "int8") and key.endswith(LINEAR_SUFFIXES):
-            q, scale = quantize_rowwise(w, kind)
-            out[key] = QuantWeight(kind, q, tuple(shape), scale.float())
-        else:
-            out[key] = w
+        if key.endswith(LINEAR_SUFFIXES):
+            out[key] = bl.random_weight(kind, shape, device=device, generator=g)
+        elif key.endswith("layer_norm.weight"):
+            out[key] = bl.random_tensor(shape, device=device, generator=g, mean=1.0, std=0.1)
+        else:  # the token embedding and the relative-position biases
+            out[key] = bl.random_tensor(shape, device=device, generator=g, std=0.5)
     return out
 
 
@@ -70,7 +61,7 @@ def build(cfg: UMT5Config, weights, activation_quant: bool) -> UMT5Encoder:
     return model.eval()
 
 
-def prompt(cfg: UMT5Config, device: str, tokens: int = 120, length: int = 512):
+def prompt(cfg: UMT5Config, device: str, tokens: int = 120, length: int = bl.TEXT_TOKENS):
     g = torch.Generator().manual_seed(1)
     ids = torch.zeros(1, length, dtype=torch.long)
     ids[0, :tokens] = torch.randint(3, cfg.vocab_size, (tokens,), generator=g)
@@ -80,25 +71,13 @@ def prompt(cfg: UMT5Config, device: str, tokens: int = 120, length: int = 512):
     return ids.to(device), mask.to(device)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+def smoke_config() -> UMT5Config:
+    from wan4step.tiny.umt5 import TINY_UMT5
+
+    return TINY_UMT5
 
 
-def timed(fn, device: str, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--layers", type=int, default=UMT5_XXL.num_layers)
     ap.add_argument("--vocab", type=int, default=UMT5_XXL.vocab_size)
@@ -107,23 +86,27 @@ def main() -> None:
     ap.add_argument("--cpu-iters", type=int, default=1)
     ap.add_argument("--skip-cpu", action="store_true")
     ap.add_argument("--kinds", default="bf16,fp8,int8")
-    args = ap.parse_args()
-    cfg = UMT5Config(vocab_size=args.vocab, d_model=UMT5_XXL.d_model, d_kv=UMT5_XXL.d_kv, d_ff=UMT5_XXL.d_ff,
-                     num_heads=UMT5_XXL.num_heads, num_layers=args.layers)
+    bl.add_smoke(ap)
+    args = bl.smoke_or(ap.parse_args(argv), device="cpu", iters=1, cpu_iters=1, kinds="bf16,fp8")
+    if args.smoke:
+        cfg = smoke_config()
+    else:
+        cfg = UMT5Config(vocab_size=args.vocab, d_model=UMT5_XXL.d_model, d_kv=UMT5_XXL.d_kv, d_ff=UMT5_XXL.d_ff,
+                         num_heads=UMT5_XXL.num_heads, num_layers=args.layers)
     dev = args.device
     gpu = dev.startswith("cuda")
     print(f"# UMT5 {cfg.name}, {cfg.param_count() / 1e9:.2f} B params, 512-token prompt (120 real tokens)")
-    if gpu:
-        print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
+    print(f"# {bl.device_line(dev)}, CPU threads {torch.get_num_threads()}")
+    if not gpu:
+        bl.skip_cuda("the gpu and gpu+copy rows")
     rows: list[tuple[str, str, str, float, float]] = []
     cpu_ids, cpu_mask = prompt(cfg, "cpu")
     ids, mask = prompt(cfg, dev)
 
     def run_row(weights_name, where, compute, fn, device, iters, warmup=2):
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        ms = timed(fn, device, iters, warmup)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if gpu else 0.0
+        bl.reset_peak(device)
+        ms = bl.median_ms(fn, device, iters, warmup)
+        peak = bl.peak_gib(device)
         rows.append((weights_name, where, compute, ms, peak))
         print(f"  {weights_name:8s} {where:9s} {compute:5s} {ms:10.1f} ms", flush=True)
 
@@ -170,10 +153,10 @@ def main() -> None:
 
     base = rows[0][3]
     print()
-    print(f"| weights | where | compute | ms / encode | vs {rows[0][0]} {rows[0][1]} {rows[0][2]} | peak VRAM GB |")
-    print("| --- | --- | --- | ---: | ---: | ---: |")
-    for w, where, compute, ms, peak in rows:
-        print(f"| {w} | {where} | {compute} | {ms:.1f} | {ms / base:.2f} | {peak:.1f} |")
+    print(bl.md_table(["weights", "where", "compute", "ms / encode", f"vs {rows[0][0]} {rows[0][1]} {rows[0][2]}",
+                       "peak VRAM GB"],
+                      [(w, where, compute, f"{ms:.1f}", f"{ms / base:.2f}", f"{peak:.1f}")
+                       for w, where, compute, ms, peak in rows], align="lllrrr"))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Run on the GPU machine (the lead runs it on the H100; about 2 minutes):
     python scripts/bench_vae.py                          # 480x832x81 and 720x1280x81, bf16
     python scripts/bench_vae.py --sizes 480 --reps 1     # quicker
     python scripts/bench_vae.py --no-triton --no-channels-last   # A/B the engine's choices
-    python scripts/bench_vae.py --device cpu --dim 8 --sizes 32x48 --frames 5   # smoke test (no GPU)
+    python scripts/bench_vae.py --device cpu --dim 16 --sizes 32x48 --frames 5   # tiny, on the CPU
+    python scripts/bench_vae.py --smoke                  # the same, one decode each: checks the script runs
 
 Random weights at the real shapes (dim 96, z 16, 127 M parameters), a random VAE-space latent
 on the CPU (what a LATENT holds). Every row goes through ComfyUI's core nodes, the way a workflow
@@ -32,18 +33,15 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
-sys.path.append(str(REPO))
-
-from _comfy_import import import_comfy, import_pack  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
 
 SIZES = {"480": (480, 832), "720": (720, 1280)}
 TARGETS = {  # issue: untiled <= 0.8x ComfyUI; tiled <= k x our untiled with peak <= GiB
     "480": (0.80, 1.15, 2.0),
     "720": (0.80, 1.25, 2.5),
 }
-GiB = 2**30
+GiB = bl.GiB
 
 
 def parse_size(s: str) -> tuple[int, int]:
@@ -53,7 +51,7 @@ def parse_size(s: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", default=["480", "720"], help="480, 720 or HxW (pixels, multiples of 8)")
     ap.add_argument("--frames", type=int, default=81)
@@ -70,20 +68,21 @@ def main() -> None:
     ap.add_argument("--tiled-pass-elements", type=int, default=None, help="engine: ... per tiled pass")
     ap.add_argument("--dynamic-vram", action="store_true", help="leave ComfyUI's DynamicVRAM on")
     ap.add_argument("--deadline", type=float, default=170.0, help="seconds; later rows are skipped")
-    args = ap.parse_args()
+    bl.add_smoke(ap)
+    args = bl.smoke_or(ap.parse_args(argv), device="cpu", dim=16, sizes=["32x48"], frames=5, reps=1, warmup=0)
     start = time.perf_counter()
 
     cuda = args.device == "cuda"
     comfy_args = [] if args.dynamic_vram else ["--disable-dynamic-vram"]
     if not cuda:
         comfy_args.append("--cpu")
-    import_comfy(tuple(comfy_args))
+    bl.import_comfy(tuple(comfy_args))
     import comfy.model_management as mm
     import comfy.sd
 
     import nodes as comfy_nodes
 
-    pack = import_pack()
+    pack = bl.import_pack()
     from wan4step.tiny.vae import tiny_vae_state_dict
     from wan4step.vae import kernels
     from wan4step.vae.formats import VAEFile
@@ -107,7 +106,7 @@ def main() -> None:
     if args.tiled_pass_elements:
         engine.tiled_pass_elements = args.tiled_pass_elements
     weights_bytes = sum(p.numel() * p.element_size() for p in engine.parameters())
-    print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, torch {torch.__version__}, dtype {ours.vae_dtype}, "
+    print(f"{bl.device_line(args.device)}, dtype {ours.vae_dtype}, "
           f"triton norm {'off' if args.no_triton else 'on'}, channels-last {'off' if args.no_channels_last else 'on'}")
 
     # ComfyUI's executor runs every node under torch.inference_mode(); so do these calls
@@ -215,18 +214,16 @@ def main() -> None:
                     checks.append(f"vs untiled {s / ours_untiled:.2f} (<= {t_tiled}), peak <= {gib} GiB {'OK' if ok else 'MISS'}")
             rows[i] = (lab, impl, mode, s, peak, pred, "; ".join(checks))
 
-    print()
-    print(f"{'size':>16} {'impl':>8} {'mode':<12} {'s':>7} {'peak GiB':>9} {'pred GiB':>9} {'vs comfy':>9} {'vs ours':>8}  target")
+    table = []
     for row in rows:
         lab, impl, mode, s, peak, pred = row[:6]
         check = row[6] if len(row) > 6 else ""
         comfy_s = next((r[3] for r in rows if r[0] == lab and r[1] == "comfy" and r[2] == mode), None)
         ours_s = next((r[3] for r in rows if r[0] == lab and r[1] == "wan4step" and r[2] == "decode"), None)
-        vs_c = f"{s / comfy_s:.2f}" if comfy_s else "-"
-        vs_o = f"{s / ours_s:.2f}" if ours_s else "-"
-        pk = f"{peak / GiB:.2f}" if cuda else "-"
-        pr = f"{pred / GiB:.2f}" if pred else "-"
-        print(f"{lab:>16} {impl:>8} {mode:<12} {s:7.3f} {pk:>9} {pr:>9} {vs_c:>9} {vs_o:>8}  {check}")
+        table.append((lab, impl, mode, f"{s:.3f}", f"{peak / GiB:.2f}" if cuda else "-", f"{pred / GiB:.2f}" if pred else "-",
+                      f"{s / comfy_s:.2f}" if comfy_s else "-", f"{s / ours_s:.2f}" if ours_s else "-", check))
+    print()
+    print(bl.text_table(["size", "impl", "mode", "s", "peak GiB", "pred GiB", "vs comfy", "vs ours", "target"], table))
     for n in notes:
         print("note:", n)
     print(f"total {time.perf_counter() - start:.0f} s")

@@ -18,7 +18,7 @@ any workflow); re-run this after a node's schema changes, then commit the diff:
 
     python scripts/build_workflows.py [--server URL]        # UI files + workflows/api/ + README tables
     python scripts/build_workflows.py --readme-only         # only README's tables (no ComfyUI needed)
-    python -m wan4step.workflow_convert [--server URL]      # only the API twins
+    python -m wan4step_dev.workflow_cli [--server URL]      # only the API twins
 """
 
 from __future__ import annotations
@@ -40,13 +40,8 @@ if str(REPO) not in sys.path:
 from wan4step import advisor, cards, catalog  # noqa: E402
 from wan4step.memory_model import MemoryModel  # noqa: E402
 from wan4step.tiny import install as tiny_install  # noqa: E402
-from wan4step.workflow_convert import (  # noqa: E402
-    UI_DIR,
-    convert_files,
-    fetch_object_info,
-    is_widget,
-    widget_values_for,
-)
+from wan4step.workflow_convert import is_widget, widget_values_for  # noqa: E402
+from wan4step_dev.workflow_cli import UI_DIR, convert_files, fetch_object_info  # noqa: E402
 
 if str(REPO / "scripts") not in sys.path:
     sys.path.append(str(REPO / "scripts"))

@@ -19,7 +19,7 @@ sys.path.append(str(REPO))
 
 from wan4step import catalog  # noqa: E402
 from wan4step.comfy_client import ComfyAPIError, output_files  # noqa: E402
-from wan4step.comfy_server import HOW_TO_GET_COMFYUI, ComfyServer, find_comfyui, prepare_base_dir  # noqa: E402
+from wan4step_dev.comfy_server import HOW_TO_GET_COMFYUI, ComfyServer, find_comfyui, prepare_base_dir  # noqa: E402
 
 WORKFLOW = REPO / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
 

@@ -9,7 +9,7 @@ therefore looks different. Re-run after changing a workflow's layout or metadata
 
     python scripts/make_template_thumbnails.py [--server URL] [--chromium /usr/bin/chromium]
 
-Without --server it boots a headless ComfyUI (wan4step.comfy_server).
+Without --server it boots a headless ComfyUI (wan4step_dev.comfy_server).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 
-from wan4step.workflow_convert import UI_DIR, ui_workflows  # noqa: E402
+from wan4step_dev.workflow_cli import UI_DIR, ui_workflows  # noqa: E402
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -127,7 +127,7 @@ def main() -> int:
     if args.server:
         render(args.server, args.chromium)
         return 0
-    from wan4step.comfy_server import HOW_TO_GET_COMFYUI, ComfyServer, find_comfyui, prepare_base_dir, temp_base_dir
+    from wan4step_dev.comfy_server import HOW_TO_GET_COMFYUI, ComfyServer, find_comfyui, prepare_base_dir, temp_base_dir
 
     comfyui = find_comfyui()
     if comfyui is None:
@@ -142,7 +142,7 @@ def main() -> int:
                 f = base / "models" / m["directory"] / m["name"]
                 f.parent.mkdir(parents=True, exist_ok=True)
                 f.touch()
-    from wan4step.tiny.bundle import write_tiny_models
+    from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
     write_tiny_models(base / "models")
     server = ComfyServer(comfyui, base)

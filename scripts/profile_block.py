@@ -1,9 +1,11 @@
 """Profile one Wan2.1-14B block at 480p: ComfyUI's block code vs the pack's, kernel by kernel.
 
-    python scripts/profile_block.py [--tokens 32760] [--attention sdpa]
+    python scripts/profile_block.py [--tokens 32760] [--attention sdpa] [--formats bf16,fp8,int8] [--rounds 7]
+    python scripts/profile_block.py --smoke       # CPU, the tiny model's block: checks the script runs
 
-Prints the wall time of each variant, the attention time per SDPA backend, and
-torch.profiler's top CUDA kernels for both forwards.
+Prints the time of each variant (median per call, CUDA events), its enqueue time and CUDA-graph
+replay time, the attention time per SDPA backend, the formats timed interleaved round by round
+(the GPU's clock drifts within a run), and torch.profiler's top CUDA kernels for every variant.
 """
 
 from __future__ import annotations
@@ -11,32 +13,30 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _comfy_import import import_comfy, import_pack  # noqa: E402
+import benchlib as bl  # noqa: E402
+
+from wan4step.wan_config import WanConfig  # noqa: E402
 
 
-def ms(fn, iters=5) -> float:
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(iters):
-        fn()
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e) / iters
+def ms(fn, iters: int = 5) -> float:
+    """Median ms of one call (benchlib's timer; 2 warm-up calls)."""
+    return bl.median_ms(fn, DEVICE, iters=iters, warmup=2)
+
+
+DEVICE = torch.device("cuda")
 
 
 def enqueue_and_graph(fn) -> str:
     """CPU time to enqueue one call (a hidden sync shows up as ~the GPU time) and the time of the
     same call replayed as a CUDA graph (no launch gaps): the gap to `ms` is launch overhead."""
-    import time
-
+    if DEVICE.type != "cuda":
+        return "enqueue / CUDA graph: n/a on the CPU"
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     fn()
@@ -58,29 +58,33 @@ def enqueue_and_graph(fn) -> str:
     return f"enqueue {cpu:6.2f} ms (CPU), CUDA graph {graph}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tokens", type=int, default=32760)
+def main(argv=None) -> None:
+    global DEVICE
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tokens", type=int, default=bl.SIZES["480p"].tokens())
     ap.add_argument("--attention", default="sdpa")
     ap.add_argument("--formats", default="bf16,fp8")
     ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the formats' block timings")
-    args = ap.parse_args()
-    import_comfy()
-    pack = import_pack()
+    bl.add_smoke(ap)
+    args = bl.smoke_or(ap.parse_args(argv), tokens=bl.SIZES["tiny"].tokens(), rounds=2, formats="bf16,fp8")
+    DEVICE = dev = torch.device("cpu" if args.smoke else "cuda")
+    bl.import_comfy(bl.comfy_args(dev))
+    pack = bl.import_pack()
     from bench_forward import build
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    dev = torch.device("cuda")
-    cfg = dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=1, text_dim=4096, freq_dim=256, in_dim=16, out_dim=16)
+    full = bl.config(args.smoke)
+    cfg = WanConfig(dim=full.dim, ffn_dim=full.ffn_dim, num_layers=1)
+    size = bl.SIZES["tiny" if args.smoke else "480p"]  # the rope grid; --tokens takes its first L positions
     model = build("bf16", dev, cfg, pack)
     blk = model.blocks[0]
-    L, C = args.tokens, 5120
+    L, C, H = args.tokens, cfg.dim, cfg.num_heads
     x = torch.randn(1, L, C, device=dev, dtype=torch.bfloat16)
     e0 = torch.randn(1, 1, 6, C, device=dev, dtype=torch.bfloat16) * 0.1
-    ctx = torch.randn(1, 512, C, device=dev, dtype=torch.bfloat16)
-    t, h, w = 21, 30, 52
-    freqs = model.rope_encode(t, h * 2, w * 2, device=dev, dtype=torch.bfloat16)[:, :L]
-    fast = pack.nodes.comfy_compat.fast_forward.FastBlocks(model, args.attention, dev)
+    ctx = torch.randn(1, bl.TEXT_TOKENS, C, device=dev, dtype=torch.bfloat16)
+    _, _, t, h, w = size.latent_shape()
+    freqs = model.rope_encode(t, h, w, device=dev, dtype=torch.bfloat16)[:, :L]
+    fast, _ = bl.fast_options(pack, model, args.attention, dev)
     from wan4step.dit import block as fast_block
     from wan4step.dit.block import block_forward
 
@@ -107,9 +111,9 @@ def main() -> None:
             print(f"      {fmt}: {enqueue_and_graph(fn)}")
             profiled.append((f"ours {fmt}", fn))
             timed[fmt] = fn
-        q = torch.randn(1, 40, L, 128, device=dev, dtype=torch.bfloat16)
+        q = torch.randn(1, H, L, 128, device=dev, dtype=torch.bfloat16)
         k, v = torch.randn_like(q), torch.randn_like(q)
-        qt = torch.randn(1, L, 40, 128, device=dev, dtype=torch.bfloat16).transpose(1, 2)
+        qt = torch.randn(1, L, H, 128, device=dev, dtype=torch.bfloat16).transpose(1, 2)
         kt, vt = torch.randn_like(qt), torch.randn_like(qt)
         F = torch.nn.functional.scaled_dot_product_attention
         print(f"sdpa default  contiguous {ms(lambda: F(q, k, v)):6.2f} ms  transposed {ms(lambda: F(qt, kt, vt)):6.2f} ms")
@@ -119,7 +123,7 @@ def main() -> None:
                     a, b = ms(lambda: F(q, k, v)), ms(lambda: F(qt, kt, vt))
                 print(f"sdpa {be.name:20s} contiguous {a:6.2f} ms  transposed {b:6.2f} ms")
             except RuntimeError as exc:
-                print(f"sdpa {be.name}: {exc}")
+                print(f"sdpa {be.name}: {str(exc)[:120]}")
         from wan4step.attention import resolve
 
         for name in ("sage", "flash"):  # the pack's optional backends, where installed
@@ -143,14 +147,17 @@ def main() -> None:
                 print(line)
         from torch.profiler import ProfilerActivity, profile
 
+        activity, key = (ProfilerActivity.CUDA, "cuda_time_total") if dev.type == "cuda" else (
+            ProfilerActivity.CPU, "cpu_time_total")
         for name, fn in profiled:
             fn()
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            bl.sync(dev)
+            with profile(activities=[activity]) as prof:
                 fn()
-                torch.cuda.synchronize()
-            print(f"\n== {name} block: top CUDA kernels")
-            print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
+                bl.sync(dev)
+            print(f"\n== {name} block: top {activity.name} kernels")
+            print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=70))
+    print(bl.device_line(dev))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 
-from wan4step.comfy_server import HOW_TO_GET_COMFYUI, find_comfyui  # noqa: E402
+from wan4step_dev.comfy_server import HOW_TO_GET_COMFYUI, find_comfyui  # noqa: E402
 
 COMFYUI = find_comfyui()
 PACK_MODULE = "ComfyUI_Wan4Step_under_test"
@@ -72,7 +72,7 @@ def comfy() -> types.SimpleNamespace:
 def pack(comfy) -> types.ModuleType:
     """This repository imported as a ComfyUI custom-node package (relative imports and all),
     sharing one copy of the engine with the tests' `import wan4step`."""
-    from wan4step.packaging_alias import load_pack
+    from wan4step_dev.packaging_alias import load_pack
 
     return load_pack(PACK_MODULE)
 
@@ -98,7 +98,7 @@ def comfyui_gguf(comfy) -> types.ModuleType:
 def comfy_server(tmp_path_factory):
     """A headless ComfyUI subprocess (CPU) with this pack and ComfyUI-GGUF, on a free port."""
     path = require_comfyui()
-    from wan4step.comfy_server import ComfyServer, prepare_base_dir
+    from wan4step_dev.comfy_server import ComfyServer, prepare_base_dir
 
     base = tmp_path_factory.mktemp("comfy_base")
     extras = [p for p in [path / "custom_nodes" / "ComfyUI-GGUF"] if p.is_dir()]

@@ -1,6 +1,6 @@
 """A small client for ComfyUI's HTTP API: queue a prompt, wait, fetch outputs.
 
-Used by the API queue CLI (`wan4step.queue`), the demo and the integration tests
+Used by the API queue CLI (`wan4step.api_queue`), the demo and the integration tests
 (against a real ComfyUI). Standard library only, so it runs anywhere ComfyUI's API is
 reachable; the queue's websocket progress (aiohttp) builds on `ws_url` and `parse_event`.
 """

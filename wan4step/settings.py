@@ -6,8 +6,7 @@ setting up (the kernels' hot paths test a module-level bool).
 
 | variable              | default | effect                                                                 |
 |-----------------------|---------|------------------------------------------------------------------------|
-| `WAN4STEP_GGUF_TRITON`| `1`     | `0`: GGUF weights decode with the torch decoders (bit-identical, slower); also turns the fused GGUF linear off. For A/B checks and bug reports. |
-| `WAN4STEP_GGUF_FUSED` | `0`     | `1`: the experimental fused dequant-matmul for Q8_0/Q4_K/Q5_K/Q6_K (measured 1.4-6x slower than decode + cuBLAS on an H100, `quant/gguf_matmul.py`). |
+| `WAN4STEP_GGUF_TRITON`| `1`     | `0`: GGUF weights decode with the torch decoders (bit-identical, slower). For A/B checks and bug reports. |
 | `WAN4STEP_FUSED`      | `1`     | `0`: the block's LayerNorm/RMSNorm/RoPE/GELU/residual passes run as plain torch ops instead of the Triton kernels (`dit/fused.py`). |
 | `WAN4STEP_TUNING`     | empty   | launch overrides of the fused kernels for benchmarks, e.g. `ln=8,gelu_quant=32` (`dit/fused.py: TUNING`). |
 | `WAN4STEP_MAX_TOKENS` | empty   | shared servers: the most DiT tokens one Wan4Step Sampler job may have (latent frames x h/16 x w/16 x batch; 75600 = 720x1280x81); bigger jobs are refused (`limits.py`). |
@@ -24,7 +23,6 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Settings:
     gguf_triton: bool = True
-    gguf_fused: bool = False
     fused: bool = True
     tuning: str = ""
     max_tokens: str = ""  # parsed by limits.py, so a typo refuses jobs with a message instead of breaking the import
@@ -35,7 +33,6 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             gguf_triton=env.get("WAN4STEP_GGUF_TRITON", "1") != "0",
-            gguf_fused=env.get("WAN4STEP_GGUF_FUSED", "0") == "1",
             fused=env.get("WAN4STEP_FUSED", "1") != "0",
             tuning=env.get("WAN4STEP_TUNING", ""),
             max_tokens=env.get("WAN4STEP_MAX_TOKENS", "").strip(),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from wan4step.tiny import bundle
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "out" / "browser"
@@ -52,7 +52,7 @@ def browser_env(comfy_server, tmp_path_factory):  # so later files can still asy
     except ImportError:
         pytest.skip("!!! BROWSER TEST SKIPPED: `pip install playwright` (requirements-dev.txt) !!!")
     exe = _chromium()
-    bundle.write_tiny_models(comfy_server.base_dir / "models")
+    write_tiny_models(comfy_server.base_dir / "models")
     shots = tmp_path_factory.mktemp("screenshots")
     SHOTS.mkdir(parents=True, exist_ok=True)
     pw = sync_playwright().start()

@@ -18,3 +18,11 @@ def test_env_info_runs_through_prompt(comfy_server):
     hist = comfy_server.run({"1": {"class_type": "Wan4StepEnvInfo", "inputs": {}}}, timeout=60)
     text = hist["outputs"]["1"]["text"][0]
     assert "ComfyUI-Wan4Step" in text and "RAM:" in text
+
+
+def test_paths_measured_slower_are_labelled_experimental(comfy_server):
+    """The Model Loader's `compile` (torch.compile of the block: 2.5 % slower than the hand-fused
+    block on an H100, docs/BENCHMARKS.md) says so in its label and tooltip."""
+    spec = comfy_server.object_info()["Wan4StepModelLoader"]["input"]["optional"]["compile"][1]
+    assert "experimental, measured slower" in spec["display_name"]
+    assert spec["tooltip"].startswith("(experimental, measured slower)")

@@ -71,7 +71,7 @@ def test_workflow_loads_clean_and_matches_its_api_twin(browser_env, path):
     result = _load(browser_env, path)
     assert problems_in(result) == []
     api = json.loads((path.parent / "api" / path.name).read_text())
-    assert result["output"] == api, "app.graphToPrompt() differs from workflows/api/ (run wan4step.workflow_convert)"
+    assert result["output"] == api, "app.graphToPrompt() differs from workflows/api/ (run python -m wan4step_dev.workflow_cli)"
     stored = {str(n["id"]): n.get("widgets_values") or [] for n in json.loads(path.read_text())["nodes"]}
     for n in result["nodes"]:
         assert n["values"] == stored[n["id"]], f"node {n['id']} ({n['type']}) re-saves as {n['values']}"

@@ -15,6 +15,7 @@ from wan4step.formats.gguf_file import write_gguf
 from wan4step.formats.lightx2v_dir import write_lightx2v_dir
 from wan4step.tiny import bundle
 from wan4step.tiny.dit import tiny_dit_state_dict
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 SMALL = (1, 16, 3, 8, 8)
 LARGE = (1, 16, 5, 16, 16)
@@ -190,7 +191,7 @@ def test_checkpoint_save_with_the_packs_clip_and_vae(comfy, pack, files, tmp_pat
     from wan4step.umt5 import file_tokenizer, read_umt5
 
     models = tmp_path / "models"
-    bundle.write_tiny_models(models)
+    write_tiny_models(models)
     f = read_umt5(models / "text_encoders" / bundle.UMT5)
     clip = pack.nodes.comfy_compat.clip.build_clip(f, file_tokenizer(f, None), "cpu")
     vae = pack.nodes.vae_loader.make_comfy_vae(str(models / "vae" / bundle.VAE))

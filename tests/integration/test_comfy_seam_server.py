@@ -13,6 +13,7 @@ import pytest
 
 from wan4step.comfy_client import ComfyAPIError, output_files
 from wan4step.tiny import bundle
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
 
@@ -52,7 +53,7 @@ OOM_ONCE_NODE = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from wan4step.comfy_server import ComfyServer, find_comfyui, prepare_base_dir
+    from wan4step_dev.comfy_server import ComfyServer, find_comfyui, prepare_base_dir
 
     path = find_comfyui()
     if path is None:
@@ -62,7 +63,7 @@ def server(tmp_path_factory):
     node.mkdir()
     (node / "__init__.py").write_text(OOM_ONCE_NODE)
     prepare_base_dir(base, [node])
-    bundle.write_tiny_models(base / "models")
+    write_tiny_models(base / "models")
     srv = ComfyServer(path, base, extra_args=["--disable-pinned-memory"])
     client = srv.start()
     client.server = srv

@@ -11,13 +11,14 @@ import pytest
 
 from wan4step.comfy_client import output_files
 from wan4step.tiny import bundle
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
 
 
 @pytest.fixture(scope="module")
 def tiny_server(comfy_server):
-    bundle.write_tiny_models(comfy_server.base_dir / "models")
+    write_tiny_models(comfy_server.base_dir / "models")
     return comfy_server
 
 

@@ -1,6 +1,6 @@
 """Merge-at-load vs ComfyUI applying the same LoRA: core's LoraLoaderModelOnly and ComfyUI-GGUF.
 
-Fixtures are written the way each publisher's tool writes its LoRAs (`wan4step/lora/fixtures.py`
+Fixtures are written the way each publisher's tool writes its LoRAs (`wan4step_dev/fixtures/lora.py`
 says which tool and keys): LightX2V's extractor (lora_up/lora_down, diff, diff_b, diff_m), Kijai's
 files (lora_down/lora_up, diff_b, norm diffs) and PEFT lora_A/lora_B with alpha. The oracle is
 ComfyUI's own LoRA code on the same base file and the same LoRA file.
@@ -20,9 +20,9 @@ from wan4step.formats import load_dit
 from wan4step.formats.gguf_file import write_gguf
 from wan4step.formats.lightx2v_dir import write_lightx2v_dir
 from wan4step.lora import merge_into
-from wan4step.lora.fixtures import CONVENTIONS, make_lora, write_lora
 from wan4step.quant.weights import QuantWeight
 from wan4step.tiny.dit import TINY_DIT, tiny_dit_state_dict
+from wan4step_dev.fixtures.lora import CONVENTIONS, make_lora, write_lora
 
 TINY_LOWRANK = 60_000  # the extractor's 1M-parameter rule, scaled to the tiny model (see fixtures.py)
 

@@ -20,8 +20,8 @@ import pytest
 from tests.unit.test_hub import FakeHub, _data
 from wan4step import catalog
 from wan4step.comfy_client import ComfyClient
-from wan4step.comfy_server import ComfyServer, prepare_base_dir
-from wan4step.tiny import bundle
+from wan4step_dev.comfy_server import ComfyServer, prepare_base_dir
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
 VAE_SIZE = 24 * 2**20  # six 4 MB download chunks (wan4step.hub.DOWNLOAD_CHUNK)
@@ -37,7 +37,7 @@ def server(tmp_path_factory):
     hub.add(spec.repo_id, {spec.pattern: _data("vae", VAE_SIZE)})
     base = prepare_base_dir(tmp_path_factory.mktemp("comfy_progress"),
                             [p for p in [comfyui / "custom_nodes" / "ComfyUI-GGUF"] if p.is_dir()])
-    bundle.write_tiny_models(base / "models")
+    write_tiny_models(base / "models")
     srv = ComfyServer(comfyui, base, env={"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"})
     client = srv.start()
     yield client, base

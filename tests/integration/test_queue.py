@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from wan4step import queue
-from wan4step.comfy_server import ComfyServer, prepare_base_dir
-from wan4step.tiny import bundle
+from wan4step import api_queue as queue
+from wan4step_dev.comfy_server import ComfyServer, prepare_base_dir
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_API = REPO / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
@@ -29,7 +29,7 @@ SIZE = ["--width", "32", "--height", "32", "--frames", "5"]
 
 @pytest.fixture(scope="module")
 def server_a(comfy_server):
-    bundle.write_tiny_models(comfy_server.base_dir / "models")
+    write_tiny_models(comfy_server.base_dir / "models")
     return comfy_server
 
 
@@ -57,7 +57,7 @@ def _frames(path: Path) -> tuple[int, int, int]:
 
 
 def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wan4step.queue", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "wan4step.api_queue", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=dict(os.environ, PYTHONPATH=str(REPO)))
 
 

@@ -1,6 +1,6 @@
 """Each real published DiT layout through the pack and through ComfyUI's own loaders, same file, same output.
 
-Fixtures: `wan4step.tiny.layouts` (LightX2V converter outputs) and
+Fixtures: `wan4step_dev.fixtures.layouts` (LightX2V converter outputs) and
 `formats.gguf_file.write_gguf` (city96 GGUF). Oracles: core's UNETLoader where core
 reads the layout (bf16, and the `--comfyui_mode` scaled fp8 with its per-tensor
 scale), ComfyUI-GGUF's UnetLoaderGGUF for GGUF; for LightX2V's own fp8/int8
@@ -18,7 +18,7 @@ from wan4step.formats import load_dit
 from wan4step.formats.gguf_file import FIX_5D_FILE, write_gguf
 from wan4step.quant.weights import QuantWeight
 from wan4step.tiny.dit import tiny_dit_state_dict
-from wan4step.tiny.layouts import LIGHTX2V_T2V_FILES, write_lightx2v_single, write_lightx2v_split
+from wan4step_dev.fixtures.layouts import LIGHTX2V_T2V_FILES, write_lightx2v_single, write_lightx2v_split
 
 X_SHAPE = (1, 16, 3, 8, 12)
 

@@ -23,7 +23,7 @@ import pytest
 
 from wan4step import __version__
 from wan4step.comfy_client import output_files
-from wan4step.comfy_server import HOW_TO_GET_COMFYUI, ComfyServer, find_comfyui, prepare_base_dir
+from wan4step_dev.comfy_server import HOW_TO_GET_COMFYUI, ComfyServer, find_comfyui, prepare_base_dir
 
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY_ID = re.search(r'^name = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)  # [project].name
@@ -96,12 +96,16 @@ def test_zip_holds_only_what_a_user_runs(packed):
     stray = [n for n in names if not RUNTIME.match(n)]
     assert stray == [], f"not runtime files: {stray}"
     tracked = subprocess.run(["git", "-C", str(REPO), "ls-files"], capture_output=True, text=True, check=True).stdout.split()
-    shipped = [t for t in tracked if RUNTIME.match(t) and t != "wan4step/packaging_alias.py"]
+    shipped = [t for t in tracked if RUNTIME.match(t)]
     assert sorted(names) == sorted(shipped)  # ... and all of it, e.g. every template and its thumbnail
     for must in ("__init__.py", "nodes/tiny_models.py", "wan4step/tiny/install.py", "wan4step/data/cards.json",
                  "web/wan4step_advisor.js", "web/icon.png", "workflows/wan4step_t2v_tiny_demo.json"):
         assert must in names, must
-    assert not any(n.startswith(("tests/", "scripts/", "docs/", ".ci/", ".venv/")) for n in names)
+    assert not any(n.startswith(("tests/", "scripts/", "docs/", ".ci/", ".venv/", "wan4step_dev/")) for n in names)
+    # the dev tooling is tracked, and none of it (nor a module of the old dev-only names) is shipped
+    assert any(t.startswith("wan4step_dev/") for t in tracked)
+    assert not {"wan4step/comfy_server.py", "wan4step/packaging_alias.py", "wan4step/queue.py",
+                "wan4step/tiny/layouts.py", "wan4step/lora/fixtures.py"} & set(names)
 
 
 def _tree(root: Path) -> set[str]:

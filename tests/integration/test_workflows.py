@@ -11,8 +11,9 @@ import pytest
 
 from wan4step import catalog
 from wan4step.comfy_client import ComfyAPIError
-from wan4step.comfy_server import PACK_DIR_NAME
-from wan4step.workflow_convert import api_path_for, convert_files, to_api
+from wan4step.workflow_convert import to_api
+from wan4step_dev.comfy_server import PACK_DIR_NAME
+from wan4step_dev.workflow_cli import api_path_for, convert_files
 
 REPO = Path(__file__).resolve().parents[2]
 UI = sorted((REPO / "workflows").glob("*.json"))

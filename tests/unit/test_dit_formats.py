@@ -272,7 +272,7 @@ def test_file_larger_than_the_data_limit_loads_through_a_read_only_map(tmp_path)
 def test_scan_counts_the_bytes_each_mode_loads(tmp_path):
     """Header-only sizes (for the advisor): mode t2v of a VACE-merged file loads the T2V part only."""
     from wan4step.formats.scan import scan_dit
-    from wan4step.tiny.layouts import write_lightx2v_split
+    from wan4step_dev.fixtures.layouts import write_lightx2v_split
 
     vsd = tiny_vace_state_dict()
     for path in (write_gguf(tmp_path / "v.gguf", vsd, "Q4_K_M"), _save(tmp_path / "v.safetensors", vsd),

@@ -85,11 +85,11 @@ def test_the_engine_oom_error_is_a_torch_oom():
 
 
 def test_settings_read_every_switch_from_one_environment():
-    s = Settings.from_env({"WAN4STEP_GGUF_TRITON": "0", "WAN4STEP_GGUF_FUSED": "1", "WAN4STEP_FUSED": "0",
+    s = Settings.from_env({"WAN4STEP_GGUF_TRITON": "0", "WAN4STEP_FUSED": "0",
                            "WAN4STEP_TUNING": "ln=8", "TRITON_INTERPRET": "1"})
-    assert (s.gguf_triton, s.gguf_fused, s.fused, s.tuning, s.triton_interpret) == (False, True, False, "ln=8", True)
+    assert (s.gguf_triton, s.fused, s.tuning, s.triton_interpret) == (False, False, "ln=8", True)
     d = Settings.from_env({})
-    assert (d.gguf_triton, d.gguf_fused, d.fused, d.tuning, d.triton_interpret) == (True, False, True, "", False)
+    assert (d.gguf_triton, d.fused, d.tuning, d.triton_interpret) == (True, True, "", False)
 
 
 def test_no_engine_module_reads_the_environment_at_run_time():

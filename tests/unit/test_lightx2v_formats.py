@@ -1,6 +1,6 @@
 """LightX2V's current release (lightx2v/Wan2.1-Distill-Models): single files and *_split/ folders.
 
-Fixtures from `wan4step.tiny.layouts` (converter.py's conventions, cited there). Each
+Fixtures from `wan4step_dev.fixtures.layouts` (converter.py's conventions, cited there). Each
 loads through the pack into W8A8 QuantWeights (fp8/int8 codes + per-row scales), its
 decode is exactly `codes * scale`, and the single file and the split folder of one
 kind give the same tensors.
@@ -16,8 +16,13 @@ from wan4step.errors import FormatError
 from wan4step.formats import load_dit
 from wan4step.quant.weights import FP8, INT8, QuantWeight
 from wan4step.tiny.dit import TINY_DIT, tiny_dit_state_dict, tiny_vace_state_dict
-from wan4step.tiny.layouts import LIGHTX2V_KINDS, LIGHTX2V_T2V_FILES, write_lightx2v_single, write_lightx2v_split
 from wan4step.wan_config import BLOCK_LINEARS
+from wan4step_dev.fixtures.layouts import (
+    LIGHTX2V_KINDS,
+    LIGHTX2V_T2V_FILES,
+    write_lightx2v_single,
+    write_lightx2v_split,
+)
 
 QKIND = {"fp8": FP8, "fp8_comfyui": FP8, "int8": INT8}
 

@@ -15,7 +15,6 @@ from gguf import quants as gq
 
 from wan4step.errors import FormatError, UnsupportedQuantError, WrongModelError
 from wan4step.lora import merge_lora, parse_lora
-from wan4step.lora.fixtures import make_lora
 from wan4step.lora.gguf_torch import ENCODERS, encode
 from wan4step.lora.keys import expected_shapes
 from wan4step.quant import gguf_encode
@@ -24,6 +23,7 @@ from wan4step.quant.scaled import dequantize_rowwise, quantize_rowwise
 from wan4step.quant.weights import GGUF, QuantWeight
 from wan4step.tiny.dit import TINY_DIT, tiny_dit_state_dict
 from wan4step.wan_config import T2V_1_3B
+from wan4step_dev.fixtures.lora import make_lora
 
 LOW = 60_000  # the extractor's 1M-parameter rule scaled to the tiny model
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wan4step import catalog
-from wan4step.queue import Patch, WorkflowRoleError, apply_patch, find_roles, make_jobs, read_batch
+from wan4step.api_queue import Patch, WorkflowRoleError, apply_patch, find_roles, make_jobs, read_batch
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,6 +13,7 @@ import pytest
 
 from wan4step.errors import FormatError
 from wan4step.tiny import bundle, install
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +43,7 @@ def test_writes_the_loader_names_then_finds_them_in_place(tmp_path):
 
 def test_same_bytes_as_the_fixture_writer_so_a_prepared_folder_is_reused(tmp_path):
     fixture = tmp_path / "fixture"
-    bundle.write_tiny_models(fixture)
+    write_tiny_models(fixture)
     before = _files(fixture)
     for fmt in ("gguf_Q4_K_M", "lightx2v_int8", "gguf_vace_Q8_0"):
         done = install.install_tiny_models(_roots(fixture), fmt)

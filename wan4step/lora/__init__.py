@@ -1,8 +1,8 @@
 """Distill LoRAs for Wan2.1 T2V-14B: read any published key convention, merge once at load.
 
 `keys.read_lora(path, cfg) -> LoraFile`, `merge.merge_lora(state, lora, strength) -> MergeReport`
-(in the state's own encoding: float, FP8/INT8 rows, GGUF re-encoded on the GPU by `gguf_torch`),
-`fixtures.make_lora(cfg, convention)` for tests and benchmarks.
+(in the state's own encoding: float, FP8/INT8 rows, GGUF re-encoded on the GPU by `gguf_torch`).
+Test and benchmark LoRA files: `wan4step_dev.fixtures.lora.make_lora(cfg, convention)` (dev tooling).
 """
 
 from .keys import LoraFile, LoraTarget, parse_lora, read_lora

@@ -8,8 +8,7 @@ contraction disabled (`enable_fp_fusion=False`), so they are bit-exact vs the
 torch path (tests run them under TRITON_INTERPRET=1 on the CPU).
 
 Each program decodes `BLOCKS` ggml blocks seen as a (BLOCKS, block_size) matrix
-through `decode_tile`, the jit helper that also feeds the fused dequant-matmul
-(`gguf_fused`), so both paths share one copy of the bit layouts. Scales are
+through `decode_tile`, the one copy of the bit layouts. Scales are
 computed once per (block, scale unit), quant bits per element; all loads hit L1
 since a block is 34-210 bytes.
 """
@@ -66,8 +65,7 @@ def _store(dst, offs, val, mask, OUT_BF16: tl.constexpr):
 # k = u * SUB + el, where SUB is the weights sharing one scale (32 for Q8_0 = the whole
 # block, 32 for Q4_K/Q5_K, 16 for Q6_K). Scale arithmetic then runs once per (row, u)
 # and only the quant bits per element, in the same float32 order as `gguf.quants`.
-# `decode_tile` is the one place the bit layouts live: the one-pass decoders below and
-# the fused dequant-matmul (`gguf_fused`) both call it.
+# `decode_tile` is the one place the bit layouts live (the one-pass decoders below call it).
 
 # qtype -> (weights per block, bytes per block, weights per scale unit SUB)
 GEOMETRY: dict[int, tuple[int, int, int]] = {

@@ -1,20 +1,11 @@
-"""The embedded tiny model set: every format the pack reads, written into a ComfyUI models folder.
+"""The embedded tiny model set's file names, as ComfyUI's model folders list them.
 
-The demo runs on it when no real weights are present, and the integration tests
-use it as their fixture. Deterministic: the same bytes every time, so a
-version marker decides whether an existing set can be reused.
+`install.install_tiny_models` (the Wan4Step Tiny Models node) writes them into a user's
+folders; `wan4step_dev.fixtures.tiny_models.write_tiny_models` (tests, demo) into a
+throw-away one, byte for byte the same (tests/unit/test_tiny_install.py).
 """
 
 from __future__ import annotations
-
-import json
-import shutil
-from pathlib import Path
-
-import torch
-
-BUNDLE_VERSION = 2
-MARKER = "wan4step_tiny.json"
 
 # file names inside each ComfyUI model folder
 DIT_BF16 = "wan4step_tiny/wan2.1_t2v_tiny_bf16.safetensors"
@@ -32,47 +23,3 @@ FILES = {
     "text_encoders": [UMT5],
     "vae": [VAE],
 }
-
-
-def _current(models_dir: Path) -> bool:
-    marker = models_dir / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        if json.loads(marker.read_text()).get("version") != BUNDLE_VERSION:
-            return False
-    except ValueError:
-        return False
-    return all((models_dir / folder / name.rstrip("/")).exists() for folder, names in FILES.items() for name in names)
-
-
-def write_tiny_models(models_dir: str | Path, force: bool = False) -> dict[str, list[str]]:
-    """Write (or reuse) the tiny set under `models_dir`; returns {folder: [names]} as the loaders list them."""
-    from ..formats.gguf_file import write_gguf
-    from ..formats.lightx2v_dir import write_lightx2v_dir
-    from .dit import tiny_dit_state_dict, tiny_vace_state_dict
-    from .umt5 import tiny_spiece_model, tiny_umt5_state_dict, write_comfy
-    from .vae import write_tiny_vae
-
-    models_dir = Path(models_dir)
-    if not force and _current(models_dir):
-        return FILES
-    for folder in FILES:
-        shutil.rmtree(models_dir / folder / "wan4step_tiny", ignore_errors=True)
-    dit = tiny_dit_state_dict()
-    dd = models_dir / "diffusion_models"
-    (dd / DIT_BF16).parent.mkdir(parents=True, exist_ok=True)
-    from safetensors.torch import save_file
-
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in dit.items()}, str(dd / DIT_BF16))
-    write_gguf(dd / DIT_GGUF, dit, "Q4_K_M")
-    write_gguf(dd / DIT_GGUF_Q8, dit, "Q8_0")
-    write_lightx2v_dir(dd / DIT_FP8, dit, "fp8")
-    write_lightx2v_dir(dd / DIT_INT8, dit, "int8")
-    write_gguf(dd / DIT_VACE_GGUF, tiny_vace_state_dict(), "Q8_0")
-    te = models_dir / "text_encoders" / UMT5
-    te.parent.mkdir(parents=True, exist_ok=True)
-    write_comfy(te, tiny_umt5_state_dict(), tiny_spiece_model())
-    write_tiny_vae(models_dir / "vae" / VAE, fmt="safetensors", dtype=torch.bfloat16)
-    (models_dir / MARKER).write_text(json.dumps({"version": BUNDLE_VERSION, "files": FILES}, indent=1))
-    return FILES

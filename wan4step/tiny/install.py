@@ -1,8 +1,8 @@
 """Put the tiny model set into a user's ComfyUI model folders, safely.
 
 The Wan4Step Tiny Models node calls this after a plain Manager install (no dev tools,
-no shell), so unlike `bundle.write_tiny_models` (the tests' fixture writer, which owns
-a throw-away folder and may delete in it) this writer treats every folder as the user's:
+no shell), so unlike `wan4step_dev.fixtures.tiny_models.write_tiny_models` (the tests' fixture
+writer, which owns a throw-away folder and may delete in it) this writer treats every folder as the user's:
 
 - it writes only below the folder roots it is given, into their `wan4step_tiny/`
   sub-folder, and refuses a target whose resolved path leaves its root (a symlinked
@@ -18,8 +18,9 @@ a throw-away folder and may delete in it) this writer treats every folder as the
   older tiny set, e.g. one a different torch rounded differently, refreshed when one of
   its files went missing), and nothing is moved into place while any target is refused.
 
-The bytes are the ones `bundle.write_tiny_models` writes for the same names (a unit test
-holds the two to that), so a folder prepared by the tests or the demo is reused as is.
+The bytes are the ones the fixture writer writes for the same names (`bundle` holds the names; a
+unit test holds the two writers to the same bytes), so a folder prepared by the tests or the demo
+is reused as is.
 """
 
 from __future__ import annotations

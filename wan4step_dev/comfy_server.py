@@ -1,6 +1,7 @@
 """Find a real ComfyUI and run it headless with this pack installed.
 
-Used by the demo and the integration tests. It never fakes ComfyUI: when none
+Used by the demo, the workflow builder, benchmarks and the integration tests (dev tooling:
+the pack never imports it). It never fakes ComfyUI: when none
 is found, `find_comfyui` returns None and callers say how to get one.
 """
 
@@ -16,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .comfy_client import ComfyClient
+from wan4step.comfy_client import ComfyClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_DIR_NAME = "ComfyUI-Wan4Step"

@@ -1,7 +1,7 @@
 """Queue saved workflows on one or more ComfyUI servers and collect the videos.
 
-    python -m wan4step.queue workflows/api/wan4step_t2v_gguf.json --prompt "a fox in snow" --seed 7
-    python -m wan4step.queue WORKFLOW.json --batch prompts.txt --server http://gpu1:8188 http://gpu2:8188
+    python -m wan4step.api_queue workflows/api/wan4step_t2v_gguf.json --prompt "a fox in snow" --seed 7
+    python -m wan4step.api_queue WORKFLOW.json --batch prompts.txt --server http://gpu1:8188 http://gpu2:8188
 
 The workflow may be API format (workflows/api/) or UI format (workflows/, converted with the
 first server's /object_info). Inputs are patched by the role a node plays, found by following
@@ -620,7 +620,7 @@ def load_workflow(path: Path, server: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m wan4step.queue", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m wan4step.api_queue", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("workflow", type=Path, help="workflow JSON (API or UI format)")
     ap.add_argument("--prompt", help="positive prompt")
