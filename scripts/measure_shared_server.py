@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from wan4step.comfy_server import ComfyServer, find_comfyui, prepare_base_dir  # noqa: E402
-from wan4step.tiny import bundle  # noqa: E402
+from wan4step_dev.comfy_server import ComfyServer, find_comfyui, prepare_base_dir  # noqa: E402
+from wan4step_dev.fixtures.tiny_models import write_tiny_models  # noqa: E402
 
 TINY_API = REPO / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
 
@@ -132,7 +132,7 @@ def main() -> None:
         sys.exit("no ComfyUI found")
     base = Path(tempfile.mkdtemp(prefix="wan4step-measure-"))
     prepare_base_dir(base, [p for p in [comfyui / "custom_nodes" / "ComfyUI-GGUF"] if p.is_dir()])
-    bundle.write_tiny_models(base / "models")
+    write_tiny_models(base / "models")
     server = ComfyServer(comfyui, base)
     server.start()
     try:

@@ -42,14 +42,14 @@ def test_disk_streamer_on_cuda_under_inference_mode_equals_resident():
 
 def test_block_swap_from_disk_renders_in_a_gpu_server(tmp_path):
     from wan4step.comfy_client import output_files
-    from wan4step.comfy_server import ComfyServer, find_comfyui, prepare_base_dir
-    from wan4step.tiny import bundle
+    from wan4step_dev.comfy_server import ComfyServer, find_comfyui, prepare_base_dir
+    from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
     comfyui = find_comfyui()
     if comfyui is None:
         pytest.skip("no ComfyUI")
     prepare_base_dir(tmp_path, [p for p in [comfyui / "custom_nodes" / "ComfyUI-GGUF"] if p.is_dir()])
-    bundle.write_tiny_models(tmp_path / "models")
+    write_tiny_models(tmp_path / "models")
     wf = json.loads(TINY_API.read_text())
     wf["10"] = {"class_type": "Wan4StepBlockSwap", "inputs": {
         "model": ["1", 0], "blocks_to_swap": 2, "prefetch": 1, "pin_memory": True, "source": "disk",

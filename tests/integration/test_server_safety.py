@@ -8,7 +8,7 @@ way an API client would; untrusted strings reach the loaders the way ComfyUI let
 unchecked: on a link from core's If/Else switch (ComfySwitchNode), fed by a Text primitive.
 
 Server B (this module's own, sharing A's models) serves the downloader cases (pointed at a fake
-hub on 127.0.0.1 with HF_TOKEN set) and is SIGKILLed in the middle of a `python -m wan4step.queue`
+hub on 127.0.0.1 with HF_TOKEN set) and is SIGKILLed in the middle of a `python -m wan4step.api_queue`
 batch at the end.
 """
 
@@ -33,8 +33,9 @@ from pathlib import Path
 import pytest
 
 from wan4step.comfy_client import ComfyAPIError, output_files
-from wan4step.comfy_server import ComfyServer, prepare_base_dir
 from wan4step.tiny import bundle
+from wan4step_dev.comfy_server import ComfyServer, prepare_base_dir
+from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -50,7 +51,7 @@ SECRET = "hf_secret_token_must_not_leave_this_machine"
 def srv(comfy_server):
     """Server A with the tiny models, plus what an operator (or a mistake) put in the folders."""
     models = comfy_server.base_dir / "models"
-    bundle.write_tiny_models(models)
+    write_tiny_models(models)
     dm = models / "diffusion_models"
     base = comfy_server.base_dir
     made = []
@@ -512,13 +513,13 @@ def test_the_operators_job_size_cap_refuses_a_big_job(server_b):
 
 
 def test_server_sigkilled_mid_batch_loses_no_job(srv, server_b, tmp_path):
-    """`python -m wan4step.queue` over A and B; B is SIGKILLed once it has finished a job."""
+    """`python -m wan4step.api_queue` over A and B; B is SIGKILLed once it has finished a job."""
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"a kingfisher diving, take {i}" for i in range(8)) + "\n")
     out = tmp_path / "out"
     before = len(server_b.get_json("/history"))
     cli = subprocess.Popen(
-        [sys.executable, "-m", "wan4step.queue", str(TINY_API), "--batch", str(prompts), "--seed", "900",
+        [sys.executable, "-m", "wan4step.api_queue", str(TINY_API), "--batch", str(prompts), "--seed", "900",
          "--width", "32", "--height", "32", "--frames", "5", "--out", str(out),
          "--server", srv.base_url, server_b.base_url],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
