@@ -12,7 +12,7 @@ import dataclasses
 
 from comfy_api.latest import io
 
-from ..wan4step import advisor, cards, catalog, hardware
+from ..wan4step import advisor, cards, catalog, hardware, web_schema
 from .model_files import present_files
 
 AUTO_GPU = "auto (detected)"
@@ -146,7 +146,7 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
 
     @classmethod
     def execute(cls, **inputs) -> io.NodeOutput:
-        rec = advise(**inputs)
+        rec = advise(**web_schema.parse(inputs, web_schema.ADVISOR))  # linked values are not range-checked by ComfyUI
         text = rec.report()
         plan = {"weights": rec.weights_key, "text_encoder": rec.text_encoder_key, "vae": rec.vae_key,
                 "fits": rec.fits}
@@ -155,25 +155,21 @@ class Wan4StepVRAMAdvisor(io.ComfyNode):
                              ui={"text": [text], "memory_plan": [memory_plan(rec)]})
 
 
+def _advice(values: dict) -> dict:
+    rec = advise(**values)
+    return {"report": rec.report(), "recommendation": rec.as_dict(), "memory_plan": memory_plan(rec)}
+
+
 def register_routes(routes) -> None:
-    """POST /wan4step/advisor {inputs} -> {report, recommendation}: advice without running the graph.
-    `routes` is the server's aiohttp RouteTableDef (comfy_compat/routes.py, from ComfyExtension.on_load)."""
-    from aiohttp import web
-
-    from ..wan4step.errors import Wan4StepError
-
-    names = {"width", "height", "frames", "priority", "gpu", "vram_gb", "free_vram_gb", "compute_capability",
-             "ram_gb", "disk_gb", "attention", "weights_format", "mode"}
+    """POST /wan4step/advisor {inputs} -> {report, recommendation, memory_plan}: advice without running
+    the graph. `routes` is the server's aiohttp RouteTableDef (comfy_compat/routes.py, from
+    ComfyExtension.on_load). Bad bodies get 400 {error, field}; the work runs off the event loop
+    (nodes/json_route.py)."""
+    from .json_route import answer
 
     @routes.post("/wan4step/advisor")
-    async def _advice(request):
-        body = await request.json()
-        try:
-            rec = advise(**{k: v for k, v in body.items() if k in names})
-        except (Wan4StepError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response({"report": rec.report(), "recommendation": rec.as_dict(),
-                                  "memory_plan": memory_plan(rec)})
+    async def _advice_route(request):
+        return await answer(request, web_schema.ADVISOR, _advice)
 
 
 NODES = [Wan4StepVRAMAdvisor]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..wan4step.errors import SettingsError
 from .comfy_compat import block_swap as swap_compat
 
 
@@ -42,6 +43,12 @@ class Wan4StepBlockSwap(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, blocks_to_swap, prefetch, pin_memory, source, offload_embeddings=False) -> io.NodeOutput:
+        # values on a link skip ComfyUI's min/max check: refuse them here rather than clamp
+        for name, v, lo, hi in (("blocks_to_swap", blocks_to_swap, -1, 40), ("prefetch", prefetch, 1, 8)):
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise SettingsError(f"{name} {v!r} is outside {lo}..{hi}", fix=f"set {name} from {lo} to {hi}.")
+        if source not in ("ram", "disk"):
+            raise SettingsError(f"source {str(source)[:40]!r} is not ram or disk", fix="pick ram or disk.")
         holder = swap_compat.SwapHolder(blocks_to_swap, prefetch, pin_memory, source == "disk", offload_embeddings)
         return io.NodeOutput(swap_compat.install(model.clone(), holder))
 

@@ -16,6 +16,7 @@ from .advisor import PLAN
 from .comfy_compat.progress import NodeProgress
 
 NONE = "none"
+_DELIVERED: dict[tuple, list[str]] = {}  # (node id, widget values) -> the files its last run delivered
 
 
 # ComfyUI 0.33's folder_paths registers ["models/unet", "models/diffusion_models"] under the one key
@@ -95,21 +96,31 @@ class Wan4StepDownload(io.ComfyNode):
                                                      "Loader's lora_name (merged at load); 'none' otherwise."),
             ],
             is_output_node=True,
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def fingerprint_inputs(cls, weights, text_encoder, vae, plan=None):
-        """Re-run when a target file appears or disappears, not on every queue."""
+        """Re-run when a target file appears, changes or goes missing, not on every queue.
+
+        The files checked are the ones this node delivered last time for these widget values
+        (a linked plan is not visible here: ComfyUI passes linked inputs as None), else the
+        widget choice's. A missing file gives NaN, which never equals a cached fingerprint:
+        ComfyUI must not hand back the cached "downloaded" report for a file that is gone."""
         w, t, v = _keys(weights, text_encoder, vae, plan)
+        key = (getattr(getattr(cls, "hidden", None), "unique_id", None), weights, text_encoder, vae)
+        files = _DELIVERED.get(key)
+        if files is None:
+            specs = catalog.files_for(weights_key=w, text_encoder_key=t, vae_key=v)
+            roots = _folder_for(specs)
+            files = [f"{roots.get(spec.folder) or _folder(spec.folder)}/{spec.dest}" for spec in specs]
         marks = []
-        specs = catalog.files_for(weights_key=w, text_encoder_key=t, vae_key=v)
-        roots = _folder_for(specs)
-        for spec in specs:
-            p = f"{roots.get(spec.folder) or _folder(spec.folder)}/{spec.dest}"
+        for p in files:
             try:
-                marks.append((p, os.stat(p).st_mtime_ns))
+                st = os.stat(p)
             except OSError:
-                marks.append((p, None))
+                return float("nan")
+            marks.append((p, st.st_mtime_ns, st.st_size))
         return tuple(marks)
 
     @classmethod
@@ -129,6 +140,8 @@ class Wan4StepDownload(io.ComfyNode):
         report = hub.download(specs, lambda key: roots.get(key) or _folder(key), progress=progress)
         bar.set(1000)
         text = report.summary()
+        _DELIVERED[(getattr(getattr(cls, "hidden", None), "unique_id", None), weights, text_encoder, vae)] = [
+            str(r.local) for r in report.results]
         names = (catalog.weights(w).model_name if w else "", catalog.text_encoder(t).name if t else "",
                  catalog.vae(v).name if v else "")
         lora = (catalog.weights(w).lora_name if w else None) or NONE

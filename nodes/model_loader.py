@@ -13,7 +13,7 @@ from ..wan4step.formats.dit import MODES
 from ..wan4step.lora.merge import GGUF_TARGETS, merge_into
 from .comfy_compat import fast_forward as fast_forward_mod
 from .comfy_compat.model import build_model
-from .model_files import list_models, resolve
+from .model_files import list_models, opened
 
 DIT_FOLDERS = ("diffusion_models", "unet")
 LORA_FOLDERS = ("loras",)
@@ -82,15 +82,17 @@ class Wan4StepModelLoader(io.ComfyNode):
     def execute(cls, model_name: str, compute_dtype: str, attention: str = "auto", fast_forward: bool = True,
                 compile: bool = False, lora_name: str = NO_LORA, lora_strength: float = 1.0,
                 lora_gguf: str = "same", mode: str = "t2v") -> io.NodeOutput:
-        loaded = load_dit(resolve(DIT_FOLDERS, model_name), mode)
-        if lora_name and lora_name != NO_LORA:
-            import comfy.model_management
-            import comfy.utils
+        with opened(DIT_FOLDERS, model_name, field="model_name") as path:
+            loaded = load_dit(path, mode)
+            if lora_name and lora_name != NO_LORA:
+                import comfy.model_management
+                import comfy.utils
 
-            bar = comfy.utils.ProgressBar(1)
-            merge_into(loaded, resolve(LORA_FOLDERS, lora_name), lora_strength, gguf_target=lora_gguf,
-                       device=comfy.model_management.get_torch_device(),  # the GPU ComfyUI runs on (CPU with --cpu)
-                       progress=lambda done, total, what: bar.update_absolute(done, total))
+                bar = comfy.utils.ProgressBar(1)
+                with opened(LORA_FOLDERS, lora_name, field="lora_name", folders_ok=False) as lora_path:
+                    merge_into(loaded, lora_path, lora_strength, gguf_target=lora_gguf,
+                               device=comfy.model_management.get_torch_device(),  # the GPU ComfyUI runs on (CPU with --cpu)
+                               progress=lambda done, total, what: bar.update_absolute(done, total))
         model = build_model(loaded, DTYPES[compute_dtype])
         if fast_forward:
             model = fast_forward_mod.install(model, attention, compile)

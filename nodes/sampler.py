@@ -9,6 +9,7 @@ that draws every re-noise from one seeded device generator.
 from __future__ import annotations
 
 import logging
+import math
 
 import comfy.model_management
 import comfy.sample
@@ -17,7 +18,7 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
-from ..wan4step import sampling, schedule
+from ..wan4step import limits, requested, sampling, schedule
 from ..wan4step.errors import OutOfMemoryError, SettingsError, WrongModelError
 from .comfy_compat import progress
 
@@ -54,18 +55,41 @@ def recipe_warnings(steps: int, shift: float, cfg: float, step_list: list[int] |
     return warnings
 
 
-def check_latent(samples) -> None:
+def check_latent(samples, typed: dict | None = None) -> None:
+    """Refuse a latent whose size breaks the recipe, naming what the user typed (`typed`: the
+    latent node's width/height/frames read from the prompt) rather than the rounded latent."""
     if samples.ndim != 5 or samples.shape[1] != 16:
         raise SettingsError(
             "the latent is not a Wan2.1 video latent",
             expected="[batch, 16, frames, height/8, width/8] (use 'Empty HunyuanVideo 1.0 Latent' / EmptyHunyuanLatentVideo)",
             found=f"shape {list(samples.shape)}",
         )
-    width, height = samples.shape[-1] * 8, samples.shape[-2] * 8
-    frames = (samples.shape[2] - 1) * 4 + 1
-    problems = schedule.check_video_size(width, height, frames)
+    t, h, w = samples.shape[2:]
+    size = {"width": w * 8, "height": h * 8, "frames": (t - 1) * 4 + 1}
+    latent_of = {"width": lambda v: v // 8 == w, "height": lambda v: v // 8 == h,
+                 "frames": lambda v: v >= 1 and (v - 1) // 4 + 1 == t}
+    for k, v in (typed or {}).items():
+        if k in size and latent_of[k](v):  # the typed value made this latent: report it
+            size[k] = v
+    problems = schedule.check_video_size(size["width"], size["height"], size["frames"])
     if problems:
-        raise SettingsError("invalid video size: " + "; ".join(problems), fix="set width/height to multiples of 16.")
+        fixes = []
+        if any(p.startswith(("width", "height")) for p in problems):
+            fixes.append("set width/height to multiples of 16")
+        if any(p.startswith("frames") for p in problems):
+            fixes.append("set the length (frames) to 4n+1, e.g. 77 or 81")
+        raise SettingsError("invalid video size: " + "; ".join(problems), fix="; ".join(fixes) + ".")
+    batch = samples.shape[0]
+    limits.check_job(batch * t * (h // 2) * (w // 2),
+                     f"{size['width']}x{size['height']}, {size['frames']} frames" + (f", batch {batch}" if batch > 1 else ""))
+
+
+def check_numbers(shift: float, cfg: float) -> None:
+    """NaN passes ComfyUI's min/max checks (every comparison with NaN is False)."""
+    for name, v in (("shift", shift), ("cfg", cfg)):
+        if not math.isfinite(float(v)):
+            raise SettingsError(f"{name} {v} is not a finite number", fix=f"set {name} to a number (the recipe: "
+                                f"shift {schedule.DEFAULT_SHIFT}, cfg {schedule.DEFAULT_CFG}).")
 
 
 def is_vace_model(model) -> bool:
@@ -135,14 +159,18 @@ class Wan4StepSampler(io.ComfyNode):
                 io.Conditioning.Input("negative", optional=True, tooltip="Only used when cfg > 1."),
             ],
             outputs=[io.Latent.Output(tooltip="The denoised latent; decode it with VAEDecode / VAEDecodeTiled.")],
+            hidden=[io.Hidden.prompt, io.Hidden.unique_id],  # to report the size as typed (wan4step/requested.py)
         )
 
     @classmethod
     def execute(cls, model, positive, latent, seed, steps, shift, cfg, noise, update, step_list="", negative=None) -> io.NodeOutput:
         latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-        check_latent(latent_image)
+        hidden = getattr(cls, "hidden", None)
+        check_latent(latent_image, requested.latent_size(getattr(hidden, "prompt", None), getattr(hidden, "unique_id", None)))
         check_text_only(positive, vace=is_vace_model(model))
+        check_numbers(shift, cfg)
         custom = schedule.parse_step_list(step_list)
+        torch_seed = schedule.torch_seed(seed)
         warnings = recipe_warnings(steps, shift, cfg, custom)
         for w in warnings:
             log.warning("Wan4Step Sampler: %s", w)
@@ -164,7 +192,7 @@ class Wan4StepSampler(io.ComfyNode):
         try:
             samples = progress.sample_custom(  # comfy.sample.sample_custom + a bar that moves per block
                 model, noise_t, cfg, sampler, sigmas, positive, neg, latent_image,
-                noise_mask=latent.get("noise_mask"), callback=callback, seed=seed,
+                noise_mask=latent.get("noise_mask"), callback=callback, seed=torch_seed,
             )
         except torch.OutOfMemoryError as exc:
             # still a torch.OutOfMemoryError, so ComfyUI's is_oom() sees it and unloads every model

@@ -7,10 +7,11 @@ from comfy_api.latest import io
 
 from ..wan4step.umt5 import file_tokenizer, read_umt5
 from .comfy_compat.clip import DEVICE_MODES, GPU, build_clip
-from .model_files import list_models, resolve
+from .model_files import list_models, opened
 
 TE_FOLDERS = ("text_encoders",)  # ComfyUI maps the legacy models/clip folder into it
 AUTO = "auto"
+TOKENIZER_MARKER = "spiece.model"
 
 
 PRECISIONS = {"auto": None, "fp32": torch.float32, "bf16": torch.bfloat16}
@@ -31,7 +32,7 @@ class Wan4StepUMT5Loader(io.ComfyNode):
                                tooltip="A UMT5-XXL file in models/text_encoders (or models/clip): "
                                        "umt5_xxl_fp16.safetensors, umt5_xxl_fp8_e4m3fn_scaled.safetensors, "
                                        "models_t5_umt5-xxl-enc-{bf16,fp8,int8}.pth or umt5-xxl-encoder-*.gguf."),
-                io.Combo.Input("tokenizer", options=[AUTO] + list_models(TE_FOLDERS, extensions=(), folder_marker="spiece.model"),
+                io.Combo.Input("tokenizer", options=[AUTO] + list_models(TE_FOLDERS, extensions=(), folder_marker=TOKENIZER_MARKER),
                                default=AUTO,
                                tooltip="auto: the tokenizer inside the file (Comfy-Org, GGUF), else a google/umt5-xxl "
                                        "folder next to it (LightX2V). Or pick a folder holding spiece.model."),
@@ -53,9 +54,14 @@ class Wan4StepUMT5Loader(io.ComfyNode):
     def execute(cls, text_encoder_name: str, tokenizer: str = AUTO, device: str = GPU, precision: str = "auto") -> io.NodeOutput:
         import folder_paths
 
-        f = read_umt5(resolve(TE_FOLDERS, text_encoder_name))
-        folder = None if tokenizer == AUTO else resolve(TE_FOLDERS, tokenizer)
-        tok = file_tokenizer(f, folder)
+        with opened(TE_FOLDERS, text_encoder_name, field="text_encoder_name", folders_ok=False) as path:
+            f = read_umt5(path)
+            if tokenizer == AUTO:
+                tok = file_tokenizer(f, None)
+            else:
+                with opened(TE_FOLDERS, tokenizer, field="tokenizer", extensions=(),
+                            folder_marker=TOKENIZER_MARKER) as folder:
+                    tok = file_tokenizer(f, folder)
         clip = build_clip(f, tok, device, embedding_directory=folder_paths.get_folder_paths("embeddings"),
                           compute_dtype=PRECISIONS[precision])
         return io.NodeOutput(clip)

@@ -65,7 +65,7 @@ class Wan4StepTinyModels(io.ComfyNode):
             try:
                 marks.append((p, os.stat(p).st_mtime_ns))
             except OSError:
-                marks.append((p, None))
+                return float("nan")  # missing: never equal to the first run's fingerprint (missing then too)
         return tuple(marks)
 
     @classmethod

@@ -89,8 +89,12 @@ class Wan4StepVAELoader(io.ComfyNode):
                 tile_overlap: int = 64) -> io.NodeOutput:
         import folder_paths
 
-        path = folder_paths.get_full_path_or_raise("vae", vae_name)
-        return io.NodeOutput(make_comfy_vae(path, dtype, tiling, tile_size, tile_overlap))
+        from .model_files import opened
+
+        exts = tuple(folder_paths.supported_pt_extensions)
+        with opened(("vae",), vae_name, field="vae_name", extensions=exts, folders_ok=False) as path:
+            vae = make_comfy_vae(str(path), dtype, tiling, tile_size, tile_overlap)
+        return io.NodeOutput(vae)
 
 
 NODES = [Wan4StepVAELoader]

@@ -551,16 +551,19 @@ class Scheduler:
                 entry = await asyncio.to_thread(client.history, job.prompt_id)
             if entry is None or entry.get("status", {}).get("completed") is None:
                 return  # not in /history yet: the poll picks it up
-            inflight.pop(job.prompt_id, None)
             status = entry.get("status", {})
             if status.get("status_str") == "error" or not status.get("completed"):
                 from .comfy_client import execution_error_text
 
+                inflight.pop(job.prompt_id, None)
                 self._fail(job, execution_error_text(entry))
                 return
             outputs = await asyncio.to_thread(client.fetch_outputs, entry)
         except OSError as err:
+            # the job stays in `inflight` until its video is here, so a server that dies while
+            # the files are fetched has the job re-queued (it was lost, and the batch never ended)
             raise _ServerGone(f"fetching results failed: {err}") from None
+        inflight.pop(job.prompt_id, None)
         if not outputs:
             self._fail(job, f"the prompt finished on {url} but wrote no video (is a SaveVideo node connected?)")
             return

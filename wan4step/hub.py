@@ -58,6 +58,13 @@ class FileResult:
     local: Path
     status: str  # "downloaded" | "present" | "present-unverified"
 
+    @property
+    def checked_by(self) -> str:
+        """What vouched for the bytes: the listing's sha256, its git blob id, or only the size."""
+        if self.status == "present-unverified":
+            return "nothing (hub unreachable)"
+        return "sha256" if self.remote.sha256 else ("git blob id" if self.remote.git_sha1 else "size only")
+
 
 @dataclass
 class DownloadReport:
@@ -77,7 +84,17 @@ class DownloadReport:
         parts = [f"{n} file(s): {len(got)} downloaded ({size / 1e9:.2f} GB), {present} already present"]
         if unverified:
             parts.append(f"{unverified} present but not verified (hub unreachable)")
+        no_sha = [r for r in self.results if r.status != "present-unverified" and not r.remote.sha256]
+        if no_sha:
+            names = ", ".join(r.remote.dest for r in no_sha[:3]) + (" ..." if len(no_sha) > 3 else "")
+            how = " / ".join(sorted({r.checked_by for r in no_sha}))
+            parts.append(f"{len(no_sha)} unverified: the listing gives no sha256 ({names}; checked by {how})")
         return "; ".join(parts)
+
+    @property
+    def unverified(self) -> list[FileResult]:
+        """Files no sha256 vouches for (the listing had none, or the hub was unreachable)."""
+        return [r for r in self.results if r.status == "present-unverified" or not r.remote.sha256]
 
 
 # --------------------------------------------------------------------------------------
@@ -91,6 +108,24 @@ def _is_network_error(exc: BaseException) -> bool:
     names = {c.__name__ for c in type(exc).__mro__}
     return bool(names & {"ConnectError", "ConnectTimeout", "TimeoutException", "NetworkError", "ProxyError",
                          "ConnectionError", "ReadTimeout", "RemoteProtocolError", "ReadError"})
+
+
+HF_HOSTS = ("huggingface.co", "hf.co")
+
+
+def sends_token(url: str) -> bool:
+    """Only Hugging Face's own hosts, over https, ever see the user's token: an HF_ENDPOINT
+    mirror (or a plain-http one anyone on the path can read) gets anonymous requests."""
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    host = (u.hostname or "").lower()
+    return u.scheme == "https" and any(host == h or host.endswith("." + h) for h in HF_HOSTS)
+
+
+def _token_for(url: str, token: str | bool | None) -> str | bool | None:
+    """`token` (None = huggingface_hub's stored one) for a Hugging Face https URL, else False (none)."""
+    return token if sends_token(url) else False
 
 
 def _endpoint(endpoint: str | None) -> str:
@@ -155,7 +190,8 @@ def _translate(exc: BaseException, repo_id: str, path: str | None, endpoint: str
 def _listing(repo_id: str, revision: str, endpoint: str | None, token: str | bool | None):
     from huggingface_hub import HfApi
 
-    return HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True, token=token)
+    return HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True,
+                                               token=_token_for(endpoint, token))
 
 
 def _match(spec: FileSpec, names: Sequence[str]) -> list[str]:
@@ -314,11 +350,12 @@ def _fetch(remote: RemoteFile, staging: Path, endpoint, token, on_bytes: Callabl
     # The Hub's resolve URL, built from the endpoint in use (hf_hub_url fills a template
     # fixed when huggingface_hub was imported).
     url = f"{_endpoint(endpoint)}/{remote.repo_id}/resolve/{quote(remote.revision, safe='')}/{quote(remote.path)}"
+    token = _token_for(url, token)
     meta = get_hf_file_metadata(url, token=token)
-    size = meta.size if meta.size is not None else remote.size
+    size = remote.size if remote.size is not None else meta.size  # the listing's size bounds the transfer
     location = meta.location or url
     headers = dict(build_hf_headers(token=token))
-    if urlparse(location).netloc != urlparse(url).netloc:
+    if urlparse(location).netloc != urlparse(url).netloc or not sends_token(location):
         headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}  # signed CDN url
     headers["Accept-Encoding"] = "identity"
     part = _part_path(staging, remote)
@@ -342,12 +379,19 @@ def _fetch(remote: RemoteFile, staging: Path, endpoint, token, on_bytes: Callabl
                 if have and resp.status_code != 206:  # server ignored the range: start over
                     have = 0
                 on_bytes(have)
+                overflow = False
                 with open(part, "ab" if have else "wb") as f:
                     for chunk in resp.iter_content(chunk_size=DOWNLOAD_CHUNK):
+                        if size is not None and have + len(chunk) > size:
+                            overflow = True  # more than listed: never write past the size (a full disk)
+                            break
                         if chunk:
                             f.write(chunk)
                             have += len(chunk)
                             on_bytes(have)
+                if overflow:
+                    part.unlink(missing_ok=True)
+                    raise _wrong_size(remote, size, f"more than {size} bytes (the server kept sending)")
             if size is None or have >= size:
                 break
         except (requests.ConnectionError, requests.Timeout) as exc:
@@ -364,13 +408,32 @@ def _fetch(remote: RemoteFile, staging: Path, endpoint, token, on_bytes: Callabl
     return part
 
 
+def _wrong_size(remote: RemoteFile, size: int | None, found: str) -> DownloadError:
+    return DownloadError("the downloaded file has the wrong size", path=f"{remote.repo_id}/{remote.path}",
+                         expected=f"{size} bytes", found=found, fix="run again to download it afresh.")
+
+
+def _target(root: Path, dest: str, where: str) -> Path:
+    """root/dest, refusing a destination that could leave the model folder (catalog or listing names)."""
+    from .paths import name_parts
+
+    try:
+        return root.joinpath(*name_parts(dest, "destination"))
+    except DownloadError:
+        raise
+    except Exception as exc:  # SettingsError from name_parts
+        raise DownloadError("refused a download destination outside the model folder", path=where,
+                            found=str(exc).split(" was refused")[0], fix="report it: the catalog or the "
+                            "repository listing names a path that is not a plain file name.") from None
+
+
 def _local_plan_offline(specs: Sequence[FileSpec], folders) -> list[tuple[FileSpec, str, Path]]:
     """Without the hub: the local files that satisfy each spec (pattern matched on disk)."""
     out = []
     for spec in specs:
         root = _folder_root(folders, spec.folder)
         if spec.is_glob:
-            d = root / spec.dest
+            d = _target(root, spec.dest, spec.repo_id)
             base = spec.pattern.rsplit("/", 1)[-1].lower()
             found = sorted(p for p in d.iterdir() if fnmatch.fnmatchcase(p.name.lower(), base)) if d.is_dir() else []
             if len(found) != spec.count:
@@ -383,7 +446,7 @@ def _local_plan_offline(specs: Sequence[FileSpec], folders) -> list[tuple[FileSp
                 )
             out += [(spec, f"{spec.dest.rstrip('/')}/{p.name}", p) for p in found]
         else:
-            p = root / spec.dest
+            p = _target(root, spec.dest, spec.repo_id)
             if not p.is_file():
                 raise DownloadError(
                     "the file is missing and the Hugging Face Hub cannot be reached",
@@ -440,7 +503,7 @@ def download(
     todo: list[tuple[RemoteFile, Path, _Manifest]] = []
     for remote in remotes:
         root = _folder_root(folders, remote.folder)
-        local = root / remote.dest
+        local = _target(root, remote.dest, f"{remote.repo_id}/{remote.path}")
         manifest = manifest_for(remote.folder)
         if local.is_file() and (remote.size is None or local.stat().st_size == remote.size):
             if manifest.verified(remote.dest, local, remote):
@@ -491,11 +554,10 @@ def download(
             raise
         except Exception as exc:  # noqa: BLE001 - hub errors translated; anything else re-raised
             raise _translate(exc, remote.repo_id, remote.path, endpoint) from exc
-        if remote.size is not None and staged.stat().st_size != remote.size:
+        got = staged.stat().st_size
+        if remote.size is not None and got != remote.size:
             staged.unlink(missing_ok=True)
-            raise DownloadError("the downloaded file has the wrong size", path=label,
-                                expected=f"{remote.size} bytes", found=f"{staged.stat().st_size} bytes",
-                                fix="run again to download it afresh.")
+            raise _wrong_size(remote, remote.size, f"{got} bytes")
         if progress:
             progress(done + (remote.size or 0), total, f"verifying {remote.dest}")
         if file_hash_ok(staged, remote) is False:

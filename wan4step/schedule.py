@@ -21,21 +21,30 @@ Euler step `x = x0 + sigma_{i+1} * v`; it is offered as `update="euler"`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
+
+from .errors import SettingsError
 
 DEFAULT_STEPS = 4
 DEFAULT_SHIFT = 5.0
 DEFAULT_CFG = 1.0
 NUM_TRAIN_TIMESTEPS = 1000
 UPDATES = ("lcm", "euler")
+SEED_MAX = 2**64 - 1  # torch generators take any unsigned 64-bit seed
+STEP_LIST_FIX = "type training timesteps from 1000 down, separated by commas, e.g. '1000, 750, 500, 250' (or leave it empty)."
+
+
+class ScheduleError(SettingsError, ValueError):
+    """A step count, step_list or seed the schedule cannot use (also a ValueError, for old callers)."""
 
 
 def denoising_step_list(steps: int = DEFAULT_STEPS) -> list[int]:
     """Evenly spaced training timesteps from 1000 down: 4 steps -> [1000, 750, 500, 250]."""
     if steps < 1 or steps > NUM_TRAIN_TIMESTEPS:
-        raise ValueError(f"steps must be in 1..{NUM_TRAIN_TIMESTEPS}, got {steps}")
+        raise ScheduleError(f"steps must be in 1..{NUM_TRAIN_TIMESTEPS}, got {steps}")
     return [NUM_TRAIN_TIMESTEPS - (i * NUM_TRAIN_TIMESTEPS) // steps for i in range(steps)]
 
 
@@ -52,9 +61,9 @@ def sigmas(
     steps_list = list(step_list) if step_list is not None else denoising_step_list(steps)
     for t in steps_list:
         if not 1 <= int(t) <= NUM_TRAIN_TIMESTEPS:
-            raise ValueError(f"denoising steps must lie in 1..{NUM_TRAIN_TIMESTEPS}, got {t}")
+            raise ScheduleError(f"step_list: timestep {t} is outside 1..{NUM_TRAIN_TIMESTEPS}", fix=STEP_LIST_FIX)
     if any(a <= b for a, b in zip(steps_list, steps_list[1:], strict=False)):
-        raise ValueError(f"denoising steps must strictly decrease, got {steps_list}")
+        raise ScheduleError(f"step_list: timesteps must strictly decrease, got {steps_list}", fix=STEP_LIST_FIX)
     table = shifted_sigma_table(shift)
     idx = torch.tensor([NUM_TRAIN_TIMESTEPS - int(t) for t in steps_list])
     return torch.cat([table[idx], torch.zeros(1, dtype=torch.float32)])
@@ -66,11 +75,36 @@ def timesteps(sig: torch.Tensor) -> torch.Tensor:
 
 
 def parse_step_list(text: str) -> list[int] | None:
-    """'1000, 750, 500, 250' -> [1000, 750, 500, 250]; empty -> None."""
+    """'1000, 750, 500, 250' -> [1000, 750, 500, 250]; empty -> None. Anything that is not a
+    whole number is refused naming the field (never truncated)."""
+    if not isinstance(text, str):
+        raise ScheduleError("step_list must be text", found=type(text).__name__, fix=STEP_LIST_FIX)
     text = text.strip()
     if not text:
         return None
-    return [int(float(t)) for t in text.replace(";", ",").split(",") if t.strip()]
+    out = []
+    for item in (t.strip() for t in text.replace(";", ",").split(",")):
+        if not item:
+            continue
+        try:
+            v = float(item)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v) or not v.is_integer():
+            shown = item if len(item) <= 40 else item[:37] + "..."
+            raise ScheduleError(f"step_list: {shown!r} is not a whole number", fix=STEP_LIST_FIX)
+        out.append(int(v))
+    return out
+
+
+def torch_seed(seed: int) -> int:
+    """The seed as torch's generators take it everywhere: values >= 2^63 as their two's-complement
+    negative twin (torch wraps negative seeds to the same unsigned 64-bit state), because
+    ComfyUI's CPU noise sampler seeds `seed + 1` and 2^64 overflows torch's int64 argument
+    ("Overflow when unpacking long long"). Same noise for every seed in 0..2^64-1."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ScheduleError(f"seed {seed!r} is outside 0..{SEED_MAX}", fix="use a seed from 0 to 2^64-1.")
+    return seed - 2**64 if seed >= 2**63 else seed
 
 
 def step(
@@ -101,7 +135,9 @@ def check_video_size(width: int, height: int, frames: int) -> list[str]:
     """Problems with a requested size (empty = valid), each naming the nearest valid values."""
     problems = []
     for name, v in (("width", width), ("height", height)):
-        if v % 16:
+        if v < 16:
+            problems.append(f"{name} {v} is below 16 (nearest valid: 16)")
+        elif v % 16:
             lo, hi = v - v % 16, v - v % 16 + 16
             problems.append(f"{name} {v} is not divisible by 16 (nearest valid: {lo or 16} or {hi})")
     if frames < 1 or (frames - 1) % 4:

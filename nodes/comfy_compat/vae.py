@@ -32,6 +32,7 @@ import torch
 from ...wan4step.vae.formats import VAEFile
 from ...wan4step.vae.model import MEMORY_MARGIN, WanVAE
 from ...wan4step.vae.tiled import encode_vram_bytes
+from . import interrupts
 
 REPLACED = ("first_stage_model", "patcher", "size", "handles_tiling", "memory_used_decode", "memory_used_encode")
 MODEL_HOOKS = ("comfy_has_chunked_io",)  # read by VAE.decode / encode on first_stage_model
@@ -57,6 +58,7 @@ def comfy_vae(file: VAEFile, dtype: torch.dtype | None = None, tiling: str = "au
     ours.tile = (max(1, tile_size // 8),) * 2
     ours.overlap = tile_overlap // 8
     ours.progress = progress
+    interrupts.check_in(ours)  # Cancel stops a decode within a layer (the engine's units are whole stages)
 
     # what ComfyUI frees before a decode; "auto" asks for the untiled peak (so the DiT is
     # unloaded when that makes room) and tiles only if it still does not fit

@@ -34,6 +34,8 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, dict] = {}  # repo -> {"files": {path: bytes}, "lfs": set, "gated": bool}
         self.corrupt: set[tuple[str, str]] = set()
+        self.oversize: dict[tuple[str, str], int] = {}  # (repo, path) -> extra bytes sent past the listed size
+        self.auth: list[str | None] = []  # the Authorization header of every request
         self.log: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -42,8 +44,11 @@ class FakeHub:
                                        daemon=True)
         self.thread.start()
 
-    def add(self, repo: str, files: dict[str, bytes], lfs: set[str] | None = None, gated: bool = False) -> None:
-        self.repos[repo] = {"files": dict(files), "lfs": set(files) if lfs is None else lfs, "gated": gated}
+    def add(self, repo: str, files: dict[str, bytes], lfs: set[str] | None = None, gated: bool = False,
+            hashes: bool = True) -> None:
+        """hashes=False: a listing with sizes only (no LFS sha256, no git blob id), like some mirrors."""
+        self.repos[repo] = {"files": dict(files), "lfs": set(files) if lfs is None else lfs, "gated": gated,
+                            "hashes": hashes}
 
     def gets(self) -> list[tuple[str, str | None]]:
         return [(p, r) for m, p, r in self.log if m == "GET" and "/resolve/" in p]
@@ -88,6 +93,7 @@ class FakeHub:
                 url = urlparse(self.path)
                 path = unquote(url.path)
                 hub_self.log.append((self.command, path, self.headers.get("Range")))
+                hub_self.auth.append(self.headers.get("Authorization"))
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
                 if m:
                     repo = hub_self.repos.get(m.group(1))
@@ -95,9 +101,10 @@ class FakeHub:
                         return self._error(404, "RepoNotFound")
                     siblings = []
                     for name, data in repo["files"].items():
-                        s = {"rfilename": name, "size": len(data),
-                             "blobId": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
-                        if name in repo["lfs"]:
+                        s = {"rfilename": name, "size": len(data)}
+                        if repo["hashes"]:
+                            s["blobId"] = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+                        if name in repo["lfs"] and repo["hashes"]:
                             s["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
                                         "pointerSize": 134}
                         siblings.append(s)
@@ -119,6 +126,7 @@ class FakeHub:
                 etag = hashlib.sha256(data).hexdigest() if lfs else hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
                 if (m.group(1), name) in hub_self.corrupt:
                     data = bytes(b ^ 0xFF for b in data)
+                data = data + b"\0" * hub_self.oversize.get((m.group(1), name), 0)
                 start = 0
                 rng = self.headers.get("Range")
                 if rng and self.command == "GET":
@@ -332,3 +340,56 @@ def test_catalog_plan_fetches_only_its_files_with_case_insensitive_names(fake_hu
     assert [r.remote.path for r in report.results] == ["wan2.1_t2v_14b_lightx2v_stepcfgdistill_vace-Q4_K_M.gguf"]
     assert (folders["diffusion_models"] / catalog.WEIGHTS["gguf_Q4_K_M"].model_name).is_file()
 
+
+
+# --------------------------------------------------------------------------------------
+# shared-server safety (issue 17)
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("url, sends", [
+    ("https://huggingface.co", True), ("https://cdn-lfs.huggingface.co/x", True), ("https://hf.co/a", True),
+    ("http://huggingface.co", False), ("https://huggingface.co.evil.example", False),
+    ("https://mirror.example.com", False), ("http://127.0.0.1:8080", False), ("https://evilhuggingface.co", False),
+])
+def test_only_hugging_face_https_hosts_get_the_token(url, sends):
+    assert hub.sends_token(url) is sends
+
+
+def test_a_mirror_endpoint_never_sees_the_token(fake_hub, folders, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_do_not_send")
+    _add_test_repo(fake_hub)
+    hub.download(SPECS, folders, endpoint=fake_hub.url)  # token=None: huggingface_hub would use HF_TOKEN
+    hub.download(SPECS, folders, endpoint=fake_hub.url, token="hf_explicit_secret")
+    assert fake_hub.auth and not any(fake_hub.auth), set(fake_hub.auth)
+
+
+def test_a_listing_without_sha256_is_reported_unverified(fake_hub, folders):
+    fake_hub.add(REPO, _repo_files(), hashes=False)
+    report = hub.download(SPECS[2:], folders, endpoint=fake_hub.url, token=False)
+    assert [r.status for r in report.results] == ["downloaded"]
+    assert report.results[0].checked_by == "size only" and report.unverified == report.results
+    assert "1 unverified: the listing gives no sha256 (vae.safetensors; checked by size only)" in report.summary()
+    again = hub.download(SPECS[2:], folders, endpoint=fake_hub.url, token=False)
+    assert "1 unverified" in again.summary()
+    # with hashes the same download is verified
+    fake_hub.add(REPO, _repo_files())
+    (folders["vae"] / "vae.safetensors").unlink()
+    report = hub.download(SPECS[2:], folders, endpoint=fake_hub.url, token=False)
+    assert report.results[0].checked_by == "sha256" and "unverified" not in report.summary()
+
+
+def test_a_server_sending_more_than_listed_gets_the_wrong_size_error(fake_hub, folders):
+    _add_test_repo(fake_hub)
+    fake_hub.oversize[(REPO, "split_files/vae/vae.safetensors")] = 10_000
+    with pytest.raises(DownloadError, match="wrong size") as err:
+        hub.download(SPECS[2:], folders, endpoint=fake_hub.url, token=False)
+    assert "Expected: 5000 bytes" in str(err.value) and "more than 5000 bytes" in str(err.value)
+    assert not list((folders["vae"] / hub.STAGING_DIR).glob("*.part"))
+    assert not (folders["vae"] / "vae.safetensors").exists()
+
+
+def test_a_destination_outside_the_folder_is_refused(fake_hub, folders):
+    _add_test_repo(fake_hub)
+    bad = [FileSpec(REPO, "split_files/vae/vae.safetensors", "vae", "../../escaped.safetensors")]
+    with pytest.raises(DownloadError, match="outside the model folder"):
+        hub.download(bad, folders, endpoint=fake_hub.url, token=False)
+    assert not (folders["vae"].parent.parent / "escaped.safetensors").exists()

@@ -166,3 +166,17 @@ def test_host_pinner_decides_and_is_undone():
     slabs.close()
     assert sorted(budget.unpinned) == sorted(budget.pinned) and int(a[-1]) == 1  # unlocked, still valid
     assert PinnedSlabs(False, budget).empty(100).numel() == 100 and len(budget.pinned) == 2  # pin off: never asked
+
+
+def test_disk_mode_under_inference_mode_like_comfyui():
+    """ComfyUI runs every node under torch.inference_mode(); the read-ahead thread must copy in
+    that mode too (it failed with 'Inplace update to inference tensor outside InferenceMode')."""
+    blocks = _model(seed=3)
+    x = torch.randn(2, 5, 64)
+    with torch.inference_mode():
+        ref = _run(blocks, x)
+        streamer, wrapped = stream_modules(list(blocks), "cpu", prefetch=2, disk=True)
+        for _ in range(2):
+            assert torch.equal(_run(wrapped, x), ref)
+        streamer.close()
+    assert streamer.stats.copies >= 2 * len(blocks)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FormatError, WrongModelError
+from ..errors import FormatError, WrongModelError, describe_head
 from ..quant.weights import GGUF, QuantWeight, tensor_nbytes
 from ..wan_config import (
     VaceConfig,
@@ -100,7 +100,7 @@ def sniff(path: Path) -> str:
         "unknown file type",
         path=path,
         expected="a .gguf, .safetensors or .pth Wan2.1 T2V-14B model (or a LightX2V folder)",
-        found=f"first bytes {head[:8]!r}",
+        found=describe_head(head),
     )
 
 

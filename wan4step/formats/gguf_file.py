@@ -67,7 +67,7 @@ from gguf import (
     LlamaFileType,
 )
 
-from ..errors import FormatError, WrongModelError
+from ..errors import FormatError, WrongModelError, describe_head
 from ..quant.gguf_dequant import FLOAT_TYPES, check_supported
 from ..quant.gguf_encode import encode
 from ..quant.weights import GGUF, QuantWeight
@@ -129,7 +129,7 @@ def _describe_head(head: bytes) -> str:
         return "a .safetensors file"
     if head.lstrip()[:1] in (b"<", b"{"):
         return "a text/HTML file (a failed download page?)"
-    return f"first bytes {head[:8]!r}"
+    return describe_head(head)
 
 
 def _open_reader(path: Path) -> GGUFReader:

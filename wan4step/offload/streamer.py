@@ -181,7 +181,11 @@ class BlockStreamer:
         self.stats.copies += 1
         self.stats.bytes += m.layout.total
         if self.disk:
-            self.pending[i] = self.pool.submit(self._disk_copy, i, s)
+            # grad/inference mode are thread-local: the worker copies in the mode of the thread that
+            # issued (ComfyUI runs nodes under torch.inference_mode(), and the ring and staging
+            # slabs made there are inference tensors that may only be written inside it)
+            modes = (torch.is_inference_mode_enabled(), torch.is_grad_enabled())
+            self.pending[i] = self.pool.submit(self._disk_copy_in_mode, modes, i, s)
             return
         dst = self.slots[s].narrow(0, 0, m.layout.total)
         if self.cuda:
@@ -191,6 +195,11 @@ class BlockStreamer:
                 self.copy_done[s].record(self.copy_stream)
         else:
             dst.copy_(m.host)
+
+    def _disk_copy_in_mode(self, modes: tuple[bool, bool], i: int, s: int) -> None:
+        inference, grad = modes
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            self._disk_copy(i, s)
 
     def _disk_copy(self, i: int, s: int) -> None:
         m = self.mods[i]

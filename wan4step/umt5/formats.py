@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FormatError, UnsupportedQuantError, WrongModelError
+from ..errors import FormatError, UnsupportedQuantError, WrongModelError, describe_head
 from ..formats.pth_file import read_pth
 from ..quant.weights import FP8, GGUF, INT8, QuantWeight
 from .model import UMT5Config, block_index, config_from_shapes
@@ -132,7 +132,7 @@ def sniff_container(path: Path) -> str:
         "not a model file this loader can read",
         path=path,
         expected="a .safetensors, .pth or .gguf UMT5 text encoder",
-        found=f"first bytes {head[:8]!r}",
+        found=describe_head(head),
         fix="pick the UMT5 file itself (not a folder, archive or web page saved by mistake).",
     )
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import FormatError, WrongModelError
+from ..errors import FormatError, WrongModelError, describe_head
 from ..formats.pth_file import read_pth
 from .model import VAEConfig, WanVAE, WanVAEModel
 
@@ -118,6 +118,11 @@ def diffusers_to_original(sd: dict[str, torch.Tensor], num_res_blocks: int = 2) 
 
 
 # -- containers ------------------------------------------------------------------------------------
+def _head_of(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return describe_head(f.read(16))
+
+
 def sniff_container(path: str | Path) -> str:
     """'safetensors' | 'torch' | 'gguf' | 'unknown', from the first bytes, not the file name."""
     size = os.path.getsize(path)
@@ -276,7 +281,7 @@ def read_vae_state_dict(path: str | Path) -> VAEFile:
                           fix=GET_IT)
     else:
         raise FormatError("unknown file format", path=path, expected="a torch .pth or a .safetensors file",
-                          found=f"first bytes {open(path, 'rb').read(8)!r}", fix=GET_IT)
+                          found=_head_of(path), fix=GET_IT)
     sd = _strip_prefix(sd)
     other = _what_else(sd)
     if other is not None:
