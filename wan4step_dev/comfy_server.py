@@ -89,6 +89,7 @@ class ComfyServer:
             "--database-url",
             "sqlite:///:memory:",
             *self.extra_args,
+            *self._headless_frontend(),
         ]
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self._log = open(self.log_path, "wb")
@@ -106,6 +107,17 @@ class ComfyServer:
             time.sleep(0.5)
         self.stop()
         raise TimeoutError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def _headless_frontend(self) -> list[str]:
+        """Without the frontend package (the GPU machine has none) ComfyUI exits at start; an empty
+        web root serves the API alone, which is all a queued job needs."""
+        import importlib.util
+
+        if "--front-end-root" in self.extra_args or importlib.util.find_spec("comfyui_frontend_package"):
+            return []
+        root = self.base_dir / "no_frontend"
+        root.mkdir(exist_ok=True)
+        return ["--front-end-root", str(root)]
 
     def log_tail(self, n: int = 60) -> str:
         if not self.log_path or not self.log_path.exists():
