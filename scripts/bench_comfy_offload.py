@@ -103,8 +103,11 @@ def setup_comfy(flags: list[str], cuda: bool, budget_gib: float | None, cfg):
         from comfy.cli_args import args, enables_dynamic_vram
     finally:
         sys.argv = argv
-    if cuda:
+    if cuda and "torch" not in sys.modules:
         import cuda_malloc  # noqa: F401  (main.py: picks cudaMallocAsync via PYTORCH_CUDA_ALLOC_CONF before torch loads)
+    elif cuda:  # setting the allocator after torch loaded fails at CUDA init ("allocator backend parsed at runtime")
+        print("torch was imported first (wan4step.errors subclasses torch's OOM): torch's native CUDA allocator, "
+              "not cudaMallocAsync, for every row of this run", flush=True)
     try:
         import comfy_aimdo.control as aimdo
     except ImportError as exc:

@@ -51,11 +51,13 @@ def test_block_swap_from_disk_renders_in_a_gpu_server(tmp_path):
     prepare_base_dir(tmp_path, [p for p in [comfyui / "custom_nodes" / "ComfyUI-GGUF"] if p.is_dir()])
     write_tiny_models(tmp_path / "models")
     wf = json.loads(TINY_API.read_text())
-    wf["10"] = {"class_type": "Wan4StepBlockSwap", "inputs": {
-        "model": ["1", 0], "blocks_to_swap": 2, "prefetch": 1, "pin_memory": True, "source": "disk",
-        "offload_embeddings": False}}
-    wf["5"]["inputs"]["model"] = ["10", 0]
-    wf["4"]["inputs"].update(width=64, height=48, length=9)
+    ids = {node["class_type"]: key for key, node in wf.items()}
+    swap = str(max(int(k) for k in wf) + 1)
+    wf[swap] = {"class_type": "Wan4StepBlockSwap", "inputs": {
+        "model": [ids["Wan4StepModelLoader"], 0], "blocks_to_swap": 2, "prefetch": 1, "pin_memory": True,
+        "source": "disk", "offload_embeddings": False}}
+    wf[ids["Wan4StepSampler"]]["inputs"]["model"] = [swap, 0]
+    wf[ids["EmptyHunyuanLatentVideo"]]["inputs"].update(width=64, height=48, length=9)
     server = ComfyServer(comfyui, tmp_path, cpu=False)
     client = server.start()
     try:
