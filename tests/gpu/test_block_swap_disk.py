@@ -61,7 +61,10 @@ def test_block_swap_from_disk_renders_in_a_gpu_server(tmp_path):
     server = ComfyServer(comfyui, tmp_path, cpu=False)
     client = server.start()
     try:
-        hist = client.run(wf, timeout=600)
+        try:
+            hist = client.run(wf, timeout=600)
+        except Exception as exc:  # show what the server said, not only the client's view
+            pytest.fail(f"{exc}\n--- server log ---\n{server.log_tail(80)}")
         files = [f for f in output_files(hist) if f["filename"].endswith(".mp4")]
         data = client.view(files[0]["filename"], files[0]["subfolder"], files[0]["type"])
         import av
