@@ -491,3 +491,17 @@ def test_unsupported_comfy_quant_format_is_named(tmp_path, sd):
     save_file(out, str(p))
     with pytest.raises(UnsupportedQuantError, match=f"layer '{layer}' uses ComfyUI quantization format 'nvfp4'"):
         read_umt5(p)
+
+
+def test_clean_text_without_ftfy_warns_once_and_keeps_the_prompt(monkeypatch, caplog):
+    """A server missing the optional repair package still encodes (one warning, not a failed job)."""
+    import sys
+
+    from wan4step.umt5 import tokenizer as tok
+
+    monkeypatch.setitem(sys.modules, "ftfy", None)  # import ftfy -> ImportError
+    monkeypatch.setattr(tok, "_warned_ftfy", [])
+    with caplog.at_level("WARNING", logger="wan4step"):
+        assert tok.clean_text("  a &amp;amp; red   fox \n") == "a & red fox"
+        assert tok.clean_text("second") == "second"
+    assert sum("ftfy" in r.getMessage() for r in caplog.records) == 1

@@ -16,6 +16,7 @@ encoded by hand below, so no `protobuf` package is needed.
 from __future__ import annotations
 
 import html
+import logging
 import re
 import struct
 from collections.abc import Sequence
@@ -37,11 +38,24 @@ TOKENIZER_FIX = (
 )
 
 
-def clean_text(text: str) -> str:
-    """Wan2.1's prompt cleaning (`whitespace_clean(basic_clean(text))`)."""
-    import ftfy
+_warned_ftfy: list[bool] = []
 
-    text = ftfy.fix_text(text)
+
+def clean_text(text: str) -> str:
+    """Wan2.1's prompt cleaning (`whitespace_clean(basic_clean(text))`).
+
+    ftfy (a requirement) only repairs mojibake; where an install lacks it, prompts are used as
+    typed (the same tokens for any correctly encoded text) with one warning, never a failed job."""
+    try:
+        import ftfy
+    except ImportError:
+        if not _warned_ftfy:
+            _warned_ftfy.append(True)
+            logging.getLogger("wan4step").warning(
+                "wan4step: the 'ftfy' package is missing (pip install ftfy); prompts are not repaired for "
+                "mojibake, which changes nothing for correctly encoded text")
+    else:
+        text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
     return re.sub(r"\s+", " ", text).strip()
 
