@@ -287,8 +287,12 @@ def _wrong_block_count(keys, found: int, want: int, prefix: str, path: str | Non
             found=f"{prefix}{found - 1}",
             fix="this is another model with 14B-sized blocks; use a Wan2.1 T2V-14B file.",
         )
-    missing = missing_blocks(keys, want, prefix)
-    raise FormatError(
+    raise missing_blocks_error(missing_blocks(keys, want, prefix), want, prefix, path)
+
+
+def missing_blocks_error(missing: Sequence[int], want: int, prefix: str, path) -> FormatError:
+    """The one message for whole blocks absent from a file (shape detection and the loader's check)."""
+    return FormatError(
         f"{len(missing)} of {want} blocks are missing: {describe_blocks(missing, prefix)}",
         path=path,
         expected=f"all {want} blocks ({prefix}0 … {prefix}{want - 1}) of a 14B model (dim {T2V_14B.dim})",

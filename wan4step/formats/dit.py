@@ -24,12 +24,12 @@ from ..quant.weights import GGUF, QuantWeight, tensor_nbytes
 from ..wan_config import (
     VaceConfig,
     WanConfig,
-    describe_blocks,
     detect_config,
     detect_vace,
     expected_shapes,
     is_vace_key,
     missing_blocks,
+    missing_blocks_error,
 )
 from .keymaps import to_canonical
 from .pth_file import read_pth
@@ -147,13 +147,7 @@ def _check_blocks(sd: dict, cfg: WanConfig, vace: VaceConfig | None, path: Path)
     for prefix, n in (("blocks.", cfg.num_layers), ("vace_blocks.", vace.num_layers if vace else 0)):
         gone = missing_blocks(sd, n, prefix)
         if gone:
-            raise FormatError(
-                f"{len(gone)} of {n} blocks are missing: {describe_blocks(gone, prefix)}",
-                path=path,
-                expected=f"{prefix}0 … {prefix}{n - 1}",
-                found=f"{n - len(gone)} blocks",
-                fix="the file is incomplete (an interrupted download or a broken conversion); download it again.",
-            )
+            raise missing_blocks_error(gone, n, prefix, path)
 
 
 def _check_keys(sd: dict, want: dict[str, tuple[int, ...]], cfg: WanConfig, path: Path) -> None:
