@@ -51,12 +51,12 @@ def median_ms(fn, reps: int, warm: int = 2) -> float:
 
 
 def sweep_configs() -> list[attn8.Config]:
-    """Tile shapes, warps and pipeline depths around the best of the H200 sweeps (64 x 128 tiles, one
-    warpgroup, 3 stages), with and without the polynomial exp2 split."""
+    """The Triton kernel's best of the H200 sweeps (64 x 128 tiles, one warpgroup, 3 stages; the other
+    shapes, depths and the exp2 split were 8-45 % slower: docs/bench/attention_h200_sweep1.log) against
+    the Gluon kernel for sm90 (hopper.py) at its tile shapes and pipeline depths."""
     C = attn8.Config
-    return [C(64, 128, 4, 3), C(64, 128, 4, 2), C(64, 128, 4, 4), C(64, 64, 4, 3), C(64, 64, 4, 4),
-            C(128, 128, 8, 3), C(128, 128, 8, 4), C(128, 64, 8, 3), C(64, 128, 4, 3, exp_split=True),
-            C(128, 128, 8, 3, exp_split=True)]
+    return [C(64, 128, 4, 3), C(64, 128, 4, 2, gluon=True), C(64, 128, 4, 3, gluon=True),
+            C(128, 128, 8, 2, gluon=True), C(128, 128, 8, 3, gluon=True)]
 
 
 def _precompile(args) -> str:
@@ -96,7 +96,7 @@ def run_sweep(L: int) -> list[tuple[float, attn8.Config]]:
             cos, rel = accuracy(out, ref)
             t = median_ms(lambda cfg=cfg: attn8.attn8(q, k, v, cfg=cfg), 7)
             st = attn8.stats(q, k, v)
-            codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
+            codes = attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon)
             tk = median_ms(lambda cfg=cfg, codes=codes, st=st: attn8.attention_codes(
                 *codes, st[3], st[4], 1, H, L, L, q.dtype, cfg, True), 7)
             say(f"  {str(cfg):16s} {t:8.2f} ms  kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
@@ -177,9 +177,9 @@ def bench_shape(label: str, L: int, lk: int, fns: dict, cfg: attn8.Config, rows:
     if DEVICE.type != "cuda":
         return
     st = attn8.stats(q, k, v)  # the 8-bit passes apart
-    codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
+    codes = attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon)
     ts = median_ms(lambda: attn8.stats(q, k, v), reps)
-    tq = median_ms(lambda: attn8.quantize(q, k, v, st, cfg.block_n, True), reps)
+    tq = median_ms(lambda: attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon), reps)
     tk = median_ms(lambda: attn8.attention_codes(*codes, st[3], st[4], 1, H, L, lk, q.dtype, cfg, True), reps)
     say(f"  {label} 8bit {cfg} passes: stats {ts:.3f} ms, quantize {tq:.3f} ms, kernel {tk:.3f} ms "
         f"({flops(L, lk) / tk / 1e9:.0f} TFLOP/s)")

@@ -103,9 +103,10 @@ def _quant_q_kernel(Q, QIA, Q8, QS, Lq, Lq_pad, H, sqb, sqh, sql, BLOCK_L: tl.co
 
 @triton.jit
 def _quant_kv_kernel(K, V, KA, KM, VM, VIS, K8, KS, VT, Lk, Lk_pad, H, skb, skh, skl, svb, svh, svl,
-                     BLOCK_N: tl.constexpr, D: tl.constexpr, PV_FP8: tl.constexpr):
+                     BLOCK_N: tl.constexpr, D: tl.constexpr, PV_FP8: tl.constexpr, KEY_ORDER: tl.constexpr):
     """One key block: (k - mean) * alpha -> INT8 codes with one scale; (v - mean) / scale -> e4m3
-    (fp16 where PV_FP8 is off) stored transposed, VT [B*H, D, Lk_pad]. Pad rows get code 0."""
+    (fp16 where PV_FP8 is off) stored transposed, VT [B*H, D, Lk_pad]. Pad rows get code 0.
+    KEY_ORDER stores V's keys in the order the Hopper kernel feeds P to its P·V (hopper.key_order)."""
     pid = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -125,7 +126,10 @@ def _quant_kv_kernel(K, V, KA, KM, VM, VIS, K8, KS, VT, Lk, Lk_pad, H, skb, skh,
     vm = tl.load(VM + bh * D + offs_d)[None, :]
     vis = tl.load(VIS + bh * D + offs_d)[None, :]
     v = tl.where(m, (v.to(tl.float32) - vm) * vis, 0.0)
-    vt_ptr = VT + (bh * D + offs_d[None, :]).to(tl.int64) * Lk_pad + rows[:, None]
+    col = rows
+    if KEY_ORDER:  # key 32c + 16h + 8g + 2t + e -> column 32c + 16h + 4t + 2g + e
+        col = (rows // 16) * 16 + ((rows // 2) % 4) * 4 + ((rows // 8) % 2) * 2 + rows % 2
+    vt_ptr = VT + (bh * D + offs_d[None, :]).to(tl.int64) * Lk_pad + col[:, None]
     if PV_FP8:
         tl.store(vt_ptr, quant_codes(v, 1.0, False))
     else:

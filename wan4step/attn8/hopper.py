@@ -1,0 +1,208 @@
+"""The attention kernel of attn8 for Hopper (sm90), in Gluon: the same codes and arithmetic as
+kernels._attn8_kernel, scheduled so the tensor cores and the softmax run at the same time.
+
+Why a second kernel: Triton's `tl.dot` waits for each warpgroup MMA right after issuing it, so a
+program's Q·Kᵀ, softmax and P·V run one after another; only the second program on the SM fills
+the gaps (measured 757 TFLOP/s at 480p, issue floor ~2x that). Gluon exposes the asynchronous
+MMA, TMA loads and mbarriers, so one warpgroup can do what FlashAttention-3 calls intra-warpgroup
+pipelining: while the tensor cores compute S(j+1) = Q·K(j+1)ᵀ and O(j) = P(j)·V(j), the warps
+exponentiate S(j+1). Loads run STAGES blocks ahead through TMA.
+
+Per key block j the loop body is:
+    issue S(j+1) (async)          issue O(j) = P(j)·V(j) (async, a fresh FP32 product)
+    wait for S(j+1)               softmax of S(j+1) -> P(j+1) (e4m3), alpha(j+1), l, m
+    wait for O(j)                 acc = acc * alpha(j) + O(j)
+acc is kept relative to the running max m(j); alpha(j) = 2^(m(j-1) - m(j)) moves it along.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+BLOCK_N = 128  # keys per block = D: S and O share one MMA layout
+
+P_LOG2 = gl.constexpr(8.8)  # reference.P_LOG2: P's largest code 2^8.8 ~ 445 < e4m3's 448
+MAGIC = gl.constexpr(12582912.0)  # 1.5 * 2**23
+MAGIC_BITS = gl.constexpr(0x4B400000)  # its bit pattern
+
+
+@gluon.jit
+def _softmax(s, cc, m_i, l_i, start, Lk, p_layout: gl.constexpr, col_layout: gl.constexpr,
+             BLOCK_N: gl.constexpr, MASK: gl.constexpr):
+    """S (int32 codes' products) -> P as e4m3 in the P·V operand layout, alpha, l, m (base 2)."""
+    if MASK:
+        valid = gl.expand_dims(start + gl.arange(0, BLOCK_N, layout=col_layout) < Lk, 0)
+        s = gl.where(valid, s, -(1 << 30))
+    m_new = gl.maximum(m_i, gl.max(s, axis=1).to(gl.float32) * cc)
+    bias = MAGIC * cc + (m_new - P_LOG2)
+    x = (s + MAGIC_BITS).to(gl.float32, bitcast=True) * gl.expand_dims(cc, 1) - gl.expand_dims(bias, 1)
+    if MASK:
+        x = gl.where(valid, x, -float("inf"))
+    p = gl.exp2(x)
+    alpha = gl.exp2(m_i - m_new)
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+    p8 = _as_operand(p, p_layout, BLOCK_N)
+    return p8, alpha, l_i, m_new
+
+
+@gluon.jit
+def _as_operand(p, p_layout: gl.constexpr, BLOCK_N: gl.constexpr):
+    """P in the accumulator layout -> the P·V A-operand layout without moving data between threads.
+
+    A thread holds accumulator columns 2t, 2t+1, 8+2t, 9+2t (+16) of each 32 keys (t = lane % 4) and
+    feeds operand positions 4t..4t+3 (+16): P's keys are taken in that order (key_order), and V is
+    stored in the same order by the quantize kernel, so P·V is unchanged."""
+    BM: gl.constexpr = p.shape[0]
+    p = gl.reshape(p, [BM, BLOCK_N // 32, 2, 2, 4, 2])  # key = 32 chunk + 16 h + 8 g + 2 t + e
+    p = gl.permute(p, [0, 1, 2, 4, 3, 5])  # position = 32 chunk + 16 h + 4 t + 2 g + e
+    # fp16 between the softmax and its use: two keys per register across the loop (8-bit codes would
+    # take a register each); e4m3 codes are made right before the MMA (_e4m3)
+    return gl.convert_layout(gl.reshape(p, [BM, BLOCK_N]), p_layout).to(gl.float16)
+
+
+@gluon.jit
+def _e4m3(p16):
+    """fp16 P -> e4m3 codes, four keys of a row per register (cvt of f16 pairs; exact rounding: fp16
+    holds every value e4m3 can distinguish, so this rounds as fp32 -> e4m3 would but on ties)."""
+    codes = gl.inline_asm_elementwise(
+        "{ .reg .b16 lo, hi;\n cvt.rn.satfinite.e4m3x2.f16x2 lo, $1;\n cvt.rn.satfinite.e4m3x2.f16x2 hi, $2;\n"
+        " mov.b32 $0, {lo, hi}; }", "=r,r,r", [p16], dtype=gl.int8, is_pure=True, pack=4)
+    return codes.to(gl.float8e4nv, bitcast=True)
+
+
+@gluon.jit
+def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0, n_blocks,
+             STAGES: gl.constexpr, BLOCK_N: gl.constexpr):
+    """TMA loads of key block `blk` (when it exists) into ring slot blk % STAGES."""
+    ok = blk < n_blocks
+    st = blk % STAGES
+    mbarrier.expect(k_bars.index(st), k_desc.block_type.nbytes, pred=ok)
+    tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_smem.index(st), pred=ok)
+    mbarrier.expect(v_bars.index(st), v_desc.block_type.nbytes, pred=ok)
+    tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], v_bars.index(st), v_smem.index(st), pred=ok)
+
+
+@gluon.jit
+def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
+                       sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
+                       STAGES: gl.constexpr, num_warps: gl.constexpr):
+    gl.static_assert(BLOCK_N == D, "S and O share one MMA layout (rows of alpha need no conversion)")
+    pid_m = gl.program_id(0)
+    bh = gl.program_id(1)
+    b = bh // H
+    h = bh % H
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                  instr_shape=[16, BLOCK_N, 32])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
+    rows: gl.constexpr = gl.SliceLayout(1, mma)
+    cols: gl.constexpr = gl.SliceLayout(0, mma)
+
+    q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, D], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, D], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, D, BLOCK_N], v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_bars.index(i), count=1)
+        mbarrier.init(v_bars.index(i), count=1)
+
+    n_blocks = Lk_pad // BLOCK_N
+    k_row0 = bh * Lk_pad
+    v_row0 = bh * D
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [bh * Lq_pad + pid_m * BLOCK_M, 0], q_bar, q_smem)
+    for i in gl.static_range(STAGES):
+        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N)
+
+    offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows)
+    c = gl.load(QS + bh * Lq_pad + offs_m) * qk_scale  # per row: q scale * softmax scale * log2(e)
+    ks_ptr = KS + bh * n_blocks
+    zero = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
+    zero_o = gl.zeros([BLOCK_M, D], gl.float32, mma)
+    acc = gl.zeros([BLOCK_M, D], gl.float32, mma)
+    m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, rows)
+    l_i = gl.zeros([BLOCK_M], gl.float32, rows)
+    tail = Lk % BLOCK_N != 0  # the last block holds pad keys (codes 0): masked
+
+    # block 0: S(0), softmax
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(k_bars.index(0), 0)
+    s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s,))
+    if tail and n_blocks == 1:
+        p8, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
+    else:
+        p8, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False)
+
+    for j in range(0, n_blocks - 1):
+        nxt = j + 1
+        st_n = nxt % STAGES
+        mbarrier.wait(k_bars.index(st_n), (nxt // STAGES) & 1)
+        s_tok = warpgroup_mma(q_smem, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
+        st = j % STAGES
+        mbarrier.wait(v_bars.index(st), (j // STAGES) & 1)
+        o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), zero_o, use_acc=False, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        cc = c * gl.load(ks_ptr + nxt)
+        if tail and nxt == n_blocks - 1:
+            p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True)
+        else:
+            p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
+        o = warpgroup_mma_wait(0, deps=(o_tok,))
+        # slot st's K was read by S(j) and its V by O(j): both done, refill it with block j + STAGES
+        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, j + STAGES, k_row0, v_row0, n_blocks, STAGES,
+                 BLOCK_N)
+        acc = acc * gl.expand_dims(alpha, 1) + o
+        p8 = p8n
+        alpha = alpha_n
+
+    last = n_blocks - 1
+    st = last % STAGES
+    mbarrier.wait(v_bars.index(st), (last // STAGES) & 1)
+    o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), zero_o, use_acc=False, is_async=True)
+    o = warpgroup_mma_wait(0, deps=(o_tok,))
+    acc = acc * gl.expand_dims(alpha, 1) + o
+
+    mbarrier.invalidate(q_bar)
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(k_bars.index(i))
+        mbarrier.invalidate(v_bars.index(i))
+    offs_d = gl.arange(0, D, layout=cols)
+    vs = gl.load(VS + bh * D + offs_d)
+    vm = gl.load(VM + bh * D + offs_d)
+    out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_i, 1)) + gl.expand_dims(vm, 0)
+    o_ptrs = Out + b * sob + h * soh + gl.expand_dims(offs_m.to(gl.int64) * sol, 1) + gl.expand_dims(offs_d, 0)
+    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
+
+
+def key_order(n: int) -> torch.Tensor:
+    """Column of each key in the V the kernel reads (kernels._quant_kv_kernel's KEY_ORDER)."""
+    r = torch.arange(n)
+    return (r // 16) * 16 + ((r // 2) % 4) * 4 + ((r // 8) % 2) * 2 + r % 2
+
+
+def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, gl.NVMMASharedLayout.get_default_for(block, dtype))
+
+
+def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int, dtype: torch.dtype,
+                    block_m: int = 64, stages: int = 2, num_warps: int = 4) -> torch.Tensor:
+    """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D]."""
+    BH, lq, D = q8.shape
+    lk = k8.shape[1]
+    if D != BLOCK_N or lk % BLOCK_N or lq % block_m:
+        raise ValueError(f"hopper attention needs D = {BLOCK_N} and padded codes (D {D}, keys {lk}, queries {lq})")
+    out = torch.empty(B, Lq, H, D, device=q8.device, dtype=dtype)
+    _attn8_sm90_kernel[(triton.cdiv(Lq, block_m), BH)](
+        _desc(q8.view(BH * lq, D), [block_m, D], gl.int8), _desc(k8.view(BH * lk, D), [BLOCK_N, D], gl.int8),
+        _desc(vt.view(BH * D, lk), [D, BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H,
+        D**-0.5 * 1.4426950408889634, out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N,
+        D=D, STAGES=stages, num_warps=num_warps)
+    return out.transpose(1, 2)
