@@ -51,12 +51,12 @@ def median_ms(fn, reps: int, warm: int = 2) -> float:
 
 
 def sweep_configs() -> list[attn8.Config]:
-    """The Triton kernel's best of the H200 sweeps (64 x 128 tiles, one warpgroup, 3 stages; the other
-    shapes, depths and the exp2 split were 8-45 % slower: docs/bench/attention_h200_sweep1.log) against
-    the Gluon kernel for sm90 (hopper.py) at its tile shapes and pipeline depths."""
+    """Tile shapes, warps and pipeline depths around the best of the H200 sweeps (64 x 128 tiles, one
+    warpgroup, 3 stages), with and without the polynomial exp2 split."""
     C = attn8.Config
-    return [C(64, 128, 4, 3), C(64, 128, 4, 2, gluon=True), C(64, 128, 4, 3, gluon=True),
-            C(128, 128, 8, 2, gluon=True), C(128, 128, 8, 3, gluon=True)]
+    return [C(64, 128, 4, 3), C(64, 128, 4, 2), C(64, 128, 4, 4), C(64, 64, 4, 3), C(64, 64, 4, 4),
+            C(128, 128, 8, 3), C(128, 128, 8, 4), C(128, 64, 8, 3), C(64, 128, 4, 3, exp_split=True),
+            C(128, 128, 8, 3, exp_split=True)]
 
 
 def _precompile(args) -> str:
@@ -96,7 +96,7 @@ def run_sweep(L: int) -> list[tuple[float, attn8.Config]]:
             cos, rel = accuracy(out, ref)
             t = median_ms(lambda cfg=cfg: attn8.attn8(q, k, v, cfg=cfg), 7)
             st = attn8.stats(q, k, v)
-            codes = attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon)
+            codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
             tk = median_ms(lambda cfg=cfg, codes=codes, st=st: attn8.attention_codes(
                 *codes, st[3], st[4], 1, H, L, L, q.dtype, cfg, True), 7)
             say(f"  {str(cfg):16s} {t:8.2f} ms  kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
@@ -105,7 +105,37 @@ def run_sweep(L: int) -> list[tuple[float, attn8.Config]]:
         except Exception as exc:
             say(f"  {str(cfg):16s} failed: {type(exc).__name__}: {str(exc)[:300]}")
     res.sort(key=lambda r: r[0])
+    gluon_rows(q, k, v, ref, L)
     return res
+
+
+def gluon_rows(q, k, v, ref, L: int) -> None:
+    """The experimental Gluon kernel for sm90 (wan4step_dev/attn8_hopper.py, not shipped) beside the
+    Triton one, on the same codes but V in key order; and a probe of whether either is bound by L2
+    traffic: the Gluon kernel again with TMA bringing only half of each K and V tile (same MMAs and
+    softmax on partly stale tiles: its output is garbage, its time is the point)."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        return
+    try:
+        from wan4step_dev import attn8_hopper as hopper
+    except Exception as exc:
+        say(f"  Gluon kernel not importable: {type(exc).__name__}: {str(exc)[:200]}")
+        return
+    st = attn8.stats(q, k, v)
+    codes = attn8.quantize(q, k, v, st, 128, True, key_order=True)
+    say("\n== experimental Gluon kernel (sm90; wan4step_dev/attn8_hopper.py), kernel alone, same codes")
+    for bm, stages, warps in ((64, 2, 4), (64, 3, 4), (128, 2, 8), (128, 3, 8)):
+        run = lambda bm=bm, stages=stages, warps=warps, half=False: hopper.attention_codes(  # noqa: E731
+            *codes, st[3], st[4], 1, H, L, L, q.dtype, bm, stages, warps, half_kv_probe=half)
+        try:
+            cos, rel = accuracy(run(), ref)
+            tk = median_ms(run, 7)
+            th = median_ms(lambda run=run: run(half=True), 7)
+        except Exception as exc:
+            say(f"  m{bm}s{stages}w{warps} gluon failed: {type(exc).__name__}: {str(exc)[:300]}")
+            continue
+        say(f"  m{bm}n128w{warps}s{stages} gluon  kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
+            f"cos {cos:.5f} rel {rel:.4f};  half the K/V bytes {th:8.2f} ms ({th / tk:.3f}x)")
 
 
 def flops(lq: int, lk: int) -> float:
@@ -177,9 +207,9 @@ def bench_shape(label: str, L: int, lk: int, fns: dict, cfg: attn8.Config, rows:
     if DEVICE.type != "cuda":
         return
     st = attn8.stats(q, k, v)  # the 8-bit passes apart
-    codes = attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon)
+    codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
     ts = median_ms(lambda: attn8.stats(q, k, v), reps)
-    tq = median_ms(lambda: attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon), reps)
+    tq = median_ms(lambda: attn8.quantize(q, k, v, st, cfg.block_n, True), reps)
     tk = median_ms(lambda: attn8.attention_codes(*codes, st[3], st[4], 1, H, L, lk, q.dtype, cfg, True), reps)
     say(f"  {label} 8bit {cfg} passes: stats {ts:.3f} ms, quantize {tq:.3f} ms, kernel {tk:.3f} ms "
         f"({flops(L, lk) / tk / 1e9:.0f} TFLOP/s)")

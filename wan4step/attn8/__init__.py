@@ -24,12 +24,6 @@ try:
     HAVE_TRITON = True
 except Exception:  # pragma: no cover - CPU-only installs, Windows without triton
     HAVE_TRITON = False
-try:  # Gluon (Triton >= 3.5): the Hopper kernel
-    from . import hopper as _hopper
-
-    HAVE_GLUON = True
-except Exception:  # pragma: no cover - older triton
-    HAVE_GLUON = False
 
 
 @dataclass(frozen=True)
@@ -39,11 +33,9 @@ class Config:
     num_warps: int = 8
     num_stages: int = 3
     exp_split: bool = False  # every second exp2 as a polynomial on the FMA units (kernels._exp2_poly)
-    gluon: bool = False  # the Hopper kernel (hopper.py): MMAs overlapped with the softmax; sm90, D 128
 
     def __str__(self) -> str:
-        return (f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
-                f"{'x' if self.exp_split else ''}{'g' if self.gluon else ''}")
+        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}{'x' if self.exp_split else ''}"
 
 
 # Launch choices per compute capability. sm90: the fastest of a sweep on the H200
@@ -52,10 +44,9 @@ class Config:
 # BLOCK_M 128 with two warpgroups was ~10 % slower, BLOCK_N 64 ~15 %, 2 or 4 stages 8 % / 45 %, the
 # polynomial exp2 split ~10 % (the loop is issue-bound, not SFU-bound). Elsewhere not measured:
 # 64 x 64 tiles in two stages fit sm86/sm89's 99 KB of shared memory without spilling (ptxas, Triton 3.8).
-CONFIGS_TRITON: dict[tuple[int, int], Config] = {
+CONFIGS: dict[tuple[int, int], Config] = {
     (9, 0): Config(64, 128, 4, 3),
 }
-CONFIGS: dict[tuple[int, int], Config] = dict(CONFIGS_TRITON)
 DEFAULT_CONFIG = Config(64, 64, 4, 2)
 HEAD_DIMS = (64, 128)
 # below this many keys (text cross-attention has 512) the q quantize pass costs more than 8-bit saves
@@ -74,13 +65,6 @@ def pv_mode(capability: tuple[int, int]) -> str | None:
 
 def config_for(capability: tuple[int, int]) -> Config:
     return CONFIGS.get(capability, DEFAULT_CONFIG)
-
-
-def runnable(cfg: Config, capability: tuple[int, int], head_dim: int, pv_fp8: bool) -> Config:
-    """cfg, or the Triton kernel's config where the Gluon one cannot run (no Gluon, not sm90, D 64)."""
-    if cfg.gluon and not (HAVE_GLUON and capability[0] == 9 and head_dim == 128 and pv_fp8):
-        return CONFIGS_TRITON.get(capability, DEFAULT_CONFIG)
-    return cfg
 
 
 def usable(q: torch.Tensor, k: torch.Tensor) -> str | None:
@@ -137,9 +121,6 @@ def quantize(q, k, v, st, block_n: int, pv_fp8: bool, key_order: bool = False):
 
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B, H, Lq, Lk, dtype, cfg: Config, pv_fp8: bool) -> torch.Tensor:
-    if cfg.gluon:
-        return _hopper.attention_codes(q8, qs, k8, ks, vt, vm, vs, B, H, Lq, Lk, dtype, cfg.block_m, cfg.num_stages,
-                                       cfg.num_warps)
     D = q8.shape[-1]
     out = torch.empty(B, Lq, H, D, device=q8.device, dtype=dtype)
     _k._attn8_kernel[(triton.cdiv(Lq, cfg.block_m), B * H)](
@@ -159,10 +140,10 @@ def attn8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: Config | None 
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
     cap = torch.cuda.get_device_capability(q.device) if q.is_cuda else (9, 0)
+    cfg = cfg or config_for(cap)
     if pv_fp8 is None:
         pv_fp8 = pv_mode(cap) == "fp8"
-    cfg = runnable(cfg or config_for(cap), cap, D, pv_fp8)
     q, k, v = _unit_inner(q), _unit_inner(k), _unit_inner(v)
     st = stats(q, k, v)
-    q8, qs, k8, ks, vt = quantize(q, k, v, st, cfg.block_n, pv_fp8, key_order=cfg.gluon)
+    q8, qs, k8, ks, vt = quantize(q, k, v, st, cfg.block_n, pv_fp8)
     return attention_codes(q8, qs, k8, ks, vt, st[3], st[4], B, H, Lq, Lk, q.dtype, cfg, pv_fp8)

@@ -1,12 +1,19 @@
-"""The attention kernel of attn8 for Hopper (sm90), in Gluon: the same codes and arithmetic as
-kernels._attn8_kernel, scheduled so the tensor cores and the softmax run at the same time.
+"""Experimental, not shipped: attn8's attention kernel for Hopper (sm90) in Gluon, kept so the
+measurement that rules it out can be repeated (scripts/bench_attention.py --sweep, GPU tests in
+tests/gpu/test_attn8.py). The pack runs wan4step/attn8/kernels.py.
 
-Why a second kernel: Triton's `tl.dot` waits for each warpgroup MMA right after issuing it, so a
-program's Q·Kᵀ, softmax and P·V run one after another; only the second program on the SM fills
-the gaps (measured 757 TFLOP/s at 480p, issue floor ~2x that). Gluon exposes the asynchronous
-MMA, TMA loads and mbarriers, so one warpgroup can do what FlashAttention-3 calls intra-warpgroup
-pipelining: while the tensor cores compute S(j+1) = Q·K(j+1)ᵀ and O(j) = P(j)·V(j), the warps
-exponentiate S(j+1). Loads run STAGES blocks ahead through TMA.
+The idea: Triton's `tl.dot` waits for each warpgroup MMA right after issuing it, so a program's
+Q·Kᵀ, softmax and P·V run one after another and only the second program on the SM fills the gaps.
+Gluon exposes the asynchronous MMA, TMA loads and mbarriers, so one warpgroup can do what
+FlashAttention-3 calls intra-warpgroup pipelining: while the tensor cores compute O(j) = P(j)·V(j),
+the warps exponentiate S(j+1). Loads run STAGES blocks ahead through TMA. The same codes and
+arithmetic as kernels._attn8_kernel; V is stored in key order (kernels KEY_ORDER) so P reaches the
+P·V MMA without moving between threads.
+
+Measured on the H200 (docs/bench/attention_h200_gluon.log): 28.24 ms per 480p call against the Triton
+kernel's 28.17, i.e. no gain; with half the K/V bytes loaded the time fell only 6 %, so the kernel
+is bound neither by L2 traffic nor by MMA/softmax overlap inside a program, but by per-SM issue and
+exponential latency that two programs per SM already hide as well as this schedule does.
 
 Per key block j the loop body is:
     issue S(j+1) (async)          issue O(j) = P(j)·V(j) (async, a fresh FP32 product)
@@ -77,20 +84,26 @@ def _e4m3(p16):
 
 @gluon.jit
 def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0, n_blocks,
-             STAGES: gl.constexpr, BLOCK_N: gl.constexpr):
-    """TMA loads of key block `blk` (when it exists) into ring slot blk % STAGES."""
+             STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HALF_KV: gl.constexpr):
+    """TMA loads of key block `blk` (when it exists) into ring slot blk % STAGES (HALF_KV: the probe's
+    half tiles, the descriptors' blocks being half as tall)."""
     ok = blk < n_blocks
     st = blk % STAGES
+    k_dst = k_smem.index(st)
+    v_dst = v_smem.index(st)
+    if HALF_KV:
+        k_dst = k_dst.slice(0, k_desc.block_type.shape[0])
+        v_dst = v_dst.slice(0, v_desc.block_type.shape[0])
     mbarrier.expect(k_bars.index(st), k_desc.block_type.nbytes, pred=ok)
-    tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_smem.index(st), pred=ok)
+    tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_dst, pred=ok)
     mbarrier.expect(v_bars.index(st), v_desc.block_type.nbytes, pred=ok)
-    tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], v_bars.index(st), v_smem.index(st), pred=ok)
+    tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], v_bars.index(st), v_dst, pred=ok)
 
 
 @gluon.jit
 def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
                        sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                       STAGES: gl.constexpr, num_warps: gl.constexpr):
+                       STAGES: gl.constexpr, HALF_KV: gl.constexpr, num_warps: gl.constexpr):
     gl.static_assert(BLOCK_N == D, "S and O share one MMA layout (rows of alpha need no conversion)")
     pid_m = gl.program_id(0)
     bh = gl.program_id(1)
@@ -103,8 +116,10 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     cols: gl.constexpr = gl.SliceLayout(0, mma)
 
     q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, D], q_desc.layout)
-    k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, D], k_desc.layout)
-    v_smem = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, D, BLOCK_N], v_desc.layout)
+    k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, D], gl.NVMMASharedLayout.get_default_for(
+        [BLOCK_N, D], gl.int8))
+    v_smem = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, D, BLOCK_N], gl.NVMMASharedLayout.get_default_for(
+        [D, BLOCK_N], gl.float8e4nv))
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -119,7 +134,7 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [bh * Lq_pad + pid_m * BLOCK_M, 0], q_bar, q_smem)
     for i in gl.static_range(STAGES):
-        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N)
+        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N, HALF_KV)
 
     offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows)
     c = gl.load(QS + bh * Lq_pad + offs_m) * qk_scale  # per row: q scale * softmax scale * log2(e)
@@ -158,7 +173,7 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
         o = warpgroup_mma_wait(0, deps=(o_tok,))
         # slot st's K was read by S(j) and its V by O(j): both done, refill it with block j + STAGES
         _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, j + STAGES, k_row0, v_row0, n_blocks, STAGES,
-                 BLOCK_N)
+                 BLOCK_N, HALF_KV)
         acc = acc * gl.expand_dims(alpha, 1) + o
         p8 = p8n
         alpha = alpha_n
@@ -193,16 +208,18 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
 
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int, dtype: torch.dtype,
-                    block_m: int = 64, stages: int = 2, num_warps: int = 4) -> torch.Tensor:
-    """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D]."""
+                    block_m: int = 64, stages: int = 3, num_warps: int = 4, half_kv_probe: bool = False) -> torch.Tensor:
+    """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D].
+    half_kv_probe: load only half of each K and V tile (a timing probe: the output is garbage)."""
     BH, lq, D = q8.shape
     lk = k8.shape[1]
     if D != BLOCK_N or lk % BLOCK_N or lq % block_m:
         raise ValueError(f"hopper attention needs D = {BLOCK_N} and padded codes (D {D}, keys {lk}, queries {lq})")
     out = torch.empty(B, Lq, H, D, device=q8.device, dtype=dtype)
     _attn8_sm90_kernel[(triton.cdiv(Lq, block_m), BH)](
-        _desc(q8.view(BH * lq, D), [block_m, D], gl.int8), _desc(k8.view(BH * lk, D), [BLOCK_N, D], gl.int8),
-        _desc(vt.view(BH * D, lk), [D, BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H,
+        _desc(q8.view(BH * lq, D), [block_m, D], gl.int8),
+        _desc(k8.view(BH * lk, D), [BLOCK_N // (1 + half_kv_probe), D], gl.int8),
+        _desc(vt.view(BH * D, lk), [D // (1 + half_kv_probe), BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H,
         D**-0.5 * 1.4426950408889634, out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N,
-        D=D, STAGES=stages, num_warps=num_warps)
+        D=D, STAGES=stages, HALF_KV=half_kv_probe, num_warps=num_warps)
     return out.transpose(1, 2)
