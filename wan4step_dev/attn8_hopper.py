@@ -10,10 +10,11 @@ the warps exponentiate S(j+1). Loads run STAGES blocks ahead through TMA. The sa
 arithmetic as kernels._attn8_kernel; V is stored in key order (kernels KEY_ORDER) so P reaches the
 P·V MMA without moving between threads.
 
-Measured on the H200 (docs/bench/attention_h200_gluon.log): 28.24 ms per 480p call against the Triton
-kernel's 28.17, i.e. no gain; with half the K/V bytes loaded the time fell only 6 %, so the kernel
-is bound neither by L2 traffic nor by MMA/softmax overlap inside a program, but by per-SM issue and
-exponential latency that two programs per SM already hide as well as this schedule does.
+Measured on the H200 (docs/bench/attention_h200_gluon.log): 27.77 ms per 480p call against the Triton
+kernel's 28.41 in the same run (−2 %, within the spread of earlier runs); with half the K/V bytes
+loaded the time fell only 5–8 %, so the kernel is bound neither by L2 traffic nor by MMA/softmax
+overlap inside a program, but by per-SM issue and exponential latency that two programs per SM
+already hide about as well as this schedule does.
 
 Per key block j the loop body is:
     issue S(j+1) (async)          issue O(j) = P(j)·V(j) (async, a fresh FP32 product)
