@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -96,7 +97,7 @@ def run_sweep(L: int) -> list[tuple[float, attn8.Config]]:
             cos, rel = accuracy(out, ref)
             t = median_ms(lambda cfg=cfg: attn8.attn8(q, k, v, cfg=cfg), 7)
             st = attn8.stats(q, k, v)
-            codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
+            codes = attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon)
             tk = median_ms(lambda cfg=cfg, codes=codes, st=st: attn8.attention_codes(
                 *codes, st[3], st[4], 1, H, L, L, q.dtype, cfg, True), 7)
             say(f"  {str(cfg):16s} {t:8.2f} ms  kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
@@ -110,31 +111,35 @@ def run_sweep(L: int) -> list[tuple[float, attn8.Config]]:
 
 
 def gluon_rows(q, k, v, ref, L: int) -> None:
-    """The experimental Gluon kernel for sm90 (wan4step_dev/attn8_hopper.py, not shipped) beside the
-    Triton one, on the same codes but V in key order; and a probe of whether either is bound by L2
+    """The Gluon kernel for sm90 (wan4step/attn8/hopper.py) at other launch choices than attn8's, on the
+    same codes but V in key order; and a probe of whether it is bound by L2
     traffic: the Gluon kernel again with TMA bringing only half of each K and V tile (same MMAs and
     softmax on partly stale tiles: its output is garbage, its time is the point)."""
     if torch.cuda.get_device_capability()[0] != 9:
         return
-    try:
-        from wan4step_dev import attn8_hopper as hopper
-    except Exception as exc:
-        say(f"  Gluon kernel not importable: {type(exc).__name__}: {str(exc)[:200]}")
+    if not attn8.HAVE_GLUON:
+        say("  the Gluon kernel is not importable with this Triton")
         return
+    from wan4step.attn8 import hopper
     st = attn8.stats(q, k, v)
     codes = attn8.quantize(q, k, v, st, 128, True, key_order=True)
-    say("\n== experimental Gluon kernel (sm90; wan4step_dev/attn8_hopper.py), kernel alone, same codes")
-    for bm, stages, warps in ((64, 2, 4), (64, 3, 4), (128, 2, 8), (128, 3, 8)):
-        run = lambda bm=bm, stages=stages, warps=warps, half=False: hopper.attention_codes(  # noqa: E731
-            *codes, st[3], st[4], 1, H, L, L, q.dtype, bm, stages, warps, half_kv_probe=half)
+    say("\n== Gluon kernel (sm90; wan4step/attn8/hopper.py), kernel alone, same codes")
+    # (block_m, stages, warps, two-level accumulation, register cap): the cap of 168 lets three
+    # programs share an SM; a fresh P·V product per block (two-level) costs 64 registers
+    for bm, stages, warps, two, cap in ((64, 3, 4, False, None), (64, 2, 4, False, None), (128, 3, 8, False, None),
+                                        (64, 3, 4, True, None), (64, 2, 4, False, 168), (64, 2, 4, True, 168)):
+        name = f"m{bm}n128w{warps}s{stages}{' two-level' if two else ''}{f' maxnreg {cap}' if cap else ''}"
+        run = lambda bm=bm, stages=stages, warps=warps, two=two, cap=cap, half=False: hopper.attention_codes(  # noqa: E731
+            *codes, st[3], st[4], 1, H, L, L, q.dtype, bm, stages, warps, half_kv_probe=half, two_level=two,
+            maxnreg=cap)
         try:
             cos, rel = accuracy(run(), ref)
             tk = median_ms(run, 7)
             th = median_ms(lambda run=run: run(half=True), 7)
         except Exception as exc:
-            say(f"  m{bm}s{stages}w{warps} gluon failed: {type(exc).__name__}: {str(exc)[:300]}")
+            say(f"  {name} gluon failed: {type(exc).__name__}: {str(exc)[:300]}")
             continue
-        say(f"  m{bm}n128w{warps}s{stages} gluon  kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
+        say(f"  {name:32s} kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
             f"cos {cos:.5f} rel {rel:.4f};  half the K/V bytes {th:8.2f} ms ({th / tk:.3f}x)")
 
 
@@ -183,6 +188,9 @@ def backends(best: list[attn8.Config]) -> dict:
         say(f"flash-attn-4 not importable: {type(exc).__name__}: {str(exc)[:200]}")
     for cfg in best:
         out[f"8bit {cfg}"] = lambda q, k, v, cfg=cfg: attn8.attn8(q, k, v, cfg=cfg)
+    if best[0].gluon:  # the Triton kernel, which runs where the Gluon one cannot
+        tri = replace(best[0], gluon=False)
+        out[f"8bit {tri} (Triton)"] = lambda q, k, v: attn8.attn8(q, k, v, cfg=tri)
     out[f"8bit {best[0]} fp16 P.V (sm80 path)"] = lambda q, k, v: attn8.attn8(q, k, v, cfg=best[0], pv_fp8=False)
     return out
 
@@ -207,9 +215,9 @@ def bench_shape(label: str, L: int, lk: int, fns: dict, cfg: attn8.Config, rows:
     if DEVICE.type != "cuda":
         return
     st = attn8.stats(q, k, v)  # the 8-bit passes apart
-    codes = attn8.quantize(q, k, v, st, cfg.block_n, True)
+    codes = attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon)
     ts = median_ms(lambda: attn8.stats(q, k, v), reps)
-    tq = median_ms(lambda: attn8.quantize(q, k, v, st, cfg.block_n, True), reps)
+    tq = median_ms(lambda: attn8.quantize(q, k, v, st, cfg.block_n, True, key_order=cfg.gluon), reps)
     tk = median_ms(lambda: attn8.attention_codes(*codes, st[3], st[4], 1, H, L, lk, q.dtype, cfg, True), reps)
     say(f"  {label} 8bit {cfg} passes: stats {ts:.3f} ms, quantize {tq:.3f} ms, kernel {tk:.3f} ms "
         f"({flops(L, lk) / tk / 1e9:.0f} TFLOP/s)")

@@ -114,10 +114,10 @@ print("ok")
 
 
 def test_gluon_key_order_is_the_kernels_register_order():
-    """The experimental Gluon kernel hands P to the P·V MMA as a reshape [.., 2, 2, 4, 2] + swap of the
+    """The Gluon kernel (sm90) hands P to the P·V MMA as a reshape [.., 2, 2, 4, 2] + swap of the
     two middle axes of each 32 keys; V must be stored in the same order (key_order), or P·V pairs wrong keys."""
     pytest.importorskip("triton.experimental.gluon")
-    from wan4step_dev import attn8_hopper as hopper
+    from wan4step.attn8 import hopper
 
     p = torch.arange(2 * 256).view(2, 256)
     fed = p.view(2, 8, 2, 2, 4, 2).permute(0, 1, 2, 4, 3, 5).reshape(2, 256)  # the kernel's reshape/permute

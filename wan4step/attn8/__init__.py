@@ -10,10 +10,11 @@ runs: e4m3 on sm89 and newer (Triton has FP8 there), fp16 on sm80/86.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from .. import fallback
 from .reference import finish_stats, pad_to
 
 try:
@@ -24,6 +25,12 @@ try:
     HAVE_TRITON = True
 except Exception:  # pragma: no cover - CPU-only installs, Windows without triton
     HAVE_TRITON = False
+try:  # Gluon with Hopper's TMA / asynchronous MMA (Triton 3.6, as tested): the sm90 kernel
+    from . import hopper as _hopper
+
+    HAVE_GLUON = HAVE_TRITON
+except Exception:  # pragma: no cover - older or newer Triton without that API: the Triton kernel runs
+    HAVE_GLUON = False
 
 
 @dataclass(frozen=True)
@@ -33,19 +40,23 @@ class Config:
     num_warps: int = 8
     num_stages: int = 3
     exp_split: bool = False  # every second exp2 as a polynomial on the FMA units (kernels._exp2_poly)
+    gluon: bool = False  # the Gluon kernel for sm90 (hopper.py; block_n 128, head dim 128, FP8 P·V)
 
     def __str__(self) -> str:
-        return f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}{'x' if self.exp_split else ''}"
+        return (f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
+                f"{'x' if self.exp_split else ''}{' gluon' if self.gluon else ''}")
 
 
-# Launch choices per compute capability. sm90: the fastest of a sweep on the H200
+# Launch choices per compute capability. sm90: the Gluon kernel (hopper.py), 5 % faster than the
+# Triton one at the same tiles (docs/bench/attention_h200_gluon.log); where it cannot run, the Triton
+# kernel at the fastest of its sweep on the H200
 # (scripts/bench_attention.py --sweep, docs/bench/attention_h200.log): BLOCK_M 64 with one warpgroup
 # lets two programs share an SM, so one's softmax runs while the other's tensor-core products do;
 # BLOCK_M 128 with two warpgroups was ~10 % slower, BLOCK_N 64 ~15 %, 2 or 4 stages 8 % / 45 %, the
 # polynomial exp2 split ~10 % (the loop is issue-bound, not SFU-bound). Elsewhere not measured:
 # 64 x 64 tiles in two stages fit sm86/sm89's 99 KB of shared memory without spilling (ptxas, Triton 3.8).
 CONFIGS: dict[tuple[int, int], Config] = {
-    (9, 0): Config(64, 128, 4, 3),
+    (9, 0): Config(64, 128, 4, 3, gluon=True),
 }
 DEFAULT_CONFIG = Config(64, 64, 4, 2)
 HEAD_DIMS = (64, 128)
@@ -65,6 +76,38 @@ def pv_mode(capability: tuple[int, int]) -> str | None:
 
 def config_for(capability: tuple[int, int]) -> Config:
     return CONFIGS.get(capability, DEFAULT_CONFIG)
+
+
+_GLUON = fallback.switch("attn8's Hopper kernel (Gluon)", "attn8's Triton kernel")
+GLUON_MAX_REL = 5e-3  # Gluon vs Triton kernel on the same codes (P's fp16 step may round a tie apart)
+
+
+def _gluon_self_check(device: torch.device) -> None:
+    """Both kernels on the same small structured problem (odd lengths, two key blocks and a partial
+    one): the Gluon kernel must match the Triton kernel, or it is not used on this GPU."""
+    from .structured import accuracy, structured_qkv
+
+    q, k, v = structured_qkv(1, 2, 300, 333, seed=0, device=device)
+    st = stats(q, k, v)
+    tri = attention_codes(*quantize(q, k, v, st, 128, True), st[3], st[4], 1, 2, 300, 333, torch.float32,
+                          Config(64, 128, 4, 3), True)
+    glu = attention_codes(*quantize(q, k, v, st, 128, True, key_order=True), st[3], st[4], 1, 2, 300, 333,
+                          torch.float32, Config(64, 128, 4, 3, gluon=True), True)
+    cos, rel = accuracy(glu, tri)
+    if not rel < GLUON_MAX_REL:
+        raise RuntimeError(f"it differs from the Triton kernel (relative L2 {rel:.2e})")
+
+
+def _device_key(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _use_gluon(cfg: Config, q: torch.Tensor, pv_fp8: bool) -> bool:
+    if not (cfg.gluon and HAVE_GLUON and q.is_cuda and pv_fp8 and q.shape[-1] == _hopper.BLOCK_N
+            and cfg.block_n == _hopper.BLOCK_N and torch.cuda.get_device_capability(q.device)[0] == 9):
+        return False
+    return _GLUON.check_once(_device_key(q.device), lambda: fallback.attempt(
+        lambda: _gluon_self_check(q.device), "attn8's Hopper kernel (Gluon)", "attn8's Triton kernel"))
 
 
 def usable(q: torch.Tensor, k: torch.Tensor) -> str | None:
@@ -121,6 +164,10 @@ def quantize(q, k, v, st, block_n: int, pv_fp8: bool, key_order: bool = False):
 
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B, H, Lq, Lk, dtype, cfg: Config, pv_fp8: bool) -> torch.Tensor:
+    """cfg.gluon: V's codes must be in key order (quantize(..., key_order=True))."""
+    if cfg.gluon:
+        return _hopper.attention_codes(q8, qs, k8, ks, vt, vm, vs, B, H, Lq, Lk, dtype, cfg.block_m, cfg.num_stages,
+                                       cfg.num_warps)
     D = q8.shape[-1]
     out = torch.empty(B, Lq, H, D, device=q8.device, dtype=dtype)
     _k._attn8_kernel[(triton.cdiv(Lq, cfg.block_m), B * H)](
@@ -145,5 +192,12 @@ def attn8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: Config | None 
         pv_fp8 = pv_mode(cap) == "fp8"
     q, k, v = _unit_inner(q), _unit_inner(k), _unit_inner(v)
     st = stats(q, k, v)
+    if _use_gluon(cfg, q, pv_fp8):
+        try:
+            codes = quantize(q, k, v, st, cfg.block_n, pv_fp8, key_order=True)
+            return attention_codes(*codes, st[3], st[4], B, H, Lq, Lk, q.dtype, cfg, pv_fp8)
+        except Exception as exc:  # noqa: BLE001 - fail() re-raises OOM and interrupts
+            _GLUON.fail(_device_key(q.device), exc)
+    cfg = replace(cfg, gluon=False)
     q8, qs, k8, ks, vt = quantize(q, k, v, st, cfg.block_n, pv_fp8)
     return attention_codes(q8, qs, k8, ks, vt, st[3], st[4], B, H, Lq, Lk, q.dtype, cfg, pv_fp8)

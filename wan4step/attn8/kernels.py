@@ -106,8 +106,7 @@ def _quant_kv_kernel(K, V, KA, KM, VM, VIS, K8, KS, VT, Lk, Lk_pad, H, skb, skh,
                      BLOCK_N: tl.constexpr, D: tl.constexpr, PV_FP8: tl.constexpr, KEY_ORDER: tl.constexpr):
     """One key block: (k - mean) * alpha -> INT8 codes with one scale; (v - mean) / scale -> e4m3
     (fp16 where PV_FP8 is off) stored transposed, VT [B*H, D, Lk_pad]. Pad rows get code 0.
-    KEY_ORDER stores V's keys in the order the experimental Gluon kernel (wan4step_dev/attn8_hopper.py)
-    feeds P to its P·V."""
+    KEY_ORDER stores V's keys in the order the Gluon kernel for sm90 (hopper.py) feeds P to its P·V."""
     pid = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H

@@ -1,26 +1,22 @@
-"""Experimental, not shipped: attn8's attention kernel for Hopper (sm90) in Gluon, kept so the
-measurement that rules it out can be repeated (scripts/bench_attention.py --sweep, GPU tests in
-tests/gpu/test_attn8.py). The pack runs wan4step/attn8/kernels.py.
+"""attn8's attention kernel for Hopper (sm90), in Gluon (Triton's lower-level dialect): the same codes
+and arithmetic as kernels._attn8_kernel, scheduled so the tensor cores and the softmax overlap.
 
-The idea: Triton's `tl.dot` waits for each warpgroup MMA right after issuing it, so a program's
-Q·Kᵀ, softmax and P·V run one after another and only the second program on the SM fills the gaps.
-Gluon exposes the asynchronous MMA, TMA loads and mbarriers, so one warpgroup can do what
-FlashAttention-3 calls intra-warpgroup pipelining: while the tensor cores compute O(j) = P(j)·V(j),
-the warps exponentiate S(j+1). Loads run STAGES blocks ahead through TMA. The same codes and
-arithmetic as kernels._attn8_kernel; V is stored in key order (kernels KEY_ORDER) so P reaches the
-P·V MMA without moving between threads.
+Triton's `tl.dot` waits for each warpgroup MMA right after issuing it, so a program's Q·Kᵀ,
+softmax and P·V run one after another and only the second program on the SM fills the gaps.
+Gluon exposes the asynchronous MMA, TMA loads and mbarriers, so one warpgroup does what
+FlashAttention-3 calls intra-warpgroup pipelining: while the tensor cores compute P(j)·V(j), the
+warps exponentiate S(j+1). Loads run STAGES blocks ahead through TMA. V is stored in key order
+(kernels KEY_ORDER) so P reaches the P·V MMA without moving between threads, and P·V is added into
+the accumulator by the MMA (no fresh product per block: 64 registers fewer, 224 in all, no spills).
 
-Measured on the H200 (docs/bench/attention_h200_gluon.log): 27.77 ms per 480p call against the Triton
-kernel's 28.41 in the same run (−2 %, within the spread of earlier runs); with half the K/V bytes
-loaded the time fell only 5–8 %, so the kernel is bound neither by L2 traffic nor by MMA/softmax
-overlap inside a program, but by per-SM issue and exponential latency that two programs per SM
-already hide about as well as this schedule does.
-
-Per key block j the loop body is:
-    issue S(j+1) (async)          issue O(j) = P(j)·V(j) (async, a fresh FP32 product)
-    wait for S(j+1)               softmax of S(j+1) -> P(j+1) (e4m3), alpha(j+1), l, m
-    wait for O(j)                 acc = acc * alpha(j) + O(j)
-acc is kept relative to the running max m(j); alpha(j) = 2^(m(j-1) - m(j)) moves it along.
+Measured on the H200 (docs/bench/attention_h200_gluon.log), kernel alone: 26.99 ms per 480p call
+against the Triton kernel's 28.33 in the same run, 143.5 against 150.6 ms at 720p, at the same
+accuracy against float32 SDPA (cos 0.99991 / rel. L2 1.31 % at 480p, 0.99994 / 1.13 % at 720p).
+SageAttention2 keeps a fresh FP32 product per block because FP8 MMAs accumulate with reduced
+precision; here that made no measurable difference (two_level=True: 27.7 ms, same error). Loading
+only half of each K and V tile (half_kv_probe) saves 5–8 %: the kernel is not bound by L2 traffic
+but by per-SM issue and exponential latency (docs/BENCHMARKS.md). attn8.attn8 checks it against the
+Triton kernel once per GPU and falls back to that kernel, with one warning, if it fails or differs.
 """
 
 from __future__ import annotations
@@ -104,7 +100,8 @@ def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0
 @gluon.jit
 def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
                        sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                       STAGES: gl.constexpr, HALF_KV: gl.constexpr, num_warps: gl.constexpr):
+                       STAGES: gl.constexpr, HALF_KV: gl.constexpr, TWO_LEVEL: gl.constexpr,
+                       num_warps: gl.constexpr):
     gl.static_assert(BLOCK_N == D, "S and O share one MMA layout (rows of alpha need no conversion)")
     pid_m = gl.program_id(0)
     bh = gl.program_id(1)
@@ -164,7 +161,11 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
         s_tok = warpgroup_mma(q_smem, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
         st = j % STAGES
         mbarrier.wait(v_bars.index(st), (j // STAGES) & 1)
-        o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), zero_o, use_acc=False, is_async=True)
+        if TWO_LEVEL:
+            o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), zero_o, use_acc=False, is_async=True)
+        else:
+            acc = acc * gl.expand_dims(alpha, 1)
+            o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         cc = c * gl.load(ks_ptr + nxt)
         if tail and nxt == n_blocks - 1:
@@ -172,19 +173,27 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
         else:
             p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
         o = warpgroup_mma_wait(0, deps=(o_tok,))
+        if not TWO_LEVEL:
+            acc = o
         # slot st's K was read by S(j) and its V by O(j): both done, refill it with block j + STAGES
         _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, j + STAGES, k_row0, v_row0, n_blocks, STAGES,
                  BLOCK_N, HALF_KV)
-        acc = acc * gl.expand_dims(alpha, 1) + o
+        if TWO_LEVEL:
+            acc = acc * gl.expand_dims(alpha, 1) + o
         p8 = p8n
         alpha = alpha_n
 
     last = n_blocks - 1
     st = last % STAGES
     mbarrier.wait(v_bars.index(st), (last // STAGES) & 1)
-    o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), zero_o, use_acc=False, is_async=True)
-    o = warpgroup_mma_wait(0, deps=(o_tok,))
-    acc = acc * gl.expand_dims(alpha, 1) + o
+    if TWO_LEVEL:
+        o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), zero_o, use_acc=False, is_async=True)
+        o = warpgroup_mma_wait(0, deps=(o_tok,))
+        acc = acc * gl.expand_dims(alpha, 1) + o
+    else:
+        acc = acc * gl.expand_dims(alpha, 1)
+        o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(STAGES):
@@ -209,9 +218,13 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
 
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int, dtype: torch.dtype,
-                    block_m: int = 64, stages: int = 3, num_warps: int = 4, half_kv_probe: bool = False) -> torch.Tensor:
+                    block_m: int = 64, stages: int = 3, num_warps: int = 4, half_kv_probe: bool = False,
+                    two_level: bool = False, maxnreg: int | None = None) -> torch.Tensor:
     """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D].
-    half_kv_probe: load only half of each K and V tile (a timing probe: the output is garbage)."""
+    half_kv_probe: load only half of each K and V tile (a timing probe: the output is garbage).
+    two_level=True takes a fresh P·V product per block and adds it in FP32 (SageAttention2's guard
+    against the FP8 MMA's reduced-precision accumulation; measured no more accurate here, and slower);
+    maxnreg caps the registers (168: three programs per SM, measured slower)."""
     BH, lq, D = q8.shape
     lk = k8.shape[1]
     if D != BLOCK_N or lk % BLOCK_N or lq % block_m:
@@ -222,5 +235,6 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int
         _desc(k8.view(BH * lk, D), [BLOCK_N // (1 + half_kv_probe), D], gl.int8),
         _desc(vt.view(BH * D, lk), [D // (1 + half_kv_probe), BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H,
         D**-0.5 * 1.4426950408889634, out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N,
-        D=D, STAGES=stages, HALF_KV=half_kv_probe, num_warps=num_warps)
+        D=D, STAGES=stages, HALF_KV=half_kv_probe, TWO_LEVEL=two_level, num_warps=num_warps,
+        **({"maxnreg": maxnreg} if maxnreg else {}))
     return out.transpose(1, 2)
