@@ -102,8 +102,7 @@ q, k, v = structured_qkv(1, 2, 100, 300, D=128, seed=7)
 st = A.stats(q, k, v, chunk=64)
 plain = A.quantize(q, k, v, st, 128, True)[4]
 ordered = A.quantize(q, k, v, st, 128, True, key_order=True)[4]
-col = (torch.arange(384) // 16) * 16 + ((torch.arange(384) // 2) % 4) * 4 + ((torch.arange(384) // 8) % 2) * 2 + torch.arange(384) % 2
-assert torch.equal(ordered[..., col].view(torch.uint8), plain.view(torch.uint8))
+assert torch.equal(ordered[..., R.key_order(384)].view(torch.uint8), plain.view(torch.uint8))
 # the whole call on strided views, output a [B, L, H, D] tensor seen as [B, H, L, D]
 q, k, v = structured_qkv(1, 3, 77, 77, D=64, seed=1)
 out = A.attn8(q, k, v, cfg=A.Config(32, 32, 4, 1))
@@ -116,12 +115,9 @@ print("ok")
 def test_gluon_key_order_is_the_kernels_register_order():
     """The Gluon kernel (sm90) hands P to the P·V MMA as a reshape [.., 2, 2, 4, 2] + swap of the
     two middle axes of each 32 keys; V must be stored in the same order (key_order), or P·V pairs wrong keys."""
-    pytest.importorskip("triton.experimental.gluon")
-    from wan4step.attn8 import hopper
-
     p = torch.arange(2 * 256).view(2, 256)
-    fed = p.view(2, 8, 2, 2, 4, 2).permute(0, 1, 2, 4, 3, 5).reshape(2, 256)  # the kernel's reshape/permute
-    col = hopper.key_order(256)
+    fed = p.view(2, 8, 2, 2, 4, 2).permute(0, 1, 2, 4, 3, 5).reshape(2, 256)  # hopper._as_operand's reshape/permute
+    col = R.key_order(256)
     assert torch.equal(fed[:, col], p)  # key j sits at column col[j], where V's key j is stored
     assert sorted(col.tolist()) == list(range(256))
 

@@ -207,12 +207,6 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
 
 
-def key_order(n: int) -> torch.Tensor:
-    """Column of each key in the V the kernel reads (kernels._quant_kv_kernel's KEY_ORDER)."""
-    r = torch.arange(n)
-    return (r // 16) * 16 + ((r // 2) % 4) * 4 + ((r // 8) % 2) * 2 + r % 2
-
-
 def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block, gl.NVMMASharedLayout.get_default_for(block, dtype))
 

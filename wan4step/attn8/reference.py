@@ -128,3 +128,11 @@ def attn8_reference(q, k, v, block_n: int = 64, pv_fp8: bool = True) -> torch.Te
     q8, qs, k8, ks, vt = quantize_reference(q, k, v, stats, block_n, pv_fp8)
     return attention_from_codes(q8, qs, k8, ks, vt, stats[3], stats[4], q.shape[2], k.shape[2], block_n,
                                 q.shape[-1] ** -0.5, pv_fp8)
+
+
+def key_order(n: int) -> torch.Tensor:
+    """Column of each key in the V the sm90 kernel reads (kernels._quant_kv_kernel's KEY_ORDER): key
+    32c + 16h + 8g + 2t + e at 32c + 16h + 4t + 2g + e, the order in which a thread of its P·V MMA
+    holds P (hopper._as_operand)."""
+    r = torch.arange(n)
+    return (r // 16) * 16 + ((r // 2) % 4) * 4 + ((r // 8) % 2) * 2 + r % 2
