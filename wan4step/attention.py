@@ -8,8 +8,8 @@ Backends (`BACKENDS`; the Model Loader's `attention` combo):
 - `8bit`: the pack's INT8 Q·Kᵀ + FP8 P·V attention (wan4step/attn8, SageAttention2's method in
   Triton; fp16 P·V on sm80/86). On the H200 (scripts/bench_attention.py, docs/bench/attention_h200.log,
   one process): 480p self-attention 29.2 ms against cuDNN's 38.5 (0.76x), 720p 152.2 ms against
-  203.7 (0.75x), with the Triton kernel; on sm90 a Gluon version of it now runs, 4.7 % faster
-  (attn8/hopper.py, docs/bench/attention_h200_gluon.log). Self-attention only: text cross-attention (512 keys) stays on SDPA below
+  203.7 (0.75x), with the Triton kernel; on sm90 a Gluon version of it now runs: 28.0 ms against
+  the Triton kernel's 29.5 and cuDNN's 38.2 in one run (attn8/hopper.py, attention_h200_gluon.log). Self-attention only: text cross-attention (512 keys) stays on SDPA below
   `attn8.MIN_KEYS` keys (8-bit measured 1.60 ms against cuDNN's 0.63 there: the passes over 32,760
   queries cost more than the short key loop saves).
 - `sage`: the sageattention package (1.0.6 is a Triton build of SageAttention 1): 49 ms on the
