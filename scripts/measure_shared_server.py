@@ -27,7 +27,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from wan4step_dev.comfy_server import ComfyServer, find_comfyui, prepare_base_dir  # noqa: E402
+from wan4step_dev.comfy_server import (  # noqa: E402
+    ComfyServer,
+    find_comfyui,
+    interrupt_during,
+    prepare_base_dir,
+)
 from wan4step_dev.fixtures.tiny_models import write_tiny_models  # noqa: E402
 
 TINY_API = REPO / "workflows" / "api" / "wan4step_t2v_tiny_demo.json"
@@ -88,35 +93,13 @@ def _job(size: tuple[int, int, int], fast_forward: bool) -> dict:
 
 async def interrupt_latency(url: str, size, phase: str, delay: float) -> dict:
     """Queue a job, wait until `phase`'s node runs (+ delay), interrupt, time the stop."""
-    import aiohttp
-
     node = {"encode": "3", "sample": "5", "sample_slow": "5", "decode": "7"}[phase]
     wf = _job(size, fast_forward=phase != "sample_slow")
-    cid = uuid.uuid4().hex
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1200)) as s:
-        async with s.ws_connect(f"{url}/ws?clientId={cid}") as ws:
-            async with s.post(url + "/prompt", json={"prompt": wf, "client_id": cid}) as r:
-                pid = (await r.json())["prompt_id"]
-            t_int = None
-            t_start = time.perf_counter()
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                m = json.loads(msg.data)
-                d = m.get("data") or {}
-                if d.get("prompt_id") not in (None, pid):
-                    continue
-                if m["type"] == "executing" and d.get("node") == node and t_int is None:
-                    await asyncio.sleep(delay)
-                    async with s.post(url + "/interrupt", json={}) as r:
-                        await r.read()
-                    t_int = time.perf_counter()
-                if m["type"] in ("execution_interrupted", "execution_success", "execution_error"):
-                    end = time.perf_counter()
-                    return {"phase": phase, "size": "x".join(map(str, size)), "result": m["type"],
-                            "interrupt_to_stop_s": round(end - t_int, 2) if t_int else None,
-                            "job_s_until_stop": round(end - t_start, 1)}
-    return {"phase": phase, "result": "no answer"}
+    r = await interrupt_during(url, wf, node, delay, timeout=1200)
+    took = r["interrupt_to_stop_s"]
+    return {"phase": phase, "size": "x".join(map(str, size)), "result": r["result"],
+            "interrupt_to_stop_s": round(took, 2) if took is not None else None,
+            "job_s_until_stop": round(r["job_s"], 1) if r["job_s"] is not None else None}
 
 
 def main() -> None:

@@ -144,3 +144,38 @@ class ComfyServer:
 
 def temp_base_dir(prefix: str = "wan4step-comfy-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+async def interrupt_during(url: str, wf: dict, node: str, delay: float, timeout: float = 600.0) -> dict:
+    """Queue API workflow `wf`, POST /interrupt `delay` s after `node` starts executing, and report how
+    the job ended: {"result": the websocket's final message type, "interrupt_to_stop_s": seconds from
+    the interrupt to that message (None if it ended before), "job_s": seconds from queueing}."""
+    import asyncio
+    import json
+    import uuid
+
+    import aiohttp
+
+    cid = uuid.uuid4().hex
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+        async with s.ws_connect(f"{url}/ws?clientId={cid}") as ws:
+            async with s.post(url + "/prompt", json={"prompt": wf, "client_id": cid}) as r:
+                pid = (await r.json())["prompt_id"]
+            t_int, t_start = None, time.perf_counter()
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                m = json.loads(msg.data)
+                d = m.get("data") or {}
+                if d.get("prompt_id") not in (None, pid):
+                    continue
+                if m["type"] == "executing" and d.get("node") == node and t_int is None:
+                    await asyncio.sleep(delay)
+                    async with s.post(url + "/interrupt", json={}) as r:
+                        await r.read()
+                    t_int = time.perf_counter()
+                if m["type"] in ("execution_interrupted", "execution_success", "execution_error"):
+                    end = time.perf_counter()
+                    return {"result": m["type"], "interrupt_to_stop_s": end - t_int if t_int else None,
+                            "job_s": end - t_start}
+    return {"result": "no answer", "interrupt_to_stop_s": None, "job_s": None}

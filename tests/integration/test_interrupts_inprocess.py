@@ -9,6 +9,8 @@ produced, and the next call must run normally (the flag is consumed).
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -28,16 +30,23 @@ def model_dirs(comfy, tmp_path_factory):
     return d
 
 
+@contextlib.contextmanager
+def _cancelled(comfy):
+    """The body runs with ComfyUI's interrupt flag set and must raise its InterruptProcessingException."""
+    comfy.mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(comfy.mm.InterruptProcessingException):
+            yield
+    finally:
+        comfy.mm.interrupt_current_processing(False)
+
+
 def test_umt5_encode_stops_on_interrupt(comfy, pack, model_dirs):
     with torch.inference_mode():
         clip = pack.nodes.text_encoder.Wan4StepUMT5Loader.execute("umt5_interrupt.safetensors", "auto", "cpu").result[0]
         tokens = clip.tokenize("a red fox in snow")
-        comfy.mm.interrupt_current_processing(True)
-        try:
-            with pytest.raises(comfy.mm.InterruptProcessingException):
-                clip.encode_from_tokens(tokens)
-        finally:
-            comfy.mm.interrupt_current_processing(False)
+        with _cancelled(comfy):
+            clip.encode_from_tokens(tokens)
         cond = clip.encode_from_tokens(tokens)
     assert cond.shape[-1] == 4096
 
@@ -55,12 +64,8 @@ def test_vae_decode_stops_before_the_first_frame(comfy, pack, model_dirs):
 
         engine.progress = progress
         latent = torch.randn(1, 16, 3, 8, 8)
-        comfy.mm.interrupt_current_processing(True)
-        try:
-            with pytest.raises(comfy.mm.InterruptProcessingException):
-                vae.decode(latent)
-        finally:
-            comfy.mm.interrupt_current_processing(False)
+        with _cancelled(comfy):
+            vae.decode(latent)
         assert seen == [], "the decode produced frames before it stopped"
         video = vae.decode(latent)
     assert video.shape[-4] == 9 and seen

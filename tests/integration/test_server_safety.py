@@ -34,7 +34,7 @@ import pytest
 
 from wan4step.comfy_client import ComfyAPIError, output_files
 from wan4step.tiny import bundle
-from wan4step_dev.comfy_server import ComfyServer, prepare_base_dir
+from wan4step_dev.comfy_server import ComfyServer, interrupt_during, prepare_base_dir
 from wan4step_dev.fixtures.tiny_models import write_tiny_models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -377,33 +377,9 @@ def test_folder_listing_sees_a_new_and_a_removed_file(srv):
 
 def _interrupt_during(server, wf: dict, node: str, delay: float) -> float:
     """Queue `wf`, send /interrupt `delay` s after `node` starts, return seconds until it stopped."""
-    import aiohttp
-
-    async def main():
-        cid = uuid.uuid4().hex
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
-            async with s.ws_connect(f"{server.base_url}/ws?clientId={cid}") as ws:
-                async with s.post(server.base_url + "/prompt", json={"prompt": wf, "client_id": cid}) as r:
-                    pid = (await r.json())["prompt_id"]
-                t_int = None
-                async for msg in ws:
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        continue
-                    m = json.loads(msg.data)
-                    d = m.get("data") or {}
-                    if d.get("prompt_id") not in (None, pid):
-                        continue
-                    if m["type"] == "executing" and d.get("node") == node and t_int is None:
-                        await asyncio.sleep(delay)
-                        async with s.post(server.base_url + "/interrupt", json={}) as r:
-                            await r.read()
-                        t_int = time.perf_counter()
-                    if m["type"] in ("execution_interrupted", "execution_success", "execution_error"):
-                        assert m["type"] == "execution_interrupted", m
-                        return time.perf_counter() - t_int
-        raise AssertionError("no end of execution")
-
-    return asyncio.run(main())
+    r = asyncio.run(interrupt_during(server.base_url, wf, node, delay))
+    assert r["result"] == "execution_interrupted", r
+    return r["interrupt_to_stop_s"]
 
 
 def test_interrupt_stops_a_vae_decode_and_comfyuis_own_block_path(srv):
