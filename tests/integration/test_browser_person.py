@@ -257,15 +257,14 @@ def test_run_button_and_the_queue_panels_total_moves(browser_env, page):
             break
         page.wait_for_timeout(100)
     page.wait_for_timeout(500)
-    totals, seen = [], page.evaluate("() => window.__wan4stepTotals")
-    while seen and seen[0] == 100:
-        seen = seen[1:]  # an earlier run's finished total, shown until this job starts
-    for t in seen:
-        if totals and t < totals[-1]:
-            break  # the job ended and the panel reset: keep what it showed while running
-        totals.append(t)
+    seen = page.evaluate("() => window.__wan4stepTotals")
     assert entry is not None, "the run started with the Run button never finished"
-    assert totals == sorted(totals) and len([t for t in totals if 0 < t < 100]) >= 3, totals
+    # What the panel showed while the job ran. The ends are not this job's: an earlier run's 100 %
+    # is shown until this one starts, and the panel resets to 0 when it ends. The frontend may also
+    # flash 100 % once at the start, when the server's `execution_cached` arrives before the page
+    # has stored the job's node list (then 4 of 4 known nodes are done); it drops back at once.
+    between = [t for t in seen if 0 < t < 100]
+    assert between == sorted(between) and len(set(between)) >= 3, seen
     files = [f for out in entry["outputs"].values() for f in out.get("images", []) if f["filename"].endswith(".mp4")]
     assert len(files) == 1
 
