@@ -110,37 +110,70 @@ def run_sweep(L: int) -> list[tuple[float, attn8.Config]]:
     return res
 
 
-def gluon_rows(q, k, v, ref, L: int) -> None:
-    """The Gluon kernel for sm90 (wan4step/attn8/hopper.py) at other launch choices than attn8's, on the
-    same codes but V in key order; and a probe of whether it is bound by L2
-    traffic: the Gluon kernel again with TMA bringing only half of each K and V tile (same MMAs and
-    softmax on partly stale tiles: its output is garbage, its time is the point)."""
+GLUON_VARIANTS = {  # name -> hopper.attention_codes keywords (block_m 64, one warpgroup, unless set)
+    "base": {}, "kv_bar": {"kv_bar": True}, "ones_sum": {"ones_sum": True},
+    "ones_sum+kv_bar": {"ones_sum": True, "kv_bar": True},
+    "ones_sum+kv_bar s2": {"ones_sum": True, "kv_bar": True, "stages": 2},
+    "ones_sum+kv_bar tau2": {"ones_sum": True, "kv_bar": True, "tau": 2.0},
+    "ones_sum+kv_bar tau4": {"ones_sum": True, "kv_bar": True, "tau": 4.0},
+    "kv_bar tau3": {"kv_bar": True, "tau": 3.0},
+}
+
+
+def gluon_rows(q, k, v, ref, L: int, variants=("base", "ones_sum+kv_bar")) -> list[tuple[float, str]]:
+    """The Gluon kernel for sm90 (wan4step/attn8/hopper.py) in its variants, kernel alone on the same
+    codes (V in key order), with accuracy against float32 SDPA; and a probe of whether it is bound by L2
+    traffic: the kernel again with TMA bringing only half of each K and V tile (same MMAs and softmax
+    on partly stale tiles: its output is garbage, its time is the point)."""
     if torch.cuda.get_device_capability()[0] != 9:
-        return
+        return []
     if not attn8.HAVE_GLUON:
         say("  the Gluon kernel is not importable with this Triton")
-        return
+        return []
     from wan4step.attn8 import hopper
     st = attn8.stats(q, k, v)
     codes = attn8.quantize(q, k, v, st, 128, True, key_order=True)
-    say("\n== Gluon kernel (sm90; wan4step/attn8/hopper.py), kernel alone, same codes")
-    # (block_m, stages, warps, two-level accumulation, register cap): the cap of 168 lets three
-    # programs share an SM; a fresh P·V product per block (two-level) costs 64 registers
-    for bm, stages, warps, two, cap in ((64, 3, 4, False, None), (64, 2, 4, False, None), (128, 3, 8, False, None),
-                                        (64, 3, 4, True, None), (64, 2, 4, False, 168), (64, 2, 4, True, 168)):
-        name = f"m{bm}n128w{warps}s{stages}{' two-level' if two else ''}{f' maxnreg {cap}' if cap else ''}"
-        run = lambda bm=bm, stages=stages, warps=warps, two=two, cap=cap, half=False: hopper.attention_codes(  # noqa: E731
-            *codes, st[3], st[4], 1, H, L, L, q.dtype, bm, stages, warps, half_kv_probe=half, two_level=two,
-            maxnreg=cap)
+    say(f"\n== Gluon kernel (sm90; wan4step/attn8/hopper.py), kernel alone, same codes, L = {L}")
+    res = []
+    for name in variants:
+        kw = GLUON_VARIANTS[name]
+        run = lambda kw=kw, half=False: hopper.attention_codes(  # noqa: E731
+            *codes, st[3], st[4], 1, H, L, L, q.dtype, half_kv_probe=half, **kw)
         try:
             cos, rel = accuracy(run(), ref)
             tk = median_ms(run, 7)
-            th = median_ms(lambda run=run: run(half=True), 7)
+            th = median_ms(lambda run=run: run(half=True), 5)
         except Exception as exc:
             say(f"  {name} gluon failed: {type(exc).__name__}: {str(exc)[:300]}")
             continue
-        say(f"  {name:32s} kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
+        res.append((tk, name))
+        say(f"  {name:24s} kernel {tk:8.2f} ms  {flops(L, L) / tk / 1e9:6.0f} TFLOP/s  "
             f"cos {cos:.5f} rel {rel:.4f};  half the K/V bytes {th:8.2f} ms ({th / tk:.3f}x)")
+    return sorted(res)
+
+
+def stats_sweep(L: int) -> None:
+    """attn8.stats's launch shapes (one read of q, k and v; 1 GB at 480p)."""
+    q, k, v = structured_qkv(1, H, L, L, seed=3, device="cuda")
+    say(f"\n== statistics pass at L = {L} (chunk, rows per step, warps)")
+    for chunk, bl_, w in ((512, 16, 4), (512, 32, 4), (1024, 32, 8), (256, 16, 4), (512, 64, 8), (2048, 64, 8)):
+        t = median_ms(lambda c=chunk, b=bl_, w=w: attn8.stats(q, k, v, c, b, w), 11)
+        say(f"  chunk {chunk:5d} block_l {bl_:3d} warps {w}: {t:.3f} ms ({3 * q.numel() * 2 / t / 1e9:.0f} GB/s)")
+
+
+def gluon_mode(sizes: list[str]) -> None:
+    """--gluon: every Gluon variant at the first size, the fastest two again at the others."""
+    best = []
+    for i, size in enumerate(sizes):
+        L = SIZES[size]
+        q, k, v = structured_qkv(1, H, L, L, seed=7, device=DEVICE)
+        ref = reference(q, k, v)
+        names = tuple(GLUON_VARIANTS) if i == 0 else tuple(["base"] + [n for _, n in best[:2] if n != "base"])
+        res = gluon_rows(q, k, v, ref, L, names)
+        best = best or res
+        del q, k, v, ref
+        torch.cuda.empty_cache()
+    stats_sweep(SIZES[sizes[0]])
 
 
 def flops(lq: int, lk: int) -> float:
@@ -244,6 +277,7 @@ def main(argv=None) -> None:
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--sizes", default="480p,720p")
     ap.add_argument("--log", default="")
+    ap.add_argument("--gluon", action="store_true", help="only the sm90 Gluon kernel's variants and the stats pass")
     bl.add_smoke(ap)
     args = bl.smoke_or(ap.parse_args(argv), sweep=False, sizes="tiny")
     if args.smoke:
@@ -256,7 +290,9 @@ def main(argv=None) -> None:
         f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}")
     cap = torch.cuda.get_device_capability()
     best = [attn8.config_for(cap)]
-    if args.sweep:
+    if args.gluon:
+        gluon_mode(args.sizes.split(","))
+    elif args.sweep:
         res = run_sweep(SIZES["480p"])
         if res:
             best = [r[1] for r in res[:1]]
@@ -264,7 +300,8 @@ def main(argv=None) -> None:
             best += [default] if default != best[0] else [r[1] for r in res[1:2]]
     else:
         precompile(best, [(SIZES[s], SIZES[s]) for s in args.sizes.split(",")] + [(SIZES["480p"], TEXT)])
-    table(args.sizes.split(","), best)
+    if not args.gluon:
+        table(args.sizes.split(","), best)
     if args.log:
         Path(args.log).parent.mkdir(parents=True, exist_ok=True)
         Path(args.log).write_text("\n".join(LOG) + "\n")

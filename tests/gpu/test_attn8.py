@@ -69,7 +69,8 @@ def test_call_accuracy_at_14b_shapes(size, Lq, Lk, seed):
         assert cos >= MIN_COSINE and rel <= MAX_REL_L2, (size, pv, cos, rel)
 
 
-GLUON = [(64, 3, 4, False), (64, 2, 4, False), (128, 3, 8, False), (64, 3, 4, True)]  # m, stages, warps, two-level
+GLUON = [(64, 3, 4, {}), (64, 2, 4, {}), (128, 3, 8, {}), (64, 3, 4, {"kv_bar": True}), (64, 3, 4, {"ones_sum": True}),
+         (64, 3, 4, {"ones_sum": True, "kv_bar": True}), (64, 3, 4, {"kv_bar": True, "tau": 3.0})]  # m, stages, warps, variant
 
 
 def _gluon():
@@ -93,9 +94,8 @@ def test_gluon_kernel_matches_the_triton_kernel(launch, Lq, Lk):
     plain = attn8.quantize(q, k, v, st, 128, True)
     ordered = attn8.quantize(q, k, v, st, 128, True, key_order=True)
     tri = attn8.attention_codes(*plain, st[3], st[4], B, h, Lq, Lk, torch.float32, attn8.Config(64, 128, 4, 3), True)
-    bm, stages, warps, two = launch
-    glu = hopper.attention_codes(*ordered, st[3], st[4], B, h, Lq, Lk, torch.float32, bm, stages, warps,
-                                 two_level=two)
+    bm, stages, warps, kw = launch
+    glu = hopper.attention_codes(*ordered, st[3], st[4], B, h, Lq, Lk, torch.float32, bm, stages, warps, **kw)
     cos, rel = accuracy(glu, tri)
     assert rel < attn8.GLUON_MAX_REL and cos > 0.9999, (cos, rel)
 

@@ -129,7 +129,7 @@ def _unit_inner(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def stats(q, k, v, chunk: int = 512):
+def stats(q, k, v, chunk: int = 512, block_l: int = 16, num_warps: int = 4):
     """(q_inv_alpha, k_alpha, k_mean, v_mean, v_scale), each [B*H, D] float32 (reference.finish_stats)."""
     B, H, Lq, D = q.shape
     Lk = k.shape[2]
@@ -137,7 +137,7 @@ def stats(q, k, v, chunk: int = 512):
     part = torch.empty(7, B * H, n_chunks, D, device=q.device, dtype=torch.float32)
     _k._stats_kernel[(n_chunks, B * H)](
         q, k, v, part, Lq, Lk, H, n_chunks, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1),
-        k.stride(2), v.stride(0), v.stride(1), v.stride(2), CHUNK=chunk, BLOCK_L=16, D=D, num_warps=4)
+        k.stride(2), v.stride(0), v.stride(1), v.stride(2), CHUNK=chunk, BLOCK_L=block_l, D=D, num_warps=num_warps)
     return finish_stats(part[0].amax(1), part[1].sum(1), part[2].amin(1), part[3].amax(1), part[4].sum(1),
                         part[5].amin(1), part[6].amax(1), Lk)
 

@@ -25,7 +25,13 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 BLOCK_N = 128  # keys per block = D: S and O share one MMA layout
@@ -37,21 +43,39 @@ MAGIC_BITS = gl.constexpr(0x4B400000)  # its bit pattern
 
 @gluon.jit
 def _softmax(s, cc, m_i, l_i, start, Lk, p_layout: gl.constexpr, col_layout: gl.constexpr,
-             BLOCK_N: gl.constexpr, MASK: gl.constexpr):
-    """S (int32 codes' products) -> P as e4m3 in the P·V operand layout, alpha, l, m (base 2)."""
+             BLOCK_N: gl.constexpr, MASK: gl.constexpr, TAU: gl.constexpr, ONES_SUM: gl.constexpr):
+    """S (int32 codes' products) -> P in the P·V operand layout, alpha, l, m (base 2), and whether the
+    accumulator needs rescaling. TAU > 0: the running max moves only when some row of the program
+    outgrew it by more than TAU (log2 units), so most blocks skip the rescale; P's scale is lowered by
+    TAU to keep its codes under e4m3's largest (2^(P_LOG2 - TAU) * 2^TAU)."""
     if MASK:
         valid = gl.expand_dims(start + gl.arange(0, BLOCK_N, layout=col_layout) < Lk, 0)
         s = gl.where(valid, s, -(1 << 30))
     m_new = gl.maximum(m_i, gl.max(s, axis=1).to(gl.float32) * cc)
-    bias = MAGIC * cc + (m_new - P_LOG2)
+    if TAU > 0:
+        resc = gl.max(m_new - m_i, axis=0) > TAU
+        if not resc:
+            m_new = m_i
+        bias = MAGIC * cc + (m_new - (P_LOG2 - TAU))
+    else:
+        resc = True
+        bias = MAGIC * cc + (m_new - P_LOG2)
     x = (s + MAGIC_BITS).to(gl.float32, bitcast=True) * gl.expand_dims(cc, 1) - gl.expand_dims(bias, 1)
     if MASK:
         x = gl.where(valid, x, -float("inf"))
     p = gl.exp2(x)
     alpha = gl.exp2(m_i - m_new)
-    l_i = l_i * alpha + gl.sum(p, axis=1)
-    p8 = _as_operand(p, p_layout, BLOCK_N)
-    return p8, alpha, l_i, m_new
+    if not ONES_SUM:
+        if TAU > 0:
+            if resc:
+                l_i = l_i * alpha
+            l_i = l_i + gl.sum(p, axis=1)
+        else:
+            l_i = l_i * alpha + gl.sum(p, axis=1)
+    # fp16 between the softmax and its use: two keys per register across the loop (e4m3 codes made
+    # here would take a register each: 255 registers and spills); e4m3 codes are made at the MMA (_e4m3)
+    p16 = _as_operand(p, p_layout, BLOCK_N).to(gl.float16)
+    return p16, alpha, l_i, m_new, resc
 
 
 @gluon.jit
@@ -64,9 +88,7 @@ def _as_operand(p, p_layout: gl.constexpr, BLOCK_N: gl.constexpr):
     BM: gl.constexpr = p.shape[0]
     p = gl.reshape(p, [BM, BLOCK_N // 32, 2, 2, 4, 2])  # key = 32 chunk + 16 h + 8 g + 2 t + e
     p = gl.permute(p, [0, 1, 2, 4, 3, 5])  # position = 32 chunk + 16 h + 4 t + 2 g + e
-    # fp16 between the softmax and its use: two keys per register across the loop (8-bit codes would
-    # take a register each); e4m3 codes are made right before the MMA (_e4m3)
-    return gl.convert_layout(gl.reshape(p, [BM, BLOCK_N]), p_layout).to(gl.float16)
+    return gl.convert_layout(gl.reshape(p, [BM, BLOCK_N]), p_layout)
 
 
 @gluon.jit
@@ -81,9 +103,10 @@ def _e4m3(p16):
 
 @gluon.jit
 def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0, n_blocks,
-             STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HALF_KV: gl.constexpr):
+             STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HALF_KV: gl.constexpr, KV_BAR: gl.constexpr):
     """TMA loads of key block `blk` (when it exists) into ring slot blk % STAGES (HALF_KV: the probe's
-    half tiles, the descriptors' blocks being half as tall)."""
+    half tiles, the descriptors' blocks being half as tall). KV_BAR: K and V share K's barrier (one
+    expect, one wait per block)."""
     ok = blk < n_blocks
     st = blk % STAGES
     k_dst = k_smem.index(st)
@@ -91,17 +114,22 @@ def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0
     if HALF_KV:
         k_dst = k_dst.slice(0, k_desc.block_type.shape[0])
         v_dst = v_dst.slice(0, v_desc.block_type.shape[0])
-    mbarrier.expect(k_bars.index(st), k_desc.block_type.nbytes, pred=ok)
-    tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_dst, pred=ok)
-    mbarrier.expect(v_bars.index(st), v_desc.block_type.nbytes, pred=ok)
-    tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], v_bars.index(st), v_dst, pred=ok)
+    if KV_BAR:
+        mbarrier.expect(k_bars.index(st), k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=ok)
+        tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_dst, pred=ok)
+        tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], k_bars.index(st), v_dst, pred=ok)
+    else:
+        mbarrier.expect(k_bars.index(st), k_desc.block_type.nbytes, pred=ok)
+        tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_dst, pred=ok)
+        mbarrier.expect(v_bars.index(st), v_desc.block_type.nbytes, pred=ok)
+        tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], v_bars.index(st), v_dst, pred=ok)
 
 
 @gluon.jit
 def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
                        sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                       STAGES: gl.constexpr, HALF_KV: gl.constexpr, TWO_LEVEL: gl.constexpr,
-                       num_warps: gl.constexpr):
+                       STAGES: gl.constexpr, HALF_KV: gl.constexpr, TAU: gl.constexpr, ONES_SUM: gl.constexpr,
+                       KV_BAR: gl.constexpr, num_warps: gl.constexpr):
     gl.static_assert(BLOCK_N == D, "S and O share one MMA layout (rows of alpha need no conversion)")
     pid_m = gl.program_id(0)
     bh = gl.program_id(1)
@@ -112,6 +140,11 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
     rows: gl.constexpr = gl.SliceLayout(1, mma)
     cols: gl.constexpr = gl.SliceLayout(0, mma)
+    # ONES_SUM: P's row sums by the tensor core, P times a block of ones (8 columns, the narrowest MMA)
+    mma8: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                   instr_shape=[16, 8, 32])
+    p8_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma8, k_width=4)
+    rows8: gl.constexpr = gl.SliceLayout(1, mma8)
 
     q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, D], q_desc.layout)
     k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, D], gl.NVMMASharedLayout.get_default_for(
@@ -125,6 +158,13 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     for i in gl.static_range(STAGES):
         mbarrier.init(k_bars.index(i), count=1)
         mbarrier.init(v_bars.index(i), count=1)
+    if ONES_SUM:
+        fill: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [num_warps, 1], [1, 0])
+        ones = gl.full([8, BLOCK_N], 1.0, gl.float32, fill).to(gl.float8e4nv)
+        ones_smem = gl.allocate_shared_memory(gl.float8e4nv, [8, BLOCK_N], gl.NVMMASharedLayout.get_default_for(
+            [8, BLOCK_N], gl.float8e4nv), ones)
+        fence_async_shared()
+        l_acc = gl.zeros([BLOCK_M, 8], gl.float32, mma8)
 
     n_blocks = Lk_pad // BLOCK_N
     k_row0 = bh * Lk_pad
@@ -132,13 +172,12 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [bh * Lq_pad + pid_m * BLOCK_M, 0], q_bar, q_smem)
     for i in gl.static_range(STAGES):
-        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N, HALF_KV)
+        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N, HALF_KV, KV_BAR)
 
     offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows)
     c = gl.load(QS + bh * Lq_pad + offs_m) * qk_scale  # per row: q scale * softmax scale * log2(e)
     ks_ptr = KS + bh * n_blocks
     zero = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
-    zero_o = gl.zeros([BLOCK_M, D], gl.float32, mma)
     acc = gl.zeros([BLOCK_M, D], gl.float32, mma)
     m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, rows)
     l_i = gl.zeros([BLOCK_M], gl.float32, rows)
@@ -150,9 +189,11 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
     if tail and n_blocks == 1:
-        p8, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
+        p8, alpha, l_i, m_i, resc = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True,
+                                             TAU, ONES_SUM)
     else:
-        p8, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False)
+        p8, alpha, l_i, m_i, resc = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False,
+                                             TAU, ONES_SUM)
 
     for j in range(0, n_blocks - 1):
         nxt = j + 1
@@ -160,39 +201,51 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
         mbarrier.wait(k_bars.index(st_n), (nxt // STAGES) & 1)
         s_tok = warpgroup_mma(q_smem, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
         st = j % STAGES
-        mbarrier.wait(v_bars.index(st), (j // STAGES) & 1)
-        if TWO_LEVEL:
-            o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), zero_o, use_acc=False, is_async=True)
-        else:
+        if not KV_BAR:
+            mbarrier.wait(v_bars.index(st), (j // STAGES) & 1)
+        if resc:
             acc = acc * gl.expand_dims(alpha, 1)
-            o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s_tok,))
+            if ONES_SUM:
+                l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, rows8), 1)
+        pc = _e4m3(p8)
+        o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+        if ONES_SUM:
+            l_tok = warpgroup_mma(gl.convert_layout(pc, p8_layout), ones_smem.permute((1, 0)), l_acc, use_acc=True,
+                                  is_async=True)
+            s = warpgroup_mma_wait(2, deps=(s_tok,))
+        else:
+            s = warpgroup_mma_wait(1, deps=(s_tok,))
         cc = c * gl.load(ks_ptr + nxt)
         if tail and nxt == n_blocks - 1:
-            p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True)
+            p8, alpha, l_i, m_i, resc = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True,
+                                                 TAU, ONES_SUM)
         else:
-            p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
-        o = warpgroup_mma_wait(0, deps=(o_tok,))
-        if not TWO_LEVEL:
-            acc = o
+            p8, alpha, l_i, m_i, resc = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False,
+                                                 TAU, ONES_SUM)
+        if ONES_SUM:
+            acc, l_acc = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
+        else:
+            acc = warpgroup_mma_wait(0, deps=(o_tok,))
         # slot st's K was read by S(j) and its V by O(j): both done, refill it with block j + STAGES
         _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, j + STAGES, k_row0, v_row0, n_blocks, STAGES,
-                 BLOCK_N, HALF_KV)
-        if TWO_LEVEL:
-            acc = acc * gl.expand_dims(alpha, 1) + o
-        p8 = p8n
-        alpha = alpha_n
+                 BLOCK_N, HALF_KV, KV_BAR)
 
     last = n_blocks - 1
     st = last % STAGES
-    mbarrier.wait(v_bars.index(st), (last // STAGES) & 1)
-    if TWO_LEVEL:
-        o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), zero_o, use_acc=False, is_async=True)
-        o = warpgroup_mma_wait(0, deps=(o_tok,))
-        acc = acc * gl.expand_dims(alpha, 1) + o
-    else:
+    if not KV_BAR:
+        mbarrier.wait(v_bars.index(st), (last // STAGES) & 1)
+    if resc:
         acc = acc * gl.expand_dims(alpha, 1)
-        o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+        if ONES_SUM:
+            l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, rows8), 1)
+    pc = _e4m3(p8)
+    o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+    if ONES_SUM:
+        l_tok = warpgroup_mma(gl.convert_layout(pc, p8_layout), ones_smem.permute((1, 0)), l_acc, use_acc=True,
+                              is_async=True)
+        acc, l_acc = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
+        l_i = gl.convert_layout(gl.max(l_acc, axis=1), rows)
+    else:
         acc = warpgroup_mma_wait(0, deps=(o_tok,))
 
     mbarrier.invalidate(q_bar)
@@ -213,12 +266,11 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int, dtype: torch.dtype,
                     block_m: int = 64, stages: int = 3, num_warps: int = 4, half_kv_probe: bool = False,
-                    two_level: bool = False, maxnreg: int | None = None) -> torch.Tensor:
+                    tau: float = 0.0, ones_sum: bool = False, kv_bar: bool = False) -> torch.Tensor:
     """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D].
     half_kv_probe: load only half of each K and V tile (a timing probe: the output is garbage).
-    two_level=True takes a fresh P·V product per block and adds it in FP32 (SageAttention2's guard
-    against the FP8 MMA's reduced-precision accumulation; measured no more accurate here, and slower);
-    maxnreg caps the registers (168: three programs per SM, measured slower)."""
+    tau > 0: lazy rescaling (the running max moves only when it grew by more than tau, log2 units);
+    ones_sum: P's row sums on the tensor cores (P times ones); kv_bar: one barrier per K/V block."""
     BH, lq, D = q8.shape
     lk = k8.shape[1]
     if D != BLOCK_N or lk % BLOCK_N or lq % block_m:
@@ -229,6 +281,6 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int
         _desc(k8.view(BH * lk, D), [BLOCK_N // (1 + half_kv_probe), D], gl.int8),
         _desc(vt.view(BH * D, lk), [D // (1 + half_kv_probe), BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H,
         D**-0.5 * 1.4426950408889634, out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N,
-        D=D, STAGES=stages, HALF_KV=half_kv_probe, TWO_LEVEL=two_level, num_warps=num_warps,
-        **({"maxnreg": maxnreg} if maxnreg else {}))
+        D=D, STAGES=stages, HALF_KV=half_kv_probe, TAU=float(tau), ONES_SUM=ones_sum, KV_BAR=kv_bar,
+        num_warps=num_warps)
     return out.transpose(1, 2)
