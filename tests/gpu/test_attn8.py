@@ -70,7 +70,8 @@ def test_call_accuracy_at_14b_shapes(size, Lq, Lk, seed):
 
 
 GLUON = [(64, 3, 4, {}), (64, 2, 4, {}), (128, 3, 8, {}), (64, 3, 4, {"kv_bar": True}), (64, 3, 4, {"ones_sum": True}),
-         (64, 3, 4, {"ones_sum": True, "kv_bar": True}), (64, 3, 4, {"kv_bar": True, "tau": 3.0})]  # m, stages, warps, variant
+         (64, 3, 4, {"ones_sum": True, "kv_bar": True}), (64, 3, 4, {"kv_bar": True, "tau": 3.0}),
+         (64, 4, 4, {"ws": True}), (64, 4, 4, {"ws": True, "pingpong": False})]  # m, stages, warps, variant
 
 
 def _gluon():

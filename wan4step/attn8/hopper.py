@@ -164,6 +164,7 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
         ones_smem = gl.allocate_shared_memory(gl.float8e4nv, [8, BLOCK_N], gl.NVMMASharedLayout.get_default_for(
             [8, BLOCK_N], gl.float8e4nv), ones)
         fence_async_shared()
+        gl.thread_barrier()  # every warp's part of the tile written before any MMA reads it
         l_acc = gl.zeros([BLOCK_M, 8], gl.float32, mma8)
 
     n_blocks = Lk_pad // BLOCK_N
@@ -260,13 +261,158 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
 
 
+@gluon.jit
+def _ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, empty, q_row0, k_row0, v_row0,
+                 n_blocks, STAGES: gl.constexpr, BLOCK_N: gl.constexpr):
+    """One warp: both consumers' Q tiles, then K and V blocks through the ring as slots free up."""
+    for c in gl.static_range(2):
+        mbarrier.expect(q_bars.index(c), q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [q_row0 + c * q_desc.block_type.shape[0], 0], q_bars.index(c),
+                                        q_smem.index(c))
+    for j in range(n_blocks):
+        st = j % STAGES
+        mbarrier.wait(empty.index(st), ((j // STAGES) & 1) ^ 1)  # fresh barriers pass phase 1
+        bar = ready.index(st)
+        mbarrier.expect(bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [k_row0 + j * BLOCK_N, 0], bar, k_smem.index(st))
+        tma.async_copy_global_to_shared(v_desc, [v_row0, j * BLOCK_N], bar, v_smem.index(st))
+
+
+@gluon.jit
+def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0,
+                 row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr,
+                 BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+    """Rows row0 + C*BLOCK_M ... of one (batch, head): the loop of _attn8_sm90_kernel on the shared K/V ring.
+    PINGPONG: the two consumers take turns issuing their MMAs (FlashAttention-3's ping-pong), so one's
+    softmax runs while the other's products do."""
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 32])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
+    rows: gl.constexpr = gl.SliceLayout(1, mma)
+    cols: gl.constexpr = gl.SliceLayout(0, mma)
+    offs_m = row0 + C * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows)
+    c = gl.load(QS + q_pad0 + offs_m) * qk_scale
+    ks_ptr = KS + bh * n_blocks
+    zero = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
+    acc = gl.zeros([BLOCK_M, D], gl.float32, mma)
+    m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, rows)
+    l_i = gl.zeros([BLOCK_M], gl.float32, rows)
+    tail = Lk % BLOCK_N != 0
+    q_s = q_smem.index(C)
+
+    mbarrier.wait(q_bars.index(C), 0)
+    mbarrier.wait(ready.index(0), 0)
+    if PINGPONG:
+        mbarrier.wait(turn.index(C), C ^ 1)
+    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(turn.index(1 - C))
+    s = warpgroup_mma_wait(0, deps=(s,))
+    if tail and n_blocks == 1:
+        p16, alpha, l_i, m_i, resc = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True,
+                                              0.0, False)
+    else:
+        p16, alpha, l_i, m_i, resc = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N,
+                                              False, 0.0, False)
+    for j in range(0, n_blocks - 1):
+        nxt = j + 1
+        st_n = nxt % STAGES
+        st = j % STAGES
+        mbarrier.wait(ready.index(st_n), (nxt // STAGES) & 1)
+        acc = acc * gl.expand_dims(alpha, 1)
+        pc = _e4m3(p16)
+        if PINGPONG:
+            mbarrier.wait(turn.index(C), (nxt & 1) ^ C ^ 1)
+        s_tok = warpgroup_mma(q_s, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
+        o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+        if PINGPONG:
+            mbarrier.arrive(turn.index(1 - C))
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        cc = c * gl.load(ks_ptr + nxt)
+        if tail and nxt == n_blocks - 1:
+            p16, alpha, l_i, m_i, resc = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True,
+                                                  0.0, False)
+        else:
+            p16, alpha, l_i, m_i, resc = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False,
+                                                  0.0, False)
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+        mbarrier.arrive(empty.index(st))  # this consumer is done with block j's K and V
+    last = n_blocks - 1
+    st = last % STAGES
+    acc = acc * gl.expand_dims(alpha, 1)
+    o_tok = warpgroup_mma(_e4m3(p16), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    mbarrier.arrive(empty.index(st))
+    offs_d = gl.arange(0, D, layout=cols)
+    vs = gl.load(VS + bh * D + offs_d)
+    vm = gl.load(VM + bh * D + offs_d)
+    out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_i, 1)) + gl.expand_dims(vm, 0)
+    o_ptrs = Out + b * sob + h * soh + gl.expand_dims(offs_m.to(gl.int64) * sol, 1) + gl.expand_dims(offs_d, 0)
+    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
+
+
+@gluon.jit
+def _ws_consumer0(q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                  n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+    _ws_consumer(0, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG)
+
+
+@gluon.jit
+def _ws_consumer1(q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                  n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+    _ws_consumer(1, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG)
+
+
+@gluon.jit
+def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
+                          sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
+                          STAGES: gl.constexpr, PINGPONG: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                          num_warps: gl.constexpr):
+    """Warp-specialized: a producer warp streams K and V through a ring shared by two consumer warpgroups
+    (BLOCK_M rows each, 2 * BLOCK_M per program); one program per SM."""
+    pid_m = gl.program_id(0)
+    bh = gl.program_id(1)
+    b = bh // H
+    h = bh % H
+    q_smem = gl.allocate_shared_memory(gl.int8, [2, BLOCK_M, D], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, D], gl.NVMMASharedLayout.get_default_for(
+        [BLOCK_N, D], gl.int8))
+    v_smem = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, D, BLOCK_N], gl.NVMMASharedLayout.get_default_for(
+        [D, BLOCK_N], gl.float8e4nv))
+    q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(q_bars.index(i), count=1)
+        mbarrier.init(turn.index(i), count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=2)
+    n_blocks = Lk_pad // BLOCK_N
+    row0 = pid_m * (2 * BLOCK_M)
+    q_pad0 = bh * Lq_pad
+    gl.warp_specialize([
+        (_ws_consumer0, (q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG)),
+        (_ws_consumer1, (q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG)),
+        (_ws_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, empty, q_pad0 + row0,
+                        bh * Lk_pad, bh * D, n_blocks, STAGES, BLOCK_N)),
+    ], [4, 1], [CONSUMER_REGS, 24])
+
+
 def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block, gl.NVMMASharedLayout.get_default_for(block, dtype))
 
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int, dtype: torch.dtype,
                     block_m: int = 64, stages: int = 3, num_warps: int = 4, half_kv_probe: bool = False,
-                    tau: float = 0.0, ones_sum: bool = False, kv_bar: bool = False) -> torch.Tensor:
+                    tau: float = 0.0, ones_sum: bool = False, kv_bar: bool = False, ws: bool = False,
+                    pingpong: bool = True, consumer_regs: int = 240, maxnreg: int = 168) -> torch.Tensor:
     """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D].
     half_kv_probe: load only half of each K and V tile (a timing probe: the output is garbage).
     tau > 0: lazy rescaling (the running max moves only when it grew by more than tau, log2 units);
@@ -276,6 +422,16 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int
     if D != BLOCK_N or lk % BLOCK_N or lq % block_m:
         raise ValueError(f"hopper attention needs D = {BLOCK_N} and padded codes (D {D}, keys {lk}, queries {lq})")
     out = torch.empty(B, Lq, H, D, device=q8.device, dtype=dtype)
+    if ws:
+        if lq % (2 * block_m) or half_kv_probe:
+            raise ValueError(f"the warp-specialized kernel takes {2 * block_m} query rows per program")
+        _attn8_sm90_ws_kernel[(lq // (2 * block_m), BH)](
+            _desc(q8.view(BH * lq, D), [block_m, D], gl.int8), _desc(k8.view(BH * lk, D), [BLOCK_N, D], gl.int8),
+            _desc(vt.view(BH * D, lk), [D, BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H,
+            D**-0.5 * 1.4426950408889634, out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m,
+            BLOCK_N=BLOCK_N, D=D, STAGES=stages, PINGPONG=pingpong, CONSUMER_REGS=consumer_regs, num_warps=4,
+            maxnreg=maxnreg)
+        return out.transpose(1, 2)
     _attn8_sm90_kernel[(triton.cdiv(Lq, block_m), BH)](
         _desc(q8.view(BH * lq, D), [block_m, D], gl.int8),
         _desc(k8.view(BH * lk, D), [BLOCK_N // (1 + half_kv_probe), D], gl.int8),
