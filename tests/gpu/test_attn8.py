@@ -69,9 +69,9 @@ def test_call_accuracy_at_14b_shapes(size, Lq, Lk, seed):
         assert cos >= MIN_COSINE and rel <= MAX_REL_L2, (size, pv, cos, rel)
 
 
-GLUON = [(64, 3, 4, {}), (64, 2, 4, {}), (128, 3, 8, {}), (64, 3, 4, {"kv_bar": True}), (64, 3, 4, {"ones_sum": True}),
-         (64, 3, 4, {"ones_sum": True, "kv_bar": True}), (64, 3, 4, {"kv_bar": True, "tau": 3.0}),
-         (64, 4, 4, {"ws": True}), (64, 4, 4, {"ws": True, "pingpong": False})]  # m, stages, warps, variant
+GLUON = [(64, 3, 4, {}), (64, 2, 4, {}), (128, 3, 8, {}), (64, 3, 4, {"ws": True}), (64, 4, 4, {"ws": True}),
+         (64, 5, 4, {"ws": True}), (64, 4, 4, {"ws": True, "pingpong": True}), (64, 3, 4, {"ws": True, "rotate": True}),
+         (64, 4, 4, {"ws": True, "rotate": True})]  # m, stages, warps, variant
 
 
 def _gluon():

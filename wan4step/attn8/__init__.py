@@ -41,10 +41,11 @@ class Config:
     num_stages: int = 3
     exp_split: bool = False  # every second exp2 as a polynomial on the FMA units (kernels._exp2_poly)
     gluon: bool = False  # the Gluon kernel for sm90 (hopper.py; block_n 128, head dim 128, FP8 P·V)
+    ws: bool = False  # its warp-specialized form: a producer warp + two consumer warpgroups of block_m rows
 
     def __str__(self) -> str:
         return (f"m{self.block_m}n{self.block_n}w{self.num_warps}s{self.num_stages}"
-                f"{'x' if self.exp_split else ''}{' gluon' if self.gluon else ''}")
+                f"{'x' if self.exp_split else ''}{' gluon' if self.gluon else ''}{' ws' if self.ws else ''}")
 
 
 # Launch choices per compute capability. sm90: the Gluon kernel (hopper.py), 5 % faster than the
@@ -56,7 +57,7 @@ class Config:
 # polynomial exp2 split ~10 % (the loop is issue-bound, not SFU-bound). Elsewhere not measured:
 # 64 x 64 tiles in two stages fit sm86/sm89's 99 KB of shared memory without spilling (ptxas, Triton 3.8).
 CONFIGS: dict[tuple[int, int], Config] = {
-    (9, 0): Config(64, 128, 4, 3, gluon=True),
+    (9, 0): Config(64, 128, 4, 4, gluon=True, ws=True),
 }
 DEFAULT_CONFIG = Config(64, 64, 4, 2)
 HEAD_DIMS = (64, 128)
@@ -82,7 +83,7 @@ _GLUON = fallback.switch("attn8's Hopper kernel (Gluon)", "attn8's Triton kernel
 GLUON_MAX_REL = 5e-3  # Gluon vs Triton kernel on the same codes (P's fp16 step may round a tie apart)
 
 
-def _gluon_self_check(device: torch.device) -> None:
+def _gluon_self_check(device: torch.device, cfg: Config) -> None:
     """Both kernels on the same small structured problem (odd lengths, two key blocks and a partial
     one): the Gluon kernel must match the Triton kernel, or it is not used on this GPU."""
     from .structured import accuracy, structured_qkv
@@ -92,7 +93,7 @@ def _gluon_self_check(device: torch.device) -> None:
     tri = attention_codes(*quantize(q, k, v, st, 128, True), st[3], st[4], 1, 2, 300, 333, torch.float32,
                           Config(64, 128, 4, 3), True)
     glu = attention_codes(*quantize(q, k, v, st, 128, True, key_order=True), st[3], st[4], 1, 2, 300, 333,
-                          torch.float32, Config(64, 128, 4, 3, gluon=True), True)
+                          torch.float32, cfg, True)
     cos, rel = accuracy(glu, tri)
     if not rel < GLUON_MAX_REL:
         raise RuntimeError(f"it differs from the Triton kernel (relative L2 {rel:.2e})")
@@ -107,7 +108,7 @@ def _use_gluon(cfg: Config, q: torch.Tensor, pv_fp8: bool) -> bool:
             and cfg.block_n == _hopper.BLOCK_N and torch.cuda.get_device_capability(q.device)[0] == 9):
         return False
     return _GLUON.check_once(_device_key(q.device), lambda: fallback.attempt(
-        lambda: _gluon_self_check(q.device), "attn8's Hopper kernel (Gluon)", "attn8's Triton kernel"))
+        lambda: _gluon_self_check(q.device, cfg), "attn8's Hopper kernel (Gluon)", "attn8's Triton kernel"))
 
 
 def usable(q: torch.Tensor, k: torch.Tensor) -> str | None:
@@ -167,7 +168,7 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B, H, Lq, Lk, dtype, cfg: Config
     """cfg.gluon: V's codes must be in key order (quantize(..., key_order=True))."""
     if cfg.gluon:
         return _hopper.attention_codes(q8, qs, k8, ks, vt, vm, vs, B, H, Lq, Lk, dtype, cfg.block_m, cfg.num_stages,
-                                       cfg.num_warps)
+                                       cfg.num_warps, ws=cfg.ws)
     D = q8.shape[-1]
     out = torch.empty(B, Lq, H, D, device=q8.device, dtype=dtype)
     _k._attn8_kernel[(triton.cdiv(Lq, cfg.block_m), B * H)](
@@ -198,6 +199,6 @@ def attn8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: Config | None 
             return attention_codes(*codes, st[3], st[4], B, H, Lq, Lk, q.dtype, cfg, pv_fp8)
         except Exception as exc:  # noqa: BLE001 - fail() re-raises OOM and interrupts
             _GLUON.fail(_device_key(q.device), exc)
-    cfg = replace(cfg, gluon=False)
+    cfg = replace(cfg, gluon=False, ws=False, num_stages=min(cfg.num_stages, 3))
     q8, qs, k8, ks, vt = quantize(q, k, v, st, cfg.block_n, pv_fp8)
     return attention_codes(q8, qs, k8, ks, vt, st[3], st[4], B, H, Lq, Lk, q.dtype, cfg, pv_fp8)

@@ -26,7 +26,6 @@ import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
-    fence_async_shared,
     mbarrier,
     tma,
     warpgroup_mma,
@@ -43,39 +42,26 @@ MAGIC_BITS = gl.constexpr(0x4B400000)  # its bit pattern
 
 @gluon.jit
 def _softmax(s, cc, m_i, l_i, start, Lk, p_layout: gl.constexpr, col_layout: gl.constexpr,
-             BLOCK_N: gl.constexpr, MASK: gl.constexpr, TAU: gl.constexpr, ONES_SUM: gl.constexpr):
-    """S (int32 codes' products) -> P in the P·V operand layout, alpha, l, m (base 2), and whether the
-    accumulator needs rescaling. TAU > 0: the running max moves only when some row of the program
-    outgrew it by more than TAU (log2 units), so most blocks skip the rescale; P's scale is lowered by
-    TAU to keep its codes under e4m3's largest (2^(P_LOG2 - TAU) * 2^TAU)."""
+             BLOCK_N: gl.constexpr, MASK: gl.constexpr, F16: gl.constexpr = True):
+    """S (int32 codes' products) -> P in the P·V operand layout (fp16, or fp32 when F16 is off), alpha,
+    l, m (base 2)."""
     if MASK:
         valid = gl.expand_dims(start + gl.arange(0, BLOCK_N, layout=col_layout) < Lk, 0)
         s = gl.where(valid, s, -(1 << 30))
     m_new = gl.maximum(m_i, gl.max(s, axis=1).to(gl.float32) * cc)
-    if TAU > 0:
-        resc = gl.max(m_new - m_i, axis=0) > TAU
-        if not resc:
-            m_new = m_i
-        bias = MAGIC * cc + (m_new - (P_LOG2 - TAU))
-    else:
-        resc = True
-        bias = MAGIC * cc + (m_new - P_LOG2)
+    bias = MAGIC * cc + (m_new - P_LOG2)
     x = (s + MAGIC_BITS).to(gl.float32, bitcast=True) * gl.expand_dims(cc, 1) - gl.expand_dims(bias, 1)
     if MASK:
         x = gl.where(valid, x, -float("inf"))
     p = gl.exp2(x)
     alpha = gl.exp2(m_i - m_new)
-    if not ONES_SUM:
-        if TAU > 0:
-            if resc:
-                l_i = l_i * alpha
-            l_i = l_i + gl.sum(p, axis=1)
-        else:
-            l_i = l_i * alpha + gl.sum(p, axis=1)
+    l_i = l_i * alpha + gl.sum(p, axis=1)
     # fp16 between the softmax and its use: two keys per register across the loop (e4m3 codes made
     # here would take a register each: 255 registers and spills); e4m3 codes are made at the MMA (_e4m3)
-    p16 = _as_operand(p, p_layout, BLOCK_N).to(gl.float16)
-    return p16, alpha, l_i, m_new, resc
+    p = _as_operand(p, p_layout, BLOCK_N)
+    if F16:
+        p = p.to(gl.float16)
+    return p, alpha, l_i, m_new
 
 
 @gluon.jit
@@ -102,11 +88,19 @@ def _e4m3(p16):
 
 
 @gluon.jit
+def _e4m3_f32(p):
+    """fp32 P -> e4m3 codes in one rounding (cvt of f32 pairs), four keys of a row per register."""
+    codes = gl.inline_asm_elementwise(
+        "{ .reg .b16 lo, hi;\n cvt.rn.satfinite.e4m3x2.f32 lo, $2, $1;\n cvt.rn.satfinite.e4m3x2.f32 hi, $4, $3;\n"
+        " mov.b32 $0, {lo, hi}; }", "=r,r,r,r,r", [p], dtype=gl.int8, is_pure=True, pack=4)
+    return codes.to(gl.float8e4nv, bitcast=True)
+
+
+@gluon.jit
 def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0, n_blocks,
-             STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HALF_KV: gl.constexpr, KV_BAR: gl.constexpr):
+             STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HALF_KV: gl.constexpr):
     """TMA loads of key block `blk` (when it exists) into ring slot blk % STAGES (HALF_KV: the probe's
-    half tiles, the descriptors' blocks being half as tall). KV_BAR: K and V share K's barrier (one
-    expect, one wait per block)."""
+    half tiles, the descriptors' blocks being half as tall)."""
     ok = blk < n_blocks
     st = blk % STAGES
     k_dst = k_smem.index(st)
@@ -114,22 +108,17 @@ def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0
     if HALF_KV:
         k_dst = k_dst.slice(0, k_desc.block_type.shape[0])
         v_dst = v_dst.slice(0, v_desc.block_type.shape[0])
-    if KV_BAR:
-        mbarrier.expect(k_bars.index(st), k_desc.block_type.nbytes + v_desc.block_type.nbytes, pred=ok)
-        tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_dst, pred=ok)
-        tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], k_bars.index(st), v_dst, pred=ok)
-    else:
-        mbarrier.expect(k_bars.index(st), k_desc.block_type.nbytes, pred=ok)
-        tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_dst, pred=ok)
-        mbarrier.expect(v_bars.index(st), v_desc.block_type.nbytes, pred=ok)
-        tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], v_bars.index(st), v_dst, pred=ok)
+    mbarrier.expect(k_bars.index(st), k_desc.block_type.nbytes, pred=ok)
+    tma.async_copy_global_to_shared(k_desc, [k_row0 + blk * BLOCK_N, 0], k_bars.index(st), k_dst, pred=ok)
+    mbarrier.expect(v_bars.index(st), v_desc.block_type.nbytes, pred=ok)
+    tma.async_copy_global_to_shared(v_desc, [v_row0, blk * BLOCK_N], v_bars.index(st), v_dst, pred=ok)
 
 
 @gluon.jit
 def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
                        sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                       STAGES: gl.constexpr, HALF_KV: gl.constexpr, TAU: gl.constexpr, ONES_SUM: gl.constexpr,
-                       KV_BAR: gl.constexpr, num_warps: gl.constexpr):
+                       STAGES: gl.constexpr, HALF_KV: gl.constexpr,
+                       num_warps: gl.constexpr):
     gl.static_assert(BLOCK_N == D, "S and O share one MMA layout (rows of alpha need no conversion)")
     pid_m = gl.program_id(0)
     bh = gl.program_id(1)
@@ -140,11 +129,6 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
     rows: gl.constexpr = gl.SliceLayout(1, mma)
     cols: gl.constexpr = gl.SliceLayout(0, mma)
-    # ONES_SUM: P's row sums by the tensor core, P times a block of ones (8 columns, the narrowest MMA)
-    mma8: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                   instr_shape=[16, 8, 32])
-    p8_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma8, k_width=4)
-    rows8: gl.constexpr = gl.SliceLayout(1, mma8)
 
     q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, D], q_desc.layout)
     k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, D], gl.NVMMASharedLayout.get_default_for(
@@ -158,14 +142,6 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     for i in gl.static_range(STAGES):
         mbarrier.init(k_bars.index(i), count=1)
         mbarrier.init(v_bars.index(i), count=1)
-    if ONES_SUM:
-        fill: gl.constexpr = gl.BlockedLayout([1, 16], [4, 8], [num_warps, 1], [1, 0])
-        ones = gl.full([8, BLOCK_N], 1.0, gl.float32, fill).to(gl.float8e4nv)
-        ones_smem = gl.allocate_shared_memory(gl.float8e4nv, [8, BLOCK_N], gl.NVMMASharedLayout.get_default_for(
-            [8, BLOCK_N], gl.float8e4nv), ones)
-        fence_async_shared()
-        gl.thread_barrier()  # every warp's part of the tile written before any MMA reads it
-        l_acc = gl.zeros([BLOCK_M, 8], gl.float32, mma8)
 
     n_blocks = Lk_pad // BLOCK_N
     k_row0 = bh * Lk_pad
@@ -173,7 +149,7 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     mbarrier.expect(q_bar, q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [bh * Lq_pad + pid_m * BLOCK_M, 0], q_bar, q_smem)
     for i in gl.static_range(STAGES):
-        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N, HALF_KV, KV_BAR)
+        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N, HALF_KV)
 
     offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows)
     c = gl.load(QS + bh * Lq_pad + offs_m) * qk_scale  # per row: q scale * softmax scale * log2(e)
@@ -190,11 +166,9 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
     if tail and n_blocks == 1:
-        p8, alpha, l_i, m_i, resc = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True,
-                                             TAU, ONES_SUM)
+        p8, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
     else:
-        p8, alpha, l_i, m_i, resc = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False,
-                                             TAU, ONES_SUM)
+        p8, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False)
 
     for j in range(0, n_blocks - 1):
         nxt = j + 1
@@ -202,52 +176,28 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
         mbarrier.wait(k_bars.index(st_n), (nxt // STAGES) & 1)
         s_tok = warpgroup_mma(q_smem, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
         st = j % STAGES
-        if not KV_BAR:
-            mbarrier.wait(v_bars.index(st), (j // STAGES) & 1)
-        if resc:
-            acc = acc * gl.expand_dims(alpha, 1)
-            if ONES_SUM:
-                l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, rows8), 1)
-        pc = _e4m3(p8)
-        o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-        if ONES_SUM:
-            l_tok = warpgroup_mma(gl.convert_layout(pc, p8_layout), ones_smem.permute((1, 0)), l_acc, use_acc=True,
-                                  is_async=True)
-            s = warpgroup_mma_wait(2, deps=(s_tok,))
-        else:
-            s = warpgroup_mma_wait(1, deps=(s_tok,))
+        mbarrier.wait(v_bars.index(st), (j // STAGES) & 1)
+        acc = acc * gl.expand_dims(alpha, 1)
+        o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
         cc = c * gl.load(ks_ptr + nxt)
         if tail and nxt == n_blocks - 1:
-            p8, alpha, l_i, m_i, resc = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True,
-                                                 TAU, ONES_SUM)
+            p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True)
         else:
-            p8, alpha, l_i, m_i, resc = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False,
-                                                 TAU, ONES_SUM)
-        if ONES_SUM:
-            acc, l_acc = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
-        else:
-            acc = warpgroup_mma_wait(0, deps=(o_tok,))
+            p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
         # slot st's K was read by S(j) and its V by O(j): both done, refill it with block j + STAGES
         _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, j + STAGES, k_row0, v_row0, n_blocks, STAGES,
-                 BLOCK_N, HALF_KV, KV_BAR)
+                 BLOCK_N, HALF_KV)
+        p8 = p8n
+        alpha = alpha_n
 
     last = n_blocks - 1
     st = last % STAGES
-    if not KV_BAR:
-        mbarrier.wait(v_bars.index(st), (last // STAGES) & 1)
-    if resc:
-        acc = acc * gl.expand_dims(alpha, 1)
-        if ONES_SUM:
-            l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, rows8), 1)
-    pc = _e4m3(p8)
-    o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-    if ONES_SUM:
-        l_tok = warpgroup_mma(gl.convert_layout(pc, p8_layout), ones_smem.permute((1, 0)), l_acc, use_acc=True,
-                              is_async=True)
-        acc, l_acc = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
-        l_i = gl.convert_layout(gl.max(l_acc, axis=1), rows)
-    else:
-        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    mbarrier.wait(v_bars.index(st), (last // STAGES) & 1)
+    acc = acc * gl.expand_dims(alpha, 1)
+    o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(o_tok,))
 
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(STAGES):
@@ -281,7 +231,8 @@ def _ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, 
 @gluon.jit
 def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0,
                  row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr,
-                 BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+                 BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr,
+                 ROTATE: gl.constexpr):
     """Rows row0 + C*BLOCK_M ... of one (batch, head): the loop of _attn8_sm90_kernel on the shared K/V ring.
     PINGPONG: the two consumers take turns issuing their MMAs (FlashAttention-3's ping-pong), so one's
     softmax runs while the other's products do."""
@@ -299,6 +250,26 @@ def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, 
     tail = Lk % BLOCK_N != 0
     q_s = q_smem.index(C)
 
+    if ROTATE:
+        acc, l_i = _ws_rotated(q_s, k_smem, v_smem, q_bars, ready, empty, C, c, ks_ptr, Lk, n_blocks, tail, acc, m_i,
+                               l_i, zero, p_layout, cols, BLOCK_N, STAGES)
+    else:
+        acc, l_i = _ws_plain(q_s, k_smem, v_smem, q_bars, ready, empty, turn, C, c, ks_ptr, Lk, n_blocks, tail, acc,
+                             m_i, l_i, zero, p_layout, cols, BLOCK_N, STAGES, PINGPONG)
+    offs_d = gl.arange(0, D, layout=cols)
+    vs = gl.load(VS + bh * D + offs_d)
+    vm = gl.load(VM + bh * D + offs_d)
+    out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_i, 1)) + gl.expand_dims(vm, 0)
+    o_ptrs = Out + b * sob + h * soh + gl.expand_dims(offs_m.to(gl.int64) * sol, 1) + gl.expand_dims(offs_d, 0)
+    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
+
+
+@gluon.jit
+def _ws_plain(q_s, k_smem, v_smem, q_bars, ready, empty, turn, C: gl.constexpr, c, ks_ptr, Lk, n_blocks, tail, acc,
+              m_i, l_i, zero, p_layout: gl.constexpr, cols: gl.constexpr, BLOCK_N: gl.constexpr,
+              STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+    """The one-warpgroup kernel's schedule: P(j+1) made while P(j)·V runs, carried as fp16 to the next
+    iteration's MMA."""
     mbarrier.wait(q_bars.index(C), 0)
     mbarrier.wait(ready.index(0), 0)
     if PINGPONG:
@@ -308,11 +279,9 @@ def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, 
         mbarrier.arrive(turn.index(1 - C))
     s = warpgroup_mma_wait(0, deps=(s,))
     if tail and n_blocks == 1:
-        p16, alpha, l_i, m_i, resc = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True,
-                                              0.0, False)
+        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
     else:
-        p16, alpha, l_i, m_i, resc = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N,
-                                              False, 0.0, False)
+        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False)
     for j in range(0, n_blocks - 1):
         nxt = j + 1
         st_n = nxt % STAGES
@@ -329,11 +298,9 @@ def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, 
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         cc = c * gl.load(ks_ptr + nxt)
         if tail and nxt == n_blocks - 1:
-            p16, alpha, l_i, m_i, resc = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True,
-                                                  0.0, False)
+            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True)
         else:
-            p16, alpha, l_i, m_i, resc = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False,
-                                                  0.0, False)
+            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
         acc = warpgroup_mma_wait(0, deps=(o_tok,))
         mbarrier.arrive(empty.index(st))  # this consumer is done with block j's K and V
     last = n_blocks - 1
@@ -342,34 +309,69 @@ def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, 
     o_tok = warpgroup_mma(_e4m3(p16), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
     acc = warpgroup_mma_wait(0, deps=(o_tok,))
     mbarrier.arrive(empty.index(st))
-    offs_d = gl.arange(0, D, layout=cols)
-    vs = gl.load(VS + bh * D + offs_d)
-    vm = gl.load(VM + bh * D + offs_d)
-    out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_i, 1)) + gl.expand_dims(vm, 0)
-    o_ptrs = Out + b * sob + h * soh + gl.expand_dims(offs_m.to(gl.int64) * sol, 1) + gl.expand_dims(offs_d, 0)
-    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
+    return acc, l_i
+
+
+@gluon.jit
+def _ws_rotated(q_s, k_smem, v_smem, q_bars, ready, empty, C: gl.constexpr, c, ks_ptr, Lk, n_blocks, tail, acc, m_i,
+                l_i, zero, p_layout: gl.constexpr, cols: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    """The same overlap with the MMAs issued at the end of an iteration: S(j+1) then P(j)·V, right after
+    the softmax of block j, so P goes from fp32 to e4m3 in one conversion and never crosses the loop
+    (half the conversions of the fp16 route). The last iteration recomputes S(n-1) instead of
+    branching around the issue (one extra Q·Kᵀ block of n)."""
+    mbarrier.wait(q_bars.index(C), 0)
+    mbarrier.wait(ready.index(0), 0)
+    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s,))
+    if tail and n_blocks == 1:
+        p, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True, False)
+    else:
+        p, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False, False)
+    nx = gl.minimum(1, n_blocks - 1)
+    mbarrier.wait(ready.index(nx % STAGES), (nx // STAGES) & 1)
+    s_tok = warpgroup_mma(q_s, k_smem.index(nx % STAGES).permute((1, 0)), zero, use_acc=False, is_async=True)
+    o_tok = warpgroup_mma(_e4m3_f32(p), v_smem.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
+    for j in range(1, n_blocks):
+        st = j % STAGES
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        cc = c * gl.load(ks_ptr + j)
+        if tail and j == n_blocks - 1:
+            p, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, j * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True, False)
+        else:
+            p, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, j * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False, False)
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+        mbarrier.arrive(empty.index((j - 1) % STAGES))  # block j-1's K and V are no longer read
+        acc = acc * gl.expand_dims(alpha, 1)
+        pc = _e4m3_f32(p)
+        nx = gl.minimum(j + 1, n_blocks - 1)
+        mbarrier.wait(ready.index(nx % STAGES), (nx // STAGES) & 1)
+        s_tok = warpgroup_mma(q_s, k_smem.index(nx % STAGES).permute((1, 0)), zero, use_acc=False, is_async=True)
+        o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    mbarrier.arrive(empty.index((n_blocks - 1) % STAGES))
+    return acc, l_i
 
 
 @gluon.jit
 def _ws_consumer0(q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
                   n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+                  D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr, ROTATE: gl.constexpr):
     _ws_consumer(0, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG)
+                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG, ROTATE)
 
 
 @gluon.jit
 def _ws_consumer1(q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
                   n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr):
+                  D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr, ROTATE: gl.constexpr):
     _ws_consumer(1, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG)
+                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG, ROTATE)
 
 
 @gluon.jit
 def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
                           sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                          STAGES: gl.constexpr, PINGPONG: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                          STAGES: gl.constexpr, PINGPONG: gl.constexpr, ROTATE: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                           num_warps: gl.constexpr):
     """Warp-specialized: a producer warp streams K and V through a ring shared by two consumer warpgroups
     (BLOCK_M rows each, 2 * BLOCK_M per program); one program per SM."""
@@ -397,9 +399,9 @@ def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, L
     q_pad0 = bh * Lq_pad
     gl.warp_specialize([
         (_ws_consumer0, (q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG)),
+                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG, ROTATE)),
         (_ws_consumer1, (q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG)),
+                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG, ROTATE)),
         (_ws_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, empty, q_pad0 + row0,
                         bh * Lk_pad, bh * D, n_blocks, STAGES, BLOCK_N)),
     ], [4, 1], [CONSUMER_REGS, 24])
@@ -411,32 +413,33 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int, dtype: torch.dtype,
                     block_m: int = 64, stages: int = 3, num_warps: int = 4, half_kv_probe: bool = False,
-                    tau: float = 0.0, ones_sum: bool = False, kv_bar: bool = False, ws: bool = False,
-                    pingpong: bool = True, consumer_regs: int = 240, maxnreg: int = 168) -> torch.Tensor:
+                    ws: bool = False, pingpong: bool = False, rotate: bool = False, consumer_regs: int = 240) -> torch.Tensor:
     """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D].
     half_kv_probe: load only half of each K and V tile (a timing probe: the output is garbage).
-    tau > 0: lazy rescaling (the running max moves only when it grew by more than tau, log2 units);
-    ones_sum: P's row sums on the tensor cores (P times ones); kv_bar: one barrier per K/V block."""
+    ws: the warp-specialized kernel (a producer warp, two consumer warpgroups of block_m rows sharing
+    the K/V ring, one program per SM); pingpong: its consumers take turns issuing their MMAs."""
     BH, lq, D = q8.shape
     lk = k8.shape[1]
-    if D != BLOCK_N or lk % BLOCK_N or lq % block_m:
+    rows = block_m * (2 if ws else 1)
+    if D != BLOCK_N or lk % BLOCK_N or lq % rows:
         raise ValueError(f"hopper attention needs D = {BLOCK_N} and padded codes (D {D}, keys {lk}, queries {lq})")
     out = torch.empty(B, Lq, H, D, device=q8.device, dtype=dtype)
+    scale = D**-0.5 * 1.4426950408889634
     if ws:
-        if lq % (2 * block_m) or half_kv_probe:
-            raise ValueError(f"the warp-specialized kernel takes {2 * block_m} query rows per program")
-        _attn8_sm90_ws_kernel[(lq // (2 * block_m), BH)](
+        if half_kv_probe:
+            raise ValueError("half_kv_probe is a probe of the one-warpgroup kernel")
+        # 12 warps (the producer's group counted whole) share 64K registers: 168 each at launch, then
+        # 240 for each consumer and 24 for the producer
+        _attn8_sm90_ws_kernel[(lq // rows, BH)](
             _desc(q8.view(BH * lq, D), [block_m, D], gl.int8), _desc(k8.view(BH * lk, D), [BLOCK_N, D], gl.int8),
-            _desc(vt.view(BH * D, lk), [D, BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H,
-            D**-0.5 * 1.4426950408889634, out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m,
-            BLOCK_N=BLOCK_N, D=D, STAGES=stages, PINGPONG=pingpong, CONSUMER_REGS=consumer_regs, num_warps=4,
-            maxnreg=maxnreg)
+            _desc(vt.view(BH * D, lk), [D, BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H, scale,
+            out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N, D=D, STAGES=stages,
+            PINGPONG=pingpong, ROTATE=rotate, CONSUMER_REGS=consumer_regs, num_warps=4, maxnreg=168)
         return out.transpose(1, 2)
     _attn8_sm90_kernel[(triton.cdiv(Lq, block_m), BH)](
         _desc(q8.view(BH * lq, D), [block_m, D], gl.int8),
         _desc(k8.view(BH * lk, D), [BLOCK_N // (1 + half_kv_probe), D], gl.int8),
-        _desc(vt.view(BH * D, lk), [D // (1 + half_kv_probe), BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H,
-        D**-0.5 * 1.4426950408889634, out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N,
-        D=D, STAGES=stages, HALF_KV=half_kv_probe, TAU=float(tau), ONES_SUM=ones_sum, KV_BAR=kv_bar,
-        num_warps=num_warps)
+        _desc(vt.view(BH * D, lk), [D // (1 + half_kv_probe), BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk,
+        lq, lk, H, scale, out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N, D=D,
+        STAGES=stages, HALF_KV=half_kv_probe, num_warps=num_warps)
     return out.transpose(1, 2)
