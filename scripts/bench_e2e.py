@@ -86,9 +86,12 @@ def main(argv=None) -> None:
     te = build_te(te_cfg, random_weights(te_cfg, dev.type, "fp8"), activation_quant=True)
     ids, mask = prompt(te_cfg, dev.type)
     vae_sd = tiny_vae_state_dict(vae_cfg, seed=0)
+    # bf16 like ComfyUI on a GPU; float32 on the CPU, as ComfyUI does there (torch 2.14's CPU bf16 conv3d
+    # takes ~25 s for one 64x64 layer)
+    gpu = dev.type == "cuda"
     vae_ours = pack.nodes.vae_loader.comfy_vae_from(VAEFile("<random>", vae_sd, vae_cfg, "original", "memory",
-                                                            torch.float32), "bf16", tiling="auto")
-    vae_core = comfy.sd.VAE(sd=vae_sd, dtype=torch.bfloat16)
+                                                            torch.float32), "bf16" if gpu else "fp32", tiling="auto")
+    vae_core = comfy.sd.VAE(sd=vae_sd, dtype=torch.bfloat16 if gpu else torch.float32)
 
     def encode():
         with torch.inference_mode():

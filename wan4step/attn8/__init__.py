@@ -48,8 +48,10 @@ class Config:
                 f"{'x' if self.exp_split else ''}{' gluon' if self.gluon else ''}{' ws' if self.ws else ''}")
 
 
-# Launch choices per compute capability. sm90: the Gluon kernel (hopper.py), 5 % faster than the
-# Triton one at the same tiles (docs/bench/attention_h200_gluon.log); where it cannot run, the Triton
+# Launch choices per compute capability. sm90: the warp-specialized Gluon kernel (hopper.py; a producer
+# warp, two 64-row consumer warpgroups on one K/V ring), 3.5 % faster than the one-warpgroup Gluon
+# kernel (docs/bench/attention_h200_s7.log), which was 5 % faster than the Triton one at the same
+# tiles (docs/bench/attention_h200_gluon.log); where it cannot run, the Triton
 # kernel at the fastest of its sweep on the H200
 # (scripts/bench_attention.py --sweep, docs/bench/attention_h200.log): BLOCK_M 64 with one warpgroup
 # lets two programs share an SM, so one's softmax runs while the other's tensor-core products do;
@@ -57,7 +59,7 @@ class Config:
 # polynomial exp2 split ~10 % (the loop is issue-bound, not SFU-bound). Elsewhere not measured:
 # 64 x 64 tiles in two stages fit sm86/sm89's 99 KB of shared memory without spilling (ptxas, Triton 3.8).
 CONFIGS: dict[tuple[int, int], Config] = {
-    (9, 0): Config(64, 128, 4, 4, gluon=True, ws=True),
+    (9, 0): Config(64, 128, 4, 3, gluon=True, ws=True),
 }
 DEFAULT_CONFIG = Config(64, 64, 4, 2)
 HEAD_DIMS = (64, 128)

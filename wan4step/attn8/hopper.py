@@ -1,22 +1,30 @@
-"""attn8's attention kernel for Hopper (sm90), in Gluon (Triton's lower-level dialect): the same codes
+"""attn8's attention kernels for Hopper (sm90), in Gluon (Triton's lower-level dialect): the same codes
 and arithmetic as kernels._attn8_kernel, scheduled so the tensor cores and the softmax overlap.
 
 Triton's `tl.dot` waits for each warpgroup MMA right after issuing it, so a program's Q·Kᵀ,
 softmax and P·V run one after another and only the second program on the SM fills the gaps.
 Gluon exposes the asynchronous MMA, TMA loads and mbarriers, so one warpgroup does what
 FlashAttention-3 calls intra-warpgroup pipelining: while the tensor cores compute P(j)·V(j), the
-warps exponentiate S(j+1). Loads run STAGES blocks ahead through TMA. V is stored in key order
-(kernels KEY_ORDER) so P reaches the P·V MMA without moving between threads, and P·V is added into
-the accumulator by the MMA (no fresh product per block: 64 registers fewer, 224 in all, no spills).
+warps exponentiate S(j+1). V is stored in key order (kernels KEY_ORDER) so P reaches the P·V MMA
+without moving between threads, and P·V is added into the accumulator by the MMA.
 
-Measured on the H200 (docs/bench/attention_h200_gluon.log), kernel alone: 26.99 ms per 480p call
-against the Triton kernel's 28.33 in the same run, 143.5 against 150.6 ms at 720p, at the same
-accuracy against float32 SDPA (cos 0.99991 / rel. L2 1.31 % at 480p, 0.99994 / 1.13 % at 720p).
-SageAttention2 keeps a fresh FP32 product per block because FP8 MMAs accumulate with reduced
-precision; here that made no measurable difference (two_level=True: 27.7 ms, same error). Loading
-only half of each K and V tile (half_kv_probe) saves 5–8 %: the kernel is not bound by L2 traffic
-but by per-SM issue and exponential latency (docs/BENCHMARKS.md). attn8.attn8 checks it against the
-Triton kernel once per GPU and falls back to that kernel, with one warning, if it fails or differs.
+Two forms: _attn8_sm90_kernel (one warpgroup of 64 rows per program, two programs per SM, each
+issuing its own TMA loads STAGES blocks ahead) and _attn8_sm90_ws_kernel, what sm90 runs
+(attn8.CONFIGS): warp-specialized, a producer warp streams K and V through one ring shared by two
+consumer warpgroups of 64 rows, so the consumers carry no load code and no CTA-wide barrier, and
+each K/V tile is loaded once for 128 rows. H200, kernel alone, same run
+(docs/bench/attention_h200_s7.log): 25.96 against 26.89 ms per 480p call, 137.9 against 142.7 ms at
+720p, same accuracy (cos 0.99990 / rel. L2 1.42 % at 480p against float32 SDPA).
+
+Measured and not kept (same logs; docs/BENCHMARKS.md): the consumers taking turns to issue their MMAs
+(FlashAttention-3's ping-pong, through mbarriers) 27.4 ms; the MMAs issued right after the softmax so
+P is converted to e4m3 once from fp32 and never crosses the loop 28.8–29.2 ms; e4m3 codes carried
+across the loop (255 registers and spills in ptxas); row sums by a P·ones MMA (wrong sums) and a
+lazy, program-wide rescale (slower); SageAttention2's fresh FP32 product per block (no accuracy gain).
+Per 64×128 block a thread issues ~520 instructions and 66 exponentials; tensor cores, MUFU and issue
+each sit near 42 % busy: the kernel is latency-bound, not throughput-bound. attn8.attn8 checks it
+against the Triton kernel once per GPU and falls back to that kernel, with one warning, if it fails
+or differs.
 """
 
 from __future__ import annotations
@@ -42,9 +50,8 @@ MAGIC_BITS = gl.constexpr(0x4B400000)  # its bit pattern
 
 @gluon.jit
 def _softmax(s, cc, m_i, l_i, start, Lk, p_layout: gl.constexpr, col_layout: gl.constexpr,
-             BLOCK_N: gl.constexpr, MASK: gl.constexpr, F16: gl.constexpr = True):
-    """S (int32 codes' products) -> P in the P·V operand layout (fp16, or fp32 when F16 is off), alpha,
-    l, m (base 2)."""
+             BLOCK_N: gl.constexpr, MASK: gl.constexpr):
+    """S (int32 codes' products) -> P as fp16 in the P·V operand layout, alpha, l, m (base 2)."""
     if MASK:
         valid = gl.expand_dims(start + gl.arange(0, BLOCK_N, layout=col_layout) < Lk, 0)
         s = gl.where(valid, s, -(1 << 30))
@@ -58,10 +65,7 @@ def _softmax(s, cc, m_i, l_i, start, Lk, p_layout: gl.constexpr, col_layout: gl.
     l_i = l_i * alpha + gl.sum(p, axis=1)
     # fp16 between the softmax and its use: two keys per register across the loop (e4m3 codes made
     # here would take a register each: 255 registers and spills); e4m3 codes are made at the MMA (_e4m3)
-    p = _as_operand(p, p_layout, BLOCK_N)
-    if F16:
-        p = p.to(gl.float16)
-    return p, alpha, l_i, m_new
+    return _as_operand(p, p_layout, BLOCK_N).to(gl.float16), alpha, l_i, m_new
 
 
 @gluon.jit
@@ -84,15 +88,6 @@ def _e4m3(p16):
     codes = gl.inline_asm_elementwise(
         "{ .reg .b16 lo, hi;\n cvt.rn.satfinite.e4m3x2.f16x2 lo, $1;\n cvt.rn.satfinite.e4m3x2.f16x2 hi, $2;\n"
         " mov.b32 $0, {lo, hi}; }", "=r,r,r", [p16], dtype=gl.int8, is_pure=True, pack=4)
-    return codes.to(gl.float8e4nv, bitcast=True)
-
-
-@gluon.jit
-def _e4m3_f32(p):
-    """fp32 P -> e4m3 codes in one rounding (cvt of f32 pairs), four keys of a row per register."""
-    codes = gl.inline_asm_elementwise(
-        "{ .reg .b16 lo, hi;\n cvt.rn.satfinite.e4m3x2.f32 lo, $2, $1;\n cvt.rn.satfinite.e4m3x2.f32 hi, $4, $3;\n"
-        " mov.b32 $0, {lo, hi}; }", "=r,r,r,r,r", [p], dtype=gl.int8, is_pure=True, pack=4)
     return codes.to(gl.float8e4nv, bitcast=True)
 
 
@@ -229,13 +224,11 @@ def _ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, 
 
 
 @gluon.jit
-def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0,
+def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0,
                  row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr,
-                 BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr,
-                 ROTATE: gl.constexpr):
-    """Rows row0 + C*BLOCK_M ... of one (batch, head): the loop of _attn8_sm90_kernel on the shared K/V ring.
-    PINGPONG: the two consumers take turns issuing their MMAs (FlashAttention-3's ping-pong), so one's
-    softmax runs while the other's products do."""
+                 BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr):
+    """Rows row0 + C*BLOCK_M ... of one (batch, head): the loop of _attn8_sm90_kernel on the shared K/V
+    ring, then the output rows."""
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 32])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
     rows: gl.constexpr = gl.SliceLayout(1, mma)
@@ -250,12 +243,8 @@ def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, 
     tail = Lk % BLOCK_N != 0
     q_s = q_smem.index(C)
 
-    if ROTATE:
-        acc, l_i = _ws_rotated(q_s, k_smem, v_smem, q_bars, ready, empty, C, c, ks_ptr, Lk, n_blocks, tail, acc, m_i,
-                               l_i, zero, p_layout, cols, BLOCK_N, STAGES)
-    else:
-        acc, l_i = _ws_plain(q_s, k_smem, v_smem, q_bars, ready, empty, turn, C, c, ks_ptr, Lk, n_blocks, tail, acc,
-                             m_i, l_i, zero, p_layout, cols, BLOCK_N, STAGES, PINGPONG)
+    acc, l_i = _ws_loop(q_s, k_smem, v_smem, q_bars, ready, empty, C, c, ks_ptr, Lk, n_blocks, tail, acc, m_i, l_i,
+                        zero, p_layout, cols, BLOCK_N, STAGES)
     offs_d = gl.arange(0, D, layout=cols)
     vs = gl.load(VS + bh * D + offs_d)
     vm = gl.load(VM + bh * D + offs_d)
@@ -265,18 +254,14 @@ def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, 
 
 
 @gluon.jit
-def _ws_plain(q_s, k_smem, v_smem, q_bars, ready, empty, turn, C: gl.constexpr, c, ks_ptr, Lk, n_blocks, tail, acc,
-              m_i, l_i, zero, p_layout: gl.constexpr, cols: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, PINGPONG: gl.constexpr):
-    """The one-warpgroup kernel's schedule: P(j+1) made while P(j)·V runs, carried as fp16 to the next
-    iteration's MMA."""
+def _ws_loop(q_s, k_smem, v_smem, q_bars, ready, empty, C: gl.constexpr, c, ks_ptr, Lk, n_blocks, tail, acc, m_i,
+             l_i, zero, p_layout: gl.constexpr, cols: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    """The one-warpgroup kernel's schedule on the shared ring: P(j+1) made while P(j)·V runs, carried as
+    fp16 to the next iteration's MMA; a consumer frees a slot (one of its two arrivals) once its P·V
+    has read it."""
     mbarrier.wait(q_bars.index(C), 0)
     mbarrier.wait(ready.index(0), 0)
-    if PINGPONG:
-        mbarrier.wait(turn.index(C), C ^ 1)
     s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
-    if PINGPONG:
-        mbarrier.arrive(turn.index(1 - C))
     s = warpgroup_mma_wait(0, deps=(s,))
     if tail and n_blocks == 1:
         p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
@@ -289,12 +274,8 @@ def _ws_plain(q_s, k_smem, v_smem, q_bars, ready, empty, turn, C: gl.constexpr, 
         mbarrier.wait(ready.index(st_n), (nxt // STAGES) & 1)
         acc = acc * gl.expand_dims(alpha, 1)
         pc = _e4m3(p16)
-        if PINGPONG:
-            mbarrier.wait(turn.index(C), (nxt & 1) ^ C ^ 1)
         s_tok = warpgroup_mma(q_s, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
         o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-        if PINGPONG:
-            mbarrier.arrive(turn.index(1 - C))
         s = warpgroup_mma_wait(1, deps=(s_tok,))
         cc = c * gl.load(ks_ptr + nxt)
         if tail and nxt == n_blocks - 1:
@@ -313,65 +294,25 @@ def _ws_plain(q_s, k_smem, v_smem, q_bars, ready, empty, turn, C: gl.constexpr, 
 
 
 @gluon.jit
-def _ws_rotated(q_s, k_smem, v_smem, q_bars, ready, empty, C: gl.constexpr, c, ks_ptr, Lk, n_blocks, tail, acc, m_i,
-                l_i, zero, p_layout: gl.constexpr, cols: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-    """The same overlap with the MMAs issued at the end of an iteration: S(j+1) then P(j)·V, right after
-    the softmax of block j, so P goes from fp32 to e4m3 in one conversion and never crosses the loop
-    (half the conversions of the fp16 route). The last iteration recomputes S(n-1) instead of
-    branching around the issue (one extra Q·Kᵀ block of n)."""
-    mbarrier.wait(q_bars.index(C), 0)
-    mbarrier.wait(ready.index(0), 0)
-    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(0, deps=(s,))
-    if tail and n_blocks == 1:
-        p, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True, False)
-    else:
-        p, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False, False)
-    nx = gl.minimum(1, n_blocks - 1)
-    mbarrier.wait(ready.index(nx % STAGES), (nx // STAGES) & 1)
-    s_tok = warpgroup_mma(q_s, k_smem.index(nx % STAGES).permute((1, 0)), zero, use_acc=False, is_async=True)
-    o_tok = warpgroup_mma(_e4m3_f32(p), v_smem.index(0).permute((1, 0)), acc, use_acc=False, is_async=True)
-    for j in range(1, n_blocks):
-        st = j % STAGES
-        s = warpgroup_mma_wait(1, deps=(s_tok,))
-        cc = c * gl.load(ks_ptr + j)
-        if tail and j == n_blocks - 1:
-            p, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, j * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True, False)
-        else:
-            p, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, j * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False, False)
-        acc = warpgroup_mma_wait(0, deps=(o_tok,))
-        mbarrier.arrive(empty.index((j - 1) % STAGES))  # block j-1's K and V are no longer read
-        acc = acc * gl.expand_dims(alpha, 1)
-        pc = _e4m3_f32(p)
-        nx = gl.minimum(j + 1, n_blocks - 1)
-        mbarrier.wait(ready.index(nx % STAGES), (nx // STAGES) & 1)
-        s_tok = warpgroup_mma(q_s, k_smem.index(nx % STAGES).permute((1, 0)), zero, use_acc=False, is_async=True)
-        o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-    acc = warpgroup_mma_wait(0, deps=(o_tok,))
-    mbarrier.arrive(empty.index((n_blocks - 1) % STAGES))
-    return acc, l_i
+def _ws_consumer0(q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                  n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  D: gl.constexpr, STAGES: gl.constexpr):
+    _ws_consumer(0, q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)
 
 
 @gluon.jit
-def _ws_consumer0(q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+def _ws_consumer1(q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
                   n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr, ROTATE: gl.constexpr):
-    _ws_consumer(0, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG, ROTATE)
-
-
-@gluon.jit
-def _ws_consumer1(q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                  n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  D: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr, ROTATE: gl.constexpr):
-    _ws_consumer(1, q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG, ROTATE)
+                  D: gl.constexpr, STAGES: gl.constexpr):
+    _ws_consumer(1, q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)
 
 
 @gluon.jit
 def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
                           sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                          STAGES: gl.constexpr, PINGPONG: gl.constexpr, ROTATE: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                          STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                           num_warps: gl.constexpr):
     """Warp-specialized: a producer warp streams K and V through a ring shared by two consumer warpgroups
     (BLOCK_M rows each, 2 * BLOCK_M per program); one program per SM."""
@@ -387,10 +328,8 @@ def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, L
     q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(2):
         mbarrier.init(q_bars.index(i), count=1)
-        mbarrier.init(turn.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=2)
@@ -398,10 +337,10 @@ def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, L
     row0 = pid_m * (2 * BLOCK_M)
     q_pad0 = bh * Lq_pad
     gl.warp_specialize([
-        (_ws_consumer0, (q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG, ROTATE)),
-        (_ws_consumer1, (q_smem, k_smem, v_smem, q_bars, ready, empty, turn, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES, PINGPONG, ROTATE)),
+        (_ws_consumer0, (q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)),
+        (_ws_consumer1, (q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
+                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)),
         (_ws_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, empty, q_pad0 + row0,
                         bh * Lk_pad, bh * D, n_blocks, STAGES, BLOCK_N)),
     ], [4, 1], [CONSUMER_REGS, 24])
@@ -413,11 +352,11 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int, dtype: torch.dtype,
                     block_m: int = 64, stages: int = 3, num_warps: int = 4, half_kv_probe: bool = False,
-                    ws: bool = False, pingpong: bool = False, rotate: bool = False, consumer_regs: int = 240) -> torch.Tensor:
+                    ws: bool = False, consumer_regs: int = 240) -> torch.Tensor:
     """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D].
     half_kv_probe: load only half of each K and V tile (a timing probe: the output is garbage).
     ws: the warp-specialized kernel (a producer warp, two consumer warpgroups of block_m rows sharing
-    the K/V ring, one program per SM); pingpong: its consumers take turns issuing their MMAs."""
+    the K/V ring, one program per SM)."""
     BH, lq, D = q8.shape
     lk = k8.shape[1]
     rows = block_m * (2 if ws else 1)
@@ -434,7 +373,7 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int
             _desc(q8.view(BH * lq, D), [block_m, D], gl.int8), _desc(k8.view(BH * lk, D), [BLOCK_N, D], gl.int8),
             _desc(vt.view(BH * D, lk), [D, BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H, scale,
             out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N, D=D, STAGES=stages,
-            PINGPONG=pingpong, ROTATE=rotate, CONSUMER_REGS=consumer_regs, num_warps=4, maxnreg=168)
+            CONSUMER_REGS=consumer_regs, num_warps=4, maxnreg=168)
         return out.transpose(1, 2)
     _attn8_sm90_kernel[(triton.cdiv(Lq, block_m), BH)](
         _desc(q8.view(BH * lq, D), [block_m, D], gl.int8),
