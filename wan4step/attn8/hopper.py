@@ -110,21 +110,88 @@ def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0
 
 
 @gluon.jit
-def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
-                       sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                       STAGES: gl.constexpr, HALF_KV: gl.constexpr,
-                       num_warps: gl.constexpr):
+def _rows(q_s, q_bar, k_smem, v_smem, k_ready, v_ready, empty, k_desc, v_desc, k_row0, v_row0, QS, KS, VM, VS, Out,
+          q_pad0, row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr,
+          BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr, HALF_KV: gl.constexpr, WS: gl.constexpr,
+          num_warps: gl.constexpr):
+    """One warpgroup's rows row0 ... of one (batch, head), start to output: the next block's Q·Kᵀ and this
+    block's P·V in flight while the softmax runs, P carried as fp16 to the next iteration's MMA.
+    WS: K and V arrive on one barrier per slot from the producer warp, and a slot is freed by arriving on
+    `empty` (one of the two consumers' arrivals); otherwise this warpgroup refills the slot itself."""
     gl.static_assert(BLOCK_N == D, "S and O share one MMA layout (rows of alpha need no conversion)")
-    pid_m = gl.program_id(0)
-    bh = gl.program_id(1)
-    b = bh // H
-    h = bh % H
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                   instr_shape=[16, BLOCK_N, 32])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
     rows: gl.constexpr = gl.SliceLayout(1, mma)
     cols: gl.constexpr = gl.SliceLayout(0, mma)
+    offs_m = row0 + gl.arange(0, BLOCK_M, layout=rows)
+    c = gl.load(QS + q_pad0 + offs_m) * qk_scale  # per row: q scale * softmax scale * log2(e)
+    ks_ptr = KS + bh * n_blocks
+    zero = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
+    acc = gl.zeros([BLOCK_M, D], gl.float32, mma)
+    m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, rows)
+    l_i = gl.zeros([BLOCK_M], gl.float32, rows)
+    tail = Lk % BLOCK_N != 0  # the last block holds pad keys (codes 0): masked
 
+    # block 0: S(0), softmax
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(k_ready.index(0), 0)
+    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(0, deps=(s,))
+    if tail and n_blocks == 1:
+        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
+    else:
+        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False)
+
+    for j in range(0, n_blocks - 1):
+        nxt = j + 1
+        st_n = nxt % STAGES
+        mbarrier.wait(k_ready.index(st_n), (nxt // STAGES) & 1)
+        s_tok = warpgroup_mma(q_s, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
+        st = j % STAGES
+        if not WS:
+            mbarrier.wait(v_ready.index(st), (j // STAGES) & 1)
+        acc = acc * gl.expand_dims(alpha, 1)
+        o_tok = warpgroup_mma(_e4m3(p16), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        cc = c * gl.load(ks_ptr + nxt)
+        if tail and nxt == n_blocks - 1:
+            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True)
+        else:
+            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+        # slot st's K was read by S(j) and its V by O(j)
+        if WS:
+            mbarrier.arrive(empty.index(st))
+        else:
+            _load_kv(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, j + STAGES, k_row0, v_row0, n_blocks, STAGES,
+                     BLOCK_N, HALF_KV)
+
+    last = n_blocks - 1
+    st = last % STAGES
+    if not WS:
+        mbarrier.wait(v_ready.index(st), (last // STAGES) & 1)
+    acc = acc * gl.expand_dims(alpha, 1)
+    o_tok = warpgroup_mma(_e4m3(p16), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+    acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    if WS:
+        mbarrier.arrive(empty.index(st))
+
+    offs_d = gl.arange(0, D, layout=cols)
+    vs = gl.load(VS + bh * D + offs_d)
+    vm = gl.load(VM + bh * D + offs_d)
+    out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_i, 1)) + gl.expand_dims(vm, 0)
+    o_ptrs = Out + b * sob + h * soh + gl.expand_dims(offs_m.to(gl.int64) * sol, 1) + gl.expand_dims(offs_d, 0)
+    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
+
+
+@gluon.jit
+def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
+                       sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
+                       STAGES: gl.constexpr, HALF_KV: gl.constexpr, num_warps: gl.constexpr):
+    """One warpgroup (or num_warps // 4 of them on BLOCK_M rows) per program, loads issued in its loop."""
+    pid_m = gl.program_id(0)
+    bh = gl.program_id(1)
     q_smem = gl.allocate_shared_memory(gl.int8, [BLOCK_M, D], q_desc.layout)
     k_smem = gl.allocate_shared_memory(gl.int8, [STAGES, BLOCK_N, D], gl.NVMMASharedLayout.get_default_for(
         [BLOCK_N, D], gl.int8))
@@ -137,7 +204,6 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     for i in gl.static_range(STAGES):
         mbarrier.init(k_bars.index(i), count=1)
         mbarrier.init(v_bars.index(i), count=1)
-
     n_blocks = Lk_pad // BLOCK_N
     k_row0 = bh * Lk_pad
     v_row0 = bh * D
@@ -145,65 +211,13 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     tma.async_copy_global_to_shared(q_desc, [bh * Lq_pad + pid_m * BLOCK_M, 0], q_bar, q_smem)
     for i in gl.static_range(STAGES):
         _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N, HALF_KV)
-
-    offs_m = pid_m * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows)
-    c = gl.load(QS + bh * Lq_pad + offs_m) * qk_scale  # per row: q scale * softmax scale * log2(e)
-    ks_ptr = KS + bh * n_blocks
-    zero = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
-    acc = gl.zeros([BLOCK_M, D], gl.float32, mma)
-    m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, rows)
-    l_i = gl.zeros([BLOCK_M], gl.float32, rows)
-    tail = Lk % BLOCK_N != 0  # the last block holds pad keys (codes 0): masked
-
-    # block 0: S(0), softmax
-    mbarrier.wait(q_bar, 0)
-    mbarrier.wait(k_bars.index(0), 0)
-    s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(0, deps=(s,))
-    if tail and n_blocks == 1:
-        p8, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
-    else:
-        p8, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False)
-
-    for j in range(0, n_blocks - 1):
-        nxt = j + 1
-        st_n = nxt % STAGES
-        mbarrier.wait(k_bars.index(st_n), (nxt // STAGES) & 1)
-        s_tok = warpgroup_mma(q_smem, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
-        st = j % STAGES
-        mbarrier.wait(v_bars.index(st), (j // STAGES) & 1)
-        acc = acc * gl.expand_dims(alpha, 1)
-        o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s_tok,))
-        cc = c * gl.load(ks_ptr + nxt)
-        if tail and nxt == n_blocks - 1:
-            p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True)
-        else:
-            p8n, alpha_n, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
-        acc = warpgroup_mma_wait(0, deps=(o_tok,))
-        # slot st's K was read by S(j) and its V by O(j): both done, refill it with block j + STAGES
-        _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, j + STAGES, k_row0, v_row0, n_blocks, STAGES,
-                 BLOCK_N, HALF_KV)
-        p8 = p8n
-        alpha = alpha_n
-
-    last = n_blocks - 1
-    st = last % STAGES
-    mbarrier.wait(v_bars.index(st), (last // STAGES) & 1)
-    acc = acc * gl.expand_dims(alpha, 1)
-    o_tok = warpgroup_mma(_e4m3(p8), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-    acc = warpgroup_mma_wait(0, deps=(o_tok,))
-
+    _rows(q_smem, q_bar, k_smem, v_smem, k_bars, v_bars, k_bars, k_desc, v_desc, k_row0, v_row0, QS, KS, VM, VS, Out,
+          bh * Lq_pad, pid_m * BLOCK_M, Lq, Lk, n_blocks, qk_scale, bh // H, bh % H, bh, sob, soh, sol, BLOCK_M,
+          BLOCK_N, D, STAGES, HALF_KV, False, num_warps)
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(k_bars.index(i))
         mbarrier.invalidate(v_bars.index(i))
-    offs_d = gl.arange(0, D, layout=cols)
-    vs = gl.load(VS + bh * D + offs_d)
-    vm = gl.load(VM + bh * D + offs_d)
-    out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_i, 1)) + gl.expand_dims(vm, 0)
-    o_ptrs = Out + b * sob + h * soh + gl.expand_dims(offs_m.to(gl.int64) * sol, 1) + gl.expand_dims(offs_d, 0)
-    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
 
 
 @gluon.jit
@@ -224,96 +238,18 @@ def _ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, 
 
 
 @gluon.jit
-def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0,
-                 row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr,
+def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, k_desc, v_desc, QS, KS, VM, VS, Out,
+                 q_pad0, row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr,
                  BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr):
-    """Rows row0 + C*BLOCK_M ... of one (batch, head): the loop of _attn8_sm90_kernel on the shared K/V
-    ring, then the output rows."""
-    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_N, 32])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
-    rows: gl.constexpr = gl.SliceLayout(1, mma)
-    cols: gl.constexpr = gl.SliceLayout(0, mma)
-    offs_m = row0 + C * BLOCK_M + gl.arange(0, BLOCK_M, layout=rows)
-    c = gl.load(QS + q_pad0 + offs_m) * qk_scale
-    ks_ptr = KS + bh * n_blocks
-    zero = gl.zeros([BLOCK_M, BLOCK_N], gl.int32, mma)
-    acc = gl.zeros([BLOCK_M, D], gl.float32, mma)
-    m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, rows)
-    l_i = gl.zeros([BLOCK_M], gl.float32, rows)
-    tail = Lk % BLOCK_N != 0
-    q_s = q_smem.index(C)
-
-    acc, l_i = _ws_loop(q_s, k_smem, v_smem, q_bars, ready, empty, C, c, ks_ptr, Lk, n_blocks, tail, acc, m_i, l_i,
-                        zero, p_layout, cols, BLOCK_N, STAGES)
-    offs_d = gl.arange(0, D, layout=cols)
-    vs = gl.load(VS + bh * D + offs_d)
-    vm = gl.load(VM + bh * D + offs_d)
-    out = acc * (gl.expand_dims(vs, 0) / gl.expand_dims(l_i, 1)) + gl.expand_dims(vm, 0)
-    o_ptrs = Out + b * sob + h * soh + gl.expand_dims(offs_m.to(gl.int64) * sol, 1) + gl.expand_dims(offs_d, 0)
-    gl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=gl.expand_dims(offs_m < Lq, 1))
-
-
-@gluon.jit
-def _ws_loop(q_s, k_smem, v_smem, q_bars, ready, empty, C: gl.constexpr, c, ks_ptr, Lk, n_blocks, tail, acc, m_i,
-             l_i, zero, p_layout: gl.constexpr, cols: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-    """The one-warpgroup kernel's schedule on the shared ring: P(j+1) made while P(j)·V runs, carried as
-    fp16 to the next iteration's MMA; a consumer frees a slot (one of its two arrivals) once its P·V
-    has read it."""
-    mbarrier.wait(q_bars.index(C), 0)
-    mbarrier.wait(ready.index(0), 0)
-    s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(0, deps=(s,))
-    if tail and n_blocks == 1:
-        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
-    else:
-        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False)
-    for j in range(0, n_blocks - 1):
-        nxt = j + 1
-        st_n = nxt % STAGES
-        st = j % STAGES
-        mbarrier.wait(ready.index(st_n), (nxt // STAGES) & 1)
-        acc = acc * gl.expand_dims(alpha, 1)
-        pc = _e4m3(p16)
-        s_tok = warpgroup_mma(q_s, k_smem.index(st_n).permute((1, 0)), zero, use_acc=False, is_async=True)
-        o_tok = warpgroup_mma(pc, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s_tok,))
-        cc = c * gl.load(ks_ptr + nxt)
-        if tail and nxt == n_blocks - 1:
-            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True)
-        else:
-            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
-        acc = warpgroup_mma_wait(0, deps=(o_tok,))
-        mbarrier.arrive(empty.index(st))  # this consumer is done with block j's K and V
-    last = n_blocks - 1
-    st = last % STAGES
-    acc = acc * gl.expand_dims(alpha, 1)
-    o_tok = warpgroup_mma(_e4m3(p16), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-    acc = warpgroup_mma_wait(0, deps=(o_tok,))
-    mbarrier.arrive(empty.index(st))
-    return acc, l_i
-
-
-@gluon.jit
-def _ws_consumer0(q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                  n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  D: gl.constexpr, STAGES: gl.constexpr):
-    _ws_consumer(0, q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)
-
-
-@gluon.jit
-def _ws_consumer1(q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                  n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  D: gl.constexpr, STAGES: gl.constexpr):
-    _ws_consumer(1, q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                 n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)
+    _rows(q_smem.index(C), q_bars.index(C), k_smem, v_smem, ready, ready, empty, k_desc, v_desc, 0, 0, QS, KS, VM, VS,
+          Out, q_pad0, row0 + C * BLOCK_M, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D,
+          STAGES, False, True, 4)
 
 
 @gluon.jit
 def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
                           sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                          STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                          num_warps: gl.constexpr):
+                          STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
     """Warp-specialized: a producer warp streams K and V through a ring shared by two consumer warpgroups
     (BLOCK_M rows each, 2 * BLOCK_M per program); one program per SM."""
     pid_m = gl.program_id(0)
@@ -337,10 +273,10 @@ def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, L
     row0 = pid_m * (2 * BLOCK_M)
     q_pad0 = bh * Lq_pad
     gl.warp_specialize([
-        (_ws_consumer0, (q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)),
-        (_ws_consumer1, (q_smem, k_smem, v_smem, q_bars, ready, empty, QS, KS, VM, VS, Out, q_pad0, row0, Lq, Lk,
-                         n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)),
+        (_ws_consumer, (0, q_smem, k_smem, v_smem, q_bars, ready, empty, k_desc, v_desc, QS, KS, VM, VS, Out, q_pad0,
+                        row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)),
+        (_ws_consumer, (1, q_smem, k_smem, v_smem, q_bars, ready, empty, k_desc, v_desc, QS, KS, VM, VS, Out, q_pad0,
+                        row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)),
         (_ws_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, empty, q_pad0 + row0,
                         bh * Lk_pad, bh * D, n_blocks, STAGES, BLOCK_N)),
     ], [4, 1], [CONSUMER_REGS, 24])
