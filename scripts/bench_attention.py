@@ -219,7 +219,7 @@ def backends(best: list[attn8.Config]) -> dict:
     for cfg in best:
         out[f"8bit {cfg}"] = lambda q, k, v, cfg=cfg: attn8.attn8(q, k, v, cfg=cfg)
     if best[0].gluon:  # the Triton kernel, which runs where the Gluon one cannot
-        tri = replace(best[0], gluon=False)
+        tri = replace(best[0], gluon=False, ws=False)
         out[f"8bit {tri} (Triton)"] = lambda q, k, v: attn8.attn8(q, k, v, cfg=tri)
     out[f"8bit {best[0]} fp16 P.V (sm80 path)"] = lambda q, k, v: attn8.attn8(q, k, v, cfg=best[0], pv_fp8=False)
     return out
