@@ -8,8 +8,10 @@ Backends (`BACKENDS`; the Model Loader's `attention` combo):
 - `8bit`: the pack's INT8 Q·Kᵀ + FP8 P·V attention (wan4step/attn8, SageAttention2's method in
   Triton; fp16 P·V on sm80/86). On the H200 (scripts/bench_attention.py, docs/bench/attention_h200.log,
   one process): 480p self-attention 29.2 ms against cuDNN's 38.5 (0.76x), 720p 152.2 ms against
-  203.7 (0.75x), with the Triton kernel; on sm90 a Gluon version of it now runs: 28.0 ms against
-  the Triton kernel's 29.5 and cuDNN's 38.2 in one run (attn8/hopper.py, attention_h200_gluon.log). Self-attention only: text cross-attention (512 keys) stays on SDPA below
+  203.7 (0.75x), with the Triton kernel; on sm90 a Gluon version of it runs: 28.0 ms against
+  the Triton kernel's 29.5 and cuDNN's 38.2 in one run (attn8/hopper.py, attention_h200_gluon.log),
+  now warp-specialized, 3.5 % faster again (kernel 25.96 ms at 480p, attention_h200_s7.log).
+  Self-attention only: text cross-attention (512 keys) stays on SDPA below
   `attn8.MIN_KEYS` keys (8-bit measured 1.60 ms against cuDNN's 0.63 there: the passes over 32,760
   queries cost more than the short key loop saves).
 - `sage`: the sageattention package (1.0.6 is a Triton build of SageAttention 1): 49 ms on the
@@ -23,7 +25,7 @@ shaped like Wan's, wan4step/attn8/structured.py; once per backend and device), f
 one warning. `8bit` picked by name is checked too (it is the pack's own kernel on GPUs nobody here
 measured); other packages picked by name run as asked (sageattention 1.0.6 measured 3.5-4.6 %
 relative L2 on those inputs, over the bar).
-sm90 is measured (`8bit` 0.76x cuDNN's time per call, above). The other architectures could not be
+sm90 is measured (`8bit` 0.71-0.76x cuDNN's time per call, above). The other architectures could not be
 measured here and follow published anchors: SageAttention2 (arXiv 2411.10958) reports INT8 Q·Kᵀ +
 FP8 P·V at ~3x FlashAttention2 on the RTX 4090 (sm89); SageAttention (arXiv 2410.02367) reports
 INT8 Q·Kᵀ + fp16 P·V at ~2x FlashAttention2 on the RTX 4090, with the same instructions on
