@@ -25,13 +25,13 @@ shaped like Wan's, wan4step/attn8/structured.py; once per backend and device), f
 one warning. `8bit` picked by name is checked too (it is the pack's own kernel on GPUs nobody here
 measured); other packages picked by name run as asked (sageattention 1.0.6 measured 3.5-4.6 %
 relative L2 on those inputs, over the bar).
-sm90 is measured (`8bit` 0.73-0.76x cuDNN's time per whole call before the warp-specialized
-kernel, above). The other architectures could not be measured here and follow published anchors:
-SageAttention2 (arXiv 2411.10958) reports INT8 Q·Kᵀ + FP8 P·V at ~3x FlashAttention2 on the RTX 4090
-(sm89); SageAttention (arXiv 2410.02367) reports INT8 Q·Kᵀ + fp16 P·V at ~2x FlashAttention2 on the
-RTX 4090, with the same instructions on Ampere (sm80/86); so `8bit` leads there and on consumer
-Blackwell (sm120). On datacenter Blackwell (sm100) FlashAttention-4 (arXiv 2603.05451) reports up to 1.3x cuDNN 9.13 on the B200, so `fa4`
-leads where it is installed, else cuDNN.
+sm90 is measured (`8bit` 0.73-0.76x cuDNN's time per whole call before the warp-specialized kernel,
+above). The other architectures could not be measured here and follow published anchors: SageAttention2
+(arXiv 2411.10958) reports INT8 Q·Kᵀ + FP8 P·V at ~3x FlashAttention2 on the RTX 4090 (sm89);
+SageAttention (arXiv 2410.02367) reports INT8 Q·Kᵀ + fp16 P·V at ~2x FlashAttention2 on the RTX 4090,
+with the same instructions on Ampere (sm80/86); so `8bit` leads there and on consumer Blackwell (sm120).
+On datacenter Blackwell (sm100) FlashAttention-4 (arXiv 2603.05451) reports up to 1.3x cuDNN 9.13 on the
+B200, so `fa4` leads where it is installed, else cuDNN.
 A missing or broken optional package (Windows without Triton: KeyError 'None-triton') falls
 back to SDPA with one warning, never a crash; so does a kernel that fails at run time.
 """
