@@ -20,9 +20,13 @@ Measured and not kept (same logs; docs/BENCHMARKS.md): the consumers taking turn
 (FlashAttention-3's ping-pong, through mbarriers) 27.4 ms; the MMAs issued right after the softmax so
 P is converted to e4m3 once from fp32 and never crosses the loop 28.8–29.2 ms; e4m3 codes carried
 across the loop (255 registers and spills in ptxas); row sums by a P·ones MMA (wrong sums) and a
-lazy, program-wide rescale (slower); SageAttention2's fresh FP32 product per block (no accuracy gain).
-Per 64×128 block a thread issues ~520 instructions and 66 exponentials; tensor cores, MUFU and issue
-each sit near 42 % busy: the kernel is latency-bound, not throughput-bound. attn8.attn8 checks it
+lazy, program-wide rescale (slower); SageAttention2's fresh FP32 product per block (no accuracy gain);
+and (docs/bench/attention_h200_s8.log, patches in docs/bench/patches/) tree reductions 28.7, the next
+Q·Kᵀ issued right after the softmax 28.4–28.6 (ptxas serializes wgmma left pending across the loop),
+key blocks two at a time 32–39 (registers), three consumers with 64-key blocks 28.3.
+Per 64×128 block a warp issues 531 instructions (66 exponentials) over 1,070 cycles of ptxas's own
+stalls; under ncu tensor, MUFU and issue each sit at 43–46 %: the tile time is the two consumer warps'
+dependency chains, not a unit's throughput. attn8.attn8 checks it
 against the Triton kernel once per GPU and falls back to that kernel, with one warning, if it fails
 or differs.
 """
