@@ -114,10 +114,12 @@ GLUON_VARIANTS = {  # name -> hopper.attention_codes keywords (64-row warpgroups
     "1wg s3": {"stages": 3},  # one warpgroup per program, two programs per SM, loads issued in the loop
     # warp-specialized: a producer warp and two consumer warpgroups sharing the K/V ring, one program per SM
     "ws s3": {"ws": True, "stages": 3}, "ws s4": {"ws": True, "stages": 4}, "ws s5": {"ws": True, "stages": 5},
+    # ... with the softmax row sums as P·1 on the tensor cores (what attn8.CONFIGS runs on sm90)
+    "ws s3 ones": {"ws": True, "stages": 3, "ones": True},
 }
 
 
-def gluon_rows(q, k, v, ref, L: int, variants=("1wg s3", "ws s3")) -> list[tuple[float, str]]:
+def gluon_rows(q, k, v, ref, L: int, variants=("1wg s3", "ws s3", "ws s3 ones")) -> list[tuple[float, str]]:
     """The Gluon kernel for sm90 (wan4step/attn8/hopper.py) in its variants, kernel alone on the same
     codes (V in key order), with accuracy against float32 SDPA; and a probe of whether it is bound by L2
     traffic: the kernel again with TMA bringing only half of each K and V tile (same MMAs and softmax

@@ -16,6 +16,13 @@ each K/V tile is loaded once for 128 rows. H200, kernel alone, same run
 (docs/bench/attention_h200_s7.log): 25.96 against 26.89 ms per 480p call, 137.9 against 142.7 ms at
 720p, same accuracy (cos 0.99990 / rel. L2 1.42 % at 480p against float32 SDPA).
 
+ONES (attn8.CONFIGS on sm90): the softmax row sums come from the tensor cores, as P·1 with an 8-column
+MMA next to P·V, instead of 64 dependent FADDs per block and warp, the longest chain in the consumer's
+loop (docs/bench/attention_h200_s8.log: 23.35–23.46 against 26.08–26.16 ms at 480p, 120.7 against
+135.1 ms at 720p, kernel alone, same run). The normalizer is then the sum of P's e4m3 codes, the same
+numbers P·V multiplies. The tile of ones comes from global memory by TMA like K and V: written from
+registers into the swizzled shared tile inside a partition, the MMA read wrong values (negative sums).
+
 Measured and not kept (same logs; docs/BENCHMARKS.md): the consumers taking turns to issue their MMAs
 (FlashAttention-3's ping-pong, through mbarriers) 27.4 ms; the MMAs issued right after the softmax so
 P is converted to e4m3 once from fp32 and never crosses the loop 28.8–29.2 ms; e4m3 codes carried
@@ -49,7 +56,7 @@ MAGIC_BITS = gl.constexpr(0x4B400000)  # its bit pattern
 
 @gluon.jit
 def _softmax(s, cc, m_i, l_i, start, Lk, p_layout: gl.constexpr, col_layout: gl.constexpr,
-             BLOCK_N: gl.constexpr, MASK: gl.constexpr):
+             BLOCK_N: gl.constexpr, MASK: gl.constexpr, ROWSUM: gl.constexpr = True):
     """S (int32 codes' products) -> P as fp16 in the P·V operand layout, alpha, l, m (base 2)."""
     if MASK:
         valid = gl.expand_dims(start + gl.arange(0, BLOCK_N, layout=col_layout) < Lk, 0)
@@ -61,7 +68,8 @@ def _softmax(s, cc, m_i, l_i, start, Lk, p_layout: gl.constexpr, col_layout: gl.
         x = gl.where(valid, x, -float("inf"))
     p = gl.exp2(x)
     alpha = gl.exp2(m_i - m_new)
-    l_i = l_i * alpha + gl.sum(p, axis=1)
+    if ROWSUM:  # else the tensor cores sum P's codes (_rows' ONES)
+        l_i = l_i * alpha + gl.sum(p, axis=1)
     # fp16 between the softmax and its use: two keys per register across the loop (e4m3 codes made
     # here would take a register each: 255 registers and spills); e4m3 codes are made at the MMA (_e4m3)
     return _as_operand(p, p_layout, BLOCK_N).to(gl.float16), alpha, l_i, m_new
@@ -110,9 +118,9 @@ def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0
 
 @gluon.jit
 def _rows(q_s, q_bar, k_smem, v_smem, k_ready, v_ready, empty, k_desc, v_desc, k_row0, v_row0, QS, KS, VM, VS, Out,
-          q_pad0, row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr,
+          q_pad0, row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, ones_s, ones_bar, BLOCK_M: gl.constexpr,
           BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr, HALF_KV: gl.constexpr, WS: gl.constexpr,
-          num_warps: gl.constexpr):
+          ONES: gl.constexpr, num_warps: gl.constexpr):
     """One warpgroup's rows row0 ... of one (batch, head), start to output: the next block's Q·Kᵀ and this
     block's P·V in flight while the softmax runs, P carried as fp16 to the next iteration's MMA.
     WS: K and V arrive on one barrier per slot from the producer warp, and a slot is freed by arriving on
@@ -131,6 +139,13 @@ def _rows(q_s, q_bar, k_smem, v_smem, k_ready, v_ready, empty, k_desc, v_desc, k
     m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, rows)
     l_i = gl.zeros([BLOCK_M], gl.float32, rows)
     tail = Lk % BLOCK_N != 0  # the last block holds pad keys (codes 0): masked
+    mma8: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                   instr_shape=[16, 8, 32])
+    # the A operand as the N = 8 MMA sees it (the same registers as p_layout's: A does not depend on N)
+    p8_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma8, k_width=4)
+    l_acc = gl.zeros([BLOCK_M, 8], gl.float32, mma8)
+    if ONES:  # row sums as P·1 on the tensor cores: a tile of ones that the producer brought by TMA
+        mbarrier.wait(ones_bar, 0)
 
     # block 0: S(0), softmax
     mbarrier.wait(q_bar, 0)
@@ -138,9 +153,11 @@ def _rows(q_s, q_bar, k_smem, v_smem, k_ready, v_ready, empty, k_desc, v_desc, k
     s = warpgroup_mma(q_s, k_smem.index(0).permute((1, 0)), zero, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(0, deps=(s,))
     if tail and n_blocks == 1:
-        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True)
+        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, True,
+                                        not ONES)
     else:
-        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False)
+        p16, alpha, l_i, m_i = _softmax(s, c * gl.load(ks_ptr), m_i, l_i, 0, Lk, p_layout, cols, BLOCK_N, False,
+                                        not ONES)
 
     for j in range(0, n_blocks - 1):
         nxt = j + 1
@@ -151,14 +168,26 @@ def _rows(q_s, q_bar, k_smem, v_smem, k_ready, v_ready, empty, k_desc, v_desc, k
         if not WS:
             mbarrier.wait(v_ready.index(st), (j // STAGES) & 1)
         acc = acc * gl.expand_dims(alpha, 1)
-        o_tok = warpgroup_mma(_e4m3(p16), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-        s = warpgroup_mma_wait(1, deps=(s_tok,))
+        codes = _e4m3(p16)
+        o_tok = warpgroup_mma(codes, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+        if ONES:
+            l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma8)), 1)
+            l_tok = warpgroup_mma(gl.convert_layout(codes, p8_layout), ones_s.permute((1, 0)), l_acc, use_acc=True,
+                                  is_async=True)
+            s = warpgroup_mma_wait(2, deps=(s_tok,))
+        else:
+            s = warpgroup_mma_wait(1, deps=(s_tok,))
         cc = c * gl.load(ks_ptr + nxt)
         if tail and nxt == n_blocks - 1:
-            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True)
+            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, True,
+                                            not ONES)
         else:
-            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False)
-        acc = warpgroup_mma_wait(0, deps=(o_tok,))
+            p16, alpha, l_i, m_i = _softmax(s, cc, m_i, l_i, nxt * BLOCK_N, Lk, p_layout, cols, BLOCK_N, False,
+                                            not ONES)
+        if ONES:
+            acc, l_acc = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
+        else:
+            acc = warpgroup_mma_wait(0, deps=(o_tok,))
         # slot st's K was read by S(j) and its V by O(j)
         if WS:
             mbarrier.arrive(empty.index(st))
@@ -171,8 +200,16 @@ def _rows(q_s, q_bar, k_smem, v_smem, k_ready, v_ready, empty, k_desc, v_desc, k
     if not WS:
         mbarrier.wait(v_ready.index(st), (last // STAGES) & 1)
     acc = acc * gl.expand_dims(alpha, 1)
-    o_tok = warpgroup_mma(_e4m3(p16), v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
-    acc = warpgroup_mma_wait(0, deps=(o_tok,))
+    codes = _e4m3(p16)
+    o_tok = warpgroup_mma(codes, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
+    if ONES:
+        l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma8)), 1)
+        l_tok = warpgroup_mma(gl.convert_layout(codes, p8_layout), ones_s.permute((1, 0)), l_acc, use_acc=True,
+                                  is_async=True)
+        acc, l_acc = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
+        l_i = gl.convert_layout(gl.max(l_acc, axis=1), rows)  # every column holds the row sum
+    else:
+        acc = warpgroup_mma_wait(0, deps=(o_tok,))
     if WS:
         mbarrier.arrive(empty.index(st))
 
@@ -211,8 +248,9 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
     for i in gl.static_range(STAGES):
         _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, i, k_row0, v_row0, n_blocks, STAGES, BLOCK_N, HALF_KV)
     _rows(q_smem, q_bar, k_smem, v_smem, k_bars, v_bars, k_bars, k_desc, v_desc, k_row0, v_row0, QS, KS, VM, VS, Out,
-          bh * Lq_pad, pid_m * BLOCK_M, Lq, Lk, n_blocks, qk_scale, bh // H, bh % H, bh, sob, soh, sol, BLOCK_M,
-          BLOCK_N, D, STAGES, HALF_KV, False, num_warps)
+          bh * Lq_pad, pid_m * BLOCK_M, Lq, Lk, n_blocks, qk_scale, bh // H, bh % H, bh, sob, soh, sol, q_smem, q_bar,
+          BLOCK_M,
+          BLOCK_N, D, STAGES, HALF_KV, False, False, num_warps)
     mbarrier.invalidate(q_bar)
     for i in gl.static_range(STAGES):
         mbarrier.invalidate(k_bars.index(i))
@@ -220,9 +258,12 @@ def _attn8_sm90_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_p
 
 
 @gluon.jit
-def _ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, empty, q_row0, k_row0, v_row0,
-                 n_blocks, STAGES: gl.constexpr, BLOCK_N: gl.constexpr):
+def _ws_producer(q_desc, k_desc, v_desc, o_desc, q_smem, k_smem, v_smem, ones_smem, q_bars, ones_bar, ready, empty,
+                 q_row0, k_row0, v_row0, n_blocks, STAGES: gl.constexpr, BLOCK_N: gl.constexpr, ONES: gl.constexpr):
     """One warp: both consumers' Q tiles, then K and V blocks through the ring as slots free up."""
+    if ONES:
+        mbarrier.expect(ones_bar, o_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(o_desc, [0, 0], ones_bar, ones_smem)
     for c in gl.static_range(2):
         mbarrier.expect(q_bars.index(c), q_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(q_desc, [q_row0 + c * q_desc.block_type.shape[0], 0], q_bars.index(c),
@@ -238,17 +279,19 @@ def _ws_producer(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, 
 
 @gluon.jit
 def _ws_consumer(C: gl.constexpr, q_smem, k_smem, v_smem, q_bars, ready, empty, k_desc, v_desc, QS, KS, VM, VS, Out,
-                 q_pad0, row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M: gl.constexpr,
-                 BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr):
+                 q_pad0, row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, ones_smem, ones_bar,
+                 BLOCK_M: gl.constexpr,
+                 BLOCK_N: gl.constexpr, D: gl.constexpr, STAGES: gl.constexpr, ONES: gl.constexpr):
     _rows(q_smem.index(C), q_bars.index(C), k_smem, v_smem, ready, ready, empty, k_desc, v_desc, 0, 0, QS, KS, VM, VS,
-          Out, q_pad0, row0 + C * BLOCK_M, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D,
-          STAGES, False, True, 4)
+          Out, q_pad0, row0 + C * BLOCK_M, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, ones_smem, ones_bar,
+          BLOCK_M, BLOCK_N, D, STAGES, False, True, ONES, 4)
 
 
 @gluon.jit
-def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
+def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, o_desc, QS, KS, VM, VS, Out, Lq, Lk, Lq_pad, Lk_pad, H, qk_scale,
                           sob, soh, sol, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, D: gl.constexpr,
-                          STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
+                          STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr, ONES: gl.constexpr,
+                          num_warps: gl.constexpr):
     """Warp-specialized: a producer warp streams K and V through a ring shared by two consumer warpgroups
     (BLOCK_M rows each, 2 * BLOCK_M per program); one program per SM."""
     pid_m = gl.program_id(0)
@@ -260,9 +303,12 @@ def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, L
         [BLOCK_N, D], gl.int8))
     v_smem = gl.allocate_shared_memory(gl.float8e4nv, [STAGES, D, BLOCK_N], gl.NVMMASharedLayout.get_default_for(
         [D, BLOCK_N], gl.float8e4nv))
+    ones_smem = gl.allocate_shared_memory(gl.float8e4nv, [8, BLOCK_N], o_desc.layout)
+    ones_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(ones_bar, count=1)
     for i in gl.static_range(2):
         mbarrier.init(q_bars.index(i), count=1)
     for i in gl.static_range(STAGES):
@@ -273,12 +319,24 @@ def _attn8_sm90_ws_kernel(q_desc, k_desc, v_desc, QS, KS, VM, VS, Out, Lq, Lk, L
     q_pad0 = bh * Lq_pad
     gl.warp_specialize([
         (_ws_consumer, (0, q_smem, k_smem, v_smem, q_bars, ready, empty, k_desc, v_desc, QS, KS, VM, VS, Out, q_pad0,
-                        row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)),
+                        row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, ones_smem, ones_bar, BLOCK_M, BLOCK_N, D,
+                        STAGES, ONES)),
         (_ws_consumer, (1, q_smem, k_smem, v_smem, q_bars, ready, empty, k_desc, v_desc, QS, KS, VM, VS, Out, q_pad0,
-                        row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, BLOCK_M, BLOCK_N, D, STAGES)),
-        (_ws_producer, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bars, ready, empty, q_pad0 + row0,
-                        bh * Lk_pad, bh * D, n_blocks, STAGES, BLOCK_N)),
+                        row0, Lq, Lk, n_blocks, qk_scale, b, h, bh, sob, soh, sol, ones_smem, ones_bar, BLOCK_M, BLOCK_N, D,
+                        STAGES, ONES)),
+        (_ws_producer, (q_desc, k_desc, v_desc, o_desc, q_smem, k_smem, v_smem, ones_smem, q_bars, ones_bar, ready,
+                        empty, q_pad0 + row0, bh * Lk_pad, bh * D, n_blocks, STAGES, BLOCK_N, ONES)),
     ], [4, 1], [CONSUMER_REGS, 24])
+
+
+_ONES: dict[torch.device, torch.Tensor] = {}
+
+
+def _ones(device: torch.device) -> torch.Tensor:
+    """The [8, BLOCK_N] e4m3 ones the kernel's P·1 row sums read (one per device, made once)."""
+    if device not in _ONES:
+        _ONES[device] = torch.ones(8, BLOCK_N, device=device).to(torch.float8_e4m3fn)
+    return _ONES[device]
 
 
 def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
@@ -287,7 +345,7 @@ def _desc(t: torch.Tensor, block: list[int], dtype) -> TensorDescriptor:
 
 def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int, dtype: torch.dtype,
                     block_m: int = 64, stages: int = 3, num_warps: int = 4, half_kv_probe: bool = False,
-                    ws: bool = False, consumer_regs: int = 240) -> torch.Tensor:
+                    ws: bool = False, consumer_regs: int = 240, ones: bool = False) -> torch.Tensor:
     """The codes of attn8.quantize (V stored with key_order=True, key blocks of 128) -> [B, H, Lq, D].
     half_kv_probe: load only half of each K and V tile (a timing probe: the output is garbage).
     ws: the warp-specialized kernel (a producer warp, two consumer warpgroups of block_m rows sharing
@@ -299,6 +357,8 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int
         raise ValueError(f"hopper attention needs D = {BLOCK_N} and padded codes (D {D}, keys {lk}, queries {lq})")
     out = torch.empty(B, Lq, H, D, device=q8.device, dtype=dtype)
     scale = D**-0.5 * 1.4426950408889634
+    if ones and not ws:
+        raise ValueError("P·1 row sums (ones) are a form of the warp-specialized kernel (ws)")
     if ws:
         if half_kv_probe:
             raise ValueError("half_kv_probe is a probe of the one-warpgroup kernel")
@@ -306,9 +366,10 @@ def attention_codes(q8, qs, k8, ks, vt, vm, vs, B: int, H: int, Lq: int, Lk: int
         # 240 for each consumer and 24 for the producer
         _attn8_sm90_ws_kernel[(lq // rows, BH)](
             _desc(q8.view(BH * lq, D), [block_m, D], gl.int8), _desc(k8.view(BH * lk, D), [BLOCK_N, D], gl.int8),
-            _desc(vt.view(BH * D, lk), [D, BLOCK_N], gl.float8e4nv), qs, ks, vm, vs, out, Lq, Lk, lq, lk, H, scale,
+            _desc(vt.view(BH * D, lk), [D, BLOCK_N], gl.float8e4nv), _desc(_ones(q8.device), [8, BLOCK_N], gl.float8e4nv),
+            qs, ks, vm, vs, out, Lq, Lk, lq, lk, H, scale,
             out.stride(0), out.stride(2), out.stride(1), BLOCK_M=block_m, BLOCK_N=BLOCK_N, D=D, STAGES=stages,
-            CONSUMER_REGS=consumer_regs, num_warps=4, maxnreg=168)
+            CONSUMER_REGS=consumer_regs, ONES=ones, num_warps=4, maxnreg=168)
         return out.transpose(1, 2)
     _attn8_sm90_kernel[(triton.cdiv(Lq, block_m), BH)](
         _desc(q8.view(BH * lq, D), [block_m, D], gl.int8),
