@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from wan4step import advisor, attention
+from wan4step import attn8 as A
 from wan4step.attn8 import reference as R
 from wan4step.attn8.structured import MAX_REL_L2, MIN_COSINE, accuracy, sdpa_fp32, structured_qkv
 
@@ -192,3 +193,19 @@ def test_backend_failures_follow_the_fallback_policy(caplog):
         assert sum("test-backend attention failed" in r.getMessage() for r in caplog.records) == 1
     finally:
         fallback.restore(state)
+
+
+@pytest.mark.parametrize("Lq,Lk,seed", [(200, 700, 0), (128, 1000, 1), (300, 333, 2)])
+def test_code_sum_normalizer_keeps_the_accuracy_bar(Lq, Lk, seed):
+    """The sm90 kernel's P·1 row sums (hopper.py, ONES) normalize by the sum of P's e4m3 codes. The same
+    arithmetic in torch meets the per-call bar against float32 SDPA and stays within the error allowance
+    the kernel's self-check gives it against the fp32-sum normalizer (attn8.gluon_disagrees)."""
+    q, k, v = structured_qkv(1, 2, Lq, Lk, D=128, seed=seed)
+    ref = sdpa_fp32(q, k, v)
+    st = R.stats_reference(q, k, v)
+    codes = R.quantize_reference(q, k, v, st, 128, True)
+    run = lambda sums: R.attention_from_codes(*codes, st[3], st[4], Lq, Lk, 128, 128**-0.5, True, sums)  # noqa: E731
+    cos, err = accuracy(run(True), ref)
+    err_fp32 = accuracy(run(False), ref)[1]
+    assert cos >= MIN_COSINE and err <= MAX_REL_L2, (cos, err)
+    assert err <= A.GLUON_ERR_RATIO * err_fp32 + 1e-3, (err, err_fp32)

@@ -95,8 +95,10 @@ def quantize_reference(q, k, v, stats, block_n: int, pv_fp8: bool = True, q_pad:
 
 
 def attention_from_codes(q8, qs, k8, ks, vt, vm, vs, Lq: int, Lk: int, block_n: int, sm_scale: float,
-                         pv_fp8: bool = True) -> torch.Tensor:
-    """Steps 4-6 on codes, key block by key block as the kernel walks them; float32 [B, H, Lq, D]."""
+                         pv_fp8: bool = True, code_sums: bool = False) -> torch.Tensor:
+    """Steps 4-6 on codes, key block by key block as the kernel walks them; float32 [B, H, Lq, D].
+    code_sums: the row sums are of P's codes (what P·V multiplies), as the sm90 kernel's P·1 MMA
+    makes them (hopper.py, ONES), not of P in float32."""
     q8, qs = q8[:, :, :Lq], qs[:, :, :Lq]
     B, H, _, D = q8.shape
     qd = q8.float()  # integer sums below 2^24: exact in float32 (128 x 127 x 127 < 2.1e6)
@@ -115,8 +117,8 @@ def attention_from_codes(q8, qs, k8, ks, vt, vm, vs, Lq: int, Lk: int, block_n: 
         x = torch.where(valid, (s + MAGIC) * cj[..., None] - bias[..., None], -math.inf)
         p = torch.exp2(x)
         alpha = torch.exp2(m - m_new)
-        lsum = lsum * alpha + p.sum(-1)
         pq = e4m3(p) if pv_fp8 else p.to(torch.float16).float()
+        lsum = lsum * alpha + (pq if code_sums else p).sum(-1)
         acc = acc * alpha[..., None] + pq @ vt[:, :, :, sl].float().transpose(-1, -2)
         m = m_new
     return acc * (vs[:, :, None] / lsum[..., None]) + vm[:, :, None]
