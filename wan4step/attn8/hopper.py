@@ -99,6 +99,15 @@ def _e4m3(p16):
 
 
 @gluon.jit
+def _row_sums_mma(codes, ones_s, l_acc, alpha, mma8: gl.constexpr, p8_layout: gl.constexpr):
+    """Issue l = l * alpha + P·1 on the tensor cores: an 8-column MMA beside P·V on the same codes, each
+    column of l the row sum (ones_s: the [8, BLOCK_N] tile of ones, K-major like V)."""
+    l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma8)), 1)
+    return warpgroup_mma(gl.convert_layout(codes, p8_layout), ones_s.permute((1, 0)), l_acc, use_acc=True,
+                         is_async=True)
+
+
+@gluon.jit
 def _load_kv(k_desc, v_desc, k_smem, v_smem, k_bars, v_bars, blk, k_row0, v_row0, n_blocks,
              STAGES: gl.constexpr, BLOCK_N: gl.constexpr, HALF_KV: gl.constexpr):
     """TMA loads of key block `blk` (when it exists) into ring slot blk % STAGES (HALF_KV: the probe's
@@ -171,9 +180,7 @@ def _rows(q_s, q_bar, k_smem, v_smem, k_ready, v_ready, empty, k_desc, v_desc, k
         codes = _e4m3(p16)
         o_tok = warpgroup_mma(codes, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
         if ONES:
-            l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma8)), 1)
-            l_tok = warpgroup_mma(gl.convert_layout(codes, p8_layout), ones_s.permute((1, 0)), l_acc, use_acc=True,
-                                  is_async=True)
+            l_tok = _row_sums_mma(codes, ones_s, l_acc, alpha, mma8, p8_layout)
             s = warpgroup_mma_wait(2, deps=(s_tok,))
         else:
             s = warpgroup_mma_wait(1, deps=(s_tok,))
@@ -203,9 +210,7 @@ def _rows(q_s, q_bar, k_smem, v_smem, k_ready, v_ready, empty, k_desc, v_desc, k
     codes = _e4m3(p16)
     o_tok = warpgroup_mma(codes, v_smem.index(st).permute((1, 0)), acc, use_acc=True, is_async=True)
     if ONES:
-        l_acc = l_acc * gl.expand_dims(gl.convert_layout(alpha, gl.SliceLayout(1, mma8)), 1)
-        l_tok = warpgroup_mma(gl.convert_layout(codes, p8_layout), ones_s.permute((1, 0)), l_acc, use_acc=True,
-                                  is_async=True)
+        l_tok = _row_sums_mma(codes, ones_s, l_acc, alpha, mma8, p8_layout)
         acc, l_acc = warpgroup_mma_wait(0, deps=(o_tok, l_tok))
         l_i = gl.convert_layout(gl.max(l_acc, axis=1), rows)  # every column holds the row sum
     else:
