@@ -51,7 +51,7 @@ class Config:
 
 
 # Launch choices per compute capability. sm90: the warp-specialized Gluon kernel (hopper.py; a producer
-# warp, two 64-row consumer warpgroups on one K/V ring) with its row sums on the tensor cores, 10-12 %
+# warp, two 64-row consumer warpgroups on one K/V ring) with its row sums on the tensor cores, 10-11 %
 # faster than with them on the FMA units (docs/bench/attention_h200_s8.log), which was 3.5 % faster than the
 # one-warpgroup Gluon kernel (docs/bench/attention_h200_s7.log), which was 5 % faster than the Triton one at the same
 # tiles (docs/bench/attention_h200_gluon.log); where it cannot run, the Triton
