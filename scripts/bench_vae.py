@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-triton", action="store_true", help="engine: eager RMS norm instead of the fused kernel")
     ap.add_argument("--no-channels-last", action="store_true", help="engine: NCDHW activations")
     ap.add_argument("--no-cudnn-benchmark", action="store_true")
+    ap.add_argument("--conv", default="cudnn", choices=["cudnn", "gemm"], help="engine: WanVAE.conv_backend")
     ap.add_argument("--pass-elements", type=int, default=None, help="engine: largest activation per untiled pass")
     ap.add_argument("--tiled-pass-elements", type=int, default=None, help="engine: ... per tiled pass")
     ap.add_argument("--dynamic-vram", action="store_true", help="leave ComfyUI's DynamicVRAM on")
@@ -99,6 +100,7 @@ def main(argv=None) -> None:
     ours = pack.nodes.vae_loader.comfy_vae_from(file, dtype_name, tiling="off")
     engine = ours.first_stage_model
     engine.cudnn_benchmark = not args.no_cudnn_benchmark
+    engine.conv_backend = args.conv
     if args.no_channels_last:
         engine.channels_last = False
     if args.pass_elements:
@@ -106,7 +108,7 @@ def main(argv=None) -> None:
     if args.tiled_pass_elements:
         engine.tiled_pass_elements = args.tiled_pass_elements
     weights_bytes = sum(p.numel() * p.element_size() for p in engine.parameters())
-    print(f"{bl.device_line(args.device)}, dtype {ours.vae_dtype}, "
+    print(f"{bl.device_line(args.device)}, dtype {ours.vae_dtype}, conv {args.conv}, "
           f"triton norm {'off' if args.no_triton else 'on'}, channels-last {'off' if args.no_channels_last else 'on'}")
 
     # ComfyUI's executor runs every node under torch.inference_mode(); so do these calls

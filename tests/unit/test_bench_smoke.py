@@ -26,7 +26,8 @@ COMFYUI = find_comfyui()
 SCRIPTS = REPO / "scripts"
 NEEDS_COMFY = {"bench_advisor", "bench_comfy_offload", "bench_e2e", "bench_forward", "bench_load", "bench_lora",
                "bench_stream", "bench_vae", "profile_block"}
-ENGINE_ONLY = {"bench_attention", "bench_fused", "bench_gguf", "bench_linear", "bench_umt5", "profile_attn8"}
+ENGINE_ONLY = {"bench_attention", "bench_fused", "bench_gguf", "bench_linear", "bench_umt5", "bench_vae_conv", "profile_attn8",
+               "profile_vae"}
 PER_SCRIPT_S = 90  # one script's limit on a loaded 2-core machine; they take 1-10 s each
 
 # The worker: imports once, then runs `{"script": path}` requests from stdin, one JSON answer per line.

@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
+from ..fallback import attempt, switch
+from . import conv_gemm, kernels
 
 CACHE_FRAMES = 2  # history a 3-tap causal conv needs
 MEMORY_MARGIN = 1.1  # on top of the memory model (allocator rounding, cuDNN workspaces)
@@ -179,7 +180,10 @@ class CausalConv3d(nn.Conv3d):
     """Conv3d whose temporal padding is causal: 2 history frames (from the Stream) instead of 1+1.
 
     `slot` indexes this layer's history in a Stream (-1 for 1-tap convs, which need none).
+    `gemm`: run as conv_gemm's implicit GEMM where it applies (WanVAE.conv_backend sets it).
     """
+
+    gemm = False
 
     def __init__(self, cin: int, cout: int, kernel, stride=1, padding=0) -> None:
         super().__init__(cin, cout, kernel, stride=stride, padding=padding)
@@ -198,6 +202,10 @@ class CausalConv3d(nn.Conv3d):
             w, b = self._padded(w, b)
         if self.history and buf.shape[2] == 1:
             w = w[:, :, -1:]
+        if self.gemm and not narrow and self.stride == (1, 1, 1):
+            y = _gemm_conv(self, buf, w, b)
+            if y is not None:
+                return y
         y = F.conv3d(buf, w, b, self.stride, self.spatial_padding)
         return y[:, : self.out_channels] if narrow else y
 
@@ -217,6 +225,45 @@ class CausalConv3d(nn.Conv3d):
         if self.history == 0:
             return self.run(x)
         return self.run(causal_input(x, self, st))
+
+
+# (device, dtype, Ci, Co, kernel) of the implicit-GEMM conv: checked against cuDNN on first use; a
+# failure or a disagreement switches that shape back to F.conv3d (one warning)
+_GEMM = switch("VAE implicit-GEMM conv (Triton)", "cuDNN's conv3d")
+GEMM_CHECK_TOL = 2**-7  # of the output's largest value: bf16 rounding and another summation order
+
+
+def _gemm_self_check(key, w: torch.Tensor, b: torch.Tensor | None, like: torch.Tensor) -> bool:
+    def probe() -> None:
+        g = torch.Generator(like.device).manual_seed(0)
+        x = torch.randn((1, w.shape[1], w.shape[2] + 1, 3, 72), generator=g, device=like.device, dtype=like.dtype)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+        got = conv_gemm.conv3d(x, w, b).float()
+        want = F.conv3d(x, w, b, padding=(0, w.shape[3] // 2, w.shape[4] // 2)).float()
+        err = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
+        if not err <= GEMM_CHECK_TOL:
+            raise ValueError(f"max difference {err:.2e} of the output's scale against cuDNN")
+
+    return _GEMM.check_once(key, lambda: attempt(probe, "Wan4Step VAE: implicit-GEMM conv", "cuDNN's conv3d"))
+
+
+def _gemm_conv(conv: CausalConv3d, buf: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor | None:
+    """conv_gemm.conv3d where it applies and passed its check, else None (the caller runs cuDNN)."""
+    if conv_gemm.supported(buf, w) is not None:
+        return None
+    key = (buf.device, buf.dtype, *w.shape)
+    if key in _GEMM.off or not _gemm_self_check(key, w, b, buf):
+        return None
+    cache = conv.__dict__.setdefault("_gemm", {})
+    wkey = (w.data_ptr(), w.shape, w.device, w.dtype)
+    w2 = cache.get(wkey)
+    if w2 is None:
+        w2 = cache[wkey] = conv_gemm.gemm_weight(w)
+    try:
+        return conv_gemm.conv3d(buf, w, b, w2=w2)
+    except Exception as exc:  # noqa: BLE001 - fail() re-raises OOM and interrupts
+        _GEMM.fail(key, exc)
+        return None
 
 
 def causal_input(x: torch.Tensor, conv: CausalConv3d, st: Stream, norm: RMSNorm | None = None) -> torch.Tensor:
@@ -501,7 +548,7 @@ class WanVAEModel(nn.Module):
         """Drop weights derived from the parameters (sub-pixel kernels, padded head) so a call
         sees weights patched or moved since the last one."""
         for m in self.modules():
-            for name in ("_subpixel", "_pad8"):
+            for name in ("_subpixel", "_pad8", "_gemm"):
                 if name in m.__dict__:
                     del m.__dict__[name]
 
@@ -631,7 +678,8 @@ class WanVAE(WanVAEModel):
     tile sizes, encode with `device`), so the node adapter can hand this module to ComfyUI as is.
     Settings (attributes): `tiling` "off" | "on" | "auto" for decode() ("auto": tile only when
     the untiled decode would not fit in free VRAM), `tile` (latent px, h, w), `overlap` (latent
-    px), `max_pass_elements`, `cudnn_benchmark`, `channels_last` (None: on CUDA),
+    px), `max_pass_elements`, `cudnn_benchmark`, `channels_last` (None: on CUDA), `conv_backend`
+    ("cudnn", or "gemm": conv_gemm's implicit GEMM on sm90, not yet measured faster),
     `output_device`/`output_dtype` (None: the latent's device, float32), `progress(done, total)`.
     """
 
@@ -645,6 +693,7 @@ class WanVAE(WanVAEModel):
         self.max_pass_elements = 96 * 2**20
         self.tiled_pass_elements = 48 * 2**20
         self.cudnn_benchmark = True
+        self.conv_backend = "cudnn"
         self.channels_last: bool | None = None  # None: on CUDA
         self.output_device: torch.device | None = None
         self.output_dtype: torch.dtype = torch.float32
@@ -736,6 +785,10 @@ class _compute_setup:
 
     def __enter__(self):
         self.model.clear_derived()
+        gemm = self.model.conv_backend == "gemm"
+        for m in self.model.modules():
+            if isinstance(m, CausalConv3d):
+                m.gemm = gemm
         if self.cuda:
             self.model.use_channels_last(self.model.channels_last is not False)
             self.prev = torch.backends.cudnn.benchmark

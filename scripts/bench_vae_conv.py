@@ -1,0 +1,169 @@
+"""The VAE decoder's convolutions: cuDNN's conv3d vs the implicit-GEMM Triton kernel (conv_gemm.py), per shape.
+
+    python scripts/bench_vae_conv.py [--sizes 480 720] [--sweep]
+    python scripts/bench_vae_conv.py --smoke     # CPU, tiny VAE: cuDNN rows only (the GEMM needs sm90)
+
+One decode per size records every distinct conv call (input shape, weight shape, calls); each is
+then timed on random input of that shape with the layer's own weights: cuDNN (benchmark mode, as
+the decode runs it) and the GEMM with pick_tile's tile (--sweep: every tile in TILES too), each
+checked against cuDNN (max difference over the output's max). The totals weigh each shape by its
+calls. Last, whole decodes with conv_backend "cudnn" and "gemm", alternating, side by side.
+Engine only (no ComfyUI), random weights at the real shapes (dim 96).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib as bl  # noqa: E402
+
+from wan4step.tiny.vae import tiny_vae_state_dict  # noqa: E402
+from wan4step.vae import conv_gemm  # noqa: E402
+from wan4step.vae import model as vae_model  # noqa: E402
+from wan4step.vae.model import VAEConfig, WanVAE  # noqa: E402
+
+SIZES = {"480": (480, 832), "720": (720, 1280)}
+TILES = [
+    conv_gemm.Tile(bw, bn, bk, bn2=bn2, stages=s, warps=wp)
+    for bw in (64, 128)
+    for bn, bn2 in ((64, 32), (128, 0), (128, 64), (64, 0))
+    for bk in (32, 64)
+    for s in (3, 4)
+    for wp in (4, 8)
+]
+
+
+def record_convs(vae: WanVAE, z: torch.Tensor) -> tuple[Counter, dict]:
+    """(input shape, weight shape) -> calls in one decode (from CausalConv3d.run), and -> a layer
+    with those weights."""
+    seen: Counter = Counter()
+    layers: dict = {}
+    real = vae_model.CausalConv3d.run
+
+    def spy(self, buf):
+        kt = 1 if self.history and buf.shape[2] == 1 else self.kernel_size[0]
+        key = (tuple(buf.shape), (self.out_channels, self.in_channels, kt, *self.kernel_size[1:]))
+        seen[key] += 1
+        layers.setdefault(key, self)
+        return real(self, buf)
+
+    vae_model.CausalConv3d.run = spy
+    try:
+        with torch.inference_mode():
+            vae.decode(z)
+    finally:
+        vae_model.CausalConv3d.run = real
+    return seen, layers
+
+
+def conv_flops(x_shape, w_shape) -> float:
+    _, _, t, h, w = x_shape
+    co, ci, kt, kh, kw = w_shape
+    return 2.0 * co * ci * kt * kh * kw * (t - kt + 1) * h * w
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", nargs="+", default=["480", "720"])
+    ap.add_argument("--frames", type=int, default=81)
+    ap.add_argument("--dim", type=int, default=96)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--sweep", action="store_true", help="time every tile in TILES, not just pick_tile's")
+    ap.add_argument("--decodes", type=int, default=2, help="whole decodes per backend (alternating)")
+    bl.add_smoke(ap)
+    a = bl.smoke_or(ap.parse_args(), sizes=["32x48"], frames=5, dim=16, iters=1, decodes=1)
+    dev = torch.device("cpu" if a.smoke else "cuda")
+    if not a.smoke:
+        bl.require_cuda("bench_vae_conv.py")
+    dtype = torch.float32 if a.smoke else torch.bfloat16
+    cfg = VAEConfig(dim=a.dim)
+    vae = WanVAE(cfg)
+    vae.load_state_dict(tiny_vae_state_dict(cfg, seed=0))
+    vae = vae.to(device=dev, dtype=dtype).eval()
+    vae.tiling = "off"
+    print(bl.device_line(dev), flush=True)
+    gen = torch.Generator(dev).manual_seed(0)
+    for s in a.sizes:
+        h, w = SIZES.get(s) or tuple(int(v) for v in s.lower().split("x"))
+        z = torch.randn(1, cfg.z_dim, cfg.frames_in(a.frames), h // 8, w // 8, device=dev, dtype=dtype, generator=gen)
+        shapes, layers = record_convs(vae, z)
+        print(f"\n{h}x{w}x{a.frames}: {len(shapes)} conv shapes, {sum(shapes.values())} calls")
+        print(
+            f"  {'input':>26s} {'weight':>22s} {'calls':>5s} {'cuDNN ms':>9s} {'TF/s':>5s} {'GEMM ms':>8s} "
+            f"{'TF/s':>5s} {'x cuDNN':>7s}  tile / note"
+        )
+        tot_c = tot_g = tot_best = 0.0
+        torch.backends.cudnn.benchmark = True
+        for (xs, ws), calls in sorted(shapes.items(), key=lambda kv: -conv_flops(*kv[0]) * kv[1]):
+            layer = layers[(xs, ws)]
+            x = torch.randn(xs, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=torch.channels_last_3d)
+            wt = layer.weight[:, :, -ws[2] :] if ws[2] != layer.kernel_size[0] else layer.weight
+            wt = wt.to(dtype)
+            pad = (0, ws[3] // 2, ws[4] // 2)
+            ref = F.conv3d(x, wt, layer.bias, padding=pad)
+            ms_c = bl.median_ms(partial(F.conv3d, x, wt, layer.bias, padding=pad), dev, a.iters, 1)
+            fl = conv_flops(xs, ws)
+            tot_c += calls * ms_c
+            why = conv_gemm.supported(x, wt)
+            if why is not None:
+                tot_g += calls * ms_c
+                tot_best += calls * ms_c
+                print(
+                    f"  {str(xs):>26s} {str(ws):>22s} {calls:5d} {ms_c:9.3f} {fl / ms_c / 1e9:5.0f} "
+                    f"{'-':>8s} {'-':>5s} {'-':>7s}  cuDNN ({why})"
+                )
+                continue
+            w2 = conv_gemm.gemm_weight(wt)
+            default = conv_gemm.pick_tile(xs[-1], ws[1], ws[0])
+            results = []
+            for tile in [default] + ([t for t in TILES if t != default] if a.sweep else []):
+                try:
+                    out = conv_gemm.conv3d(x, wt, layer.bias, w2=w2, tile=tile)
+                    err = ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+                    ms = bl.median_ms(partial(conv_gemm.conv3d, x, wt, layer.bias, w2=w2, tile=tile), dev, a.iters, 1)
+                    results.append((ms, tile, err))
+                except Exception as exc:  # noqa: BLE001 - a tile that does not compile (shared memory) is a row
+                    print(f"      tile {tile}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
+            if not results:
+                continue
+            ms_d, _, err_d = results[0]
+            best = min(results, key=lambda r: r[0] if r[2] < 2**-7 else float("inf"))
+            tot_g += calls * ms_d
+            tot_best += calls * min(best[0], ms_c)
+            print(
+                f"  {str(xs):>26s} {str(ws):>22s} {calls:5d} {ms_c:9.3f} {fl / ms_c / 1e9:5.0f} {ms_d:8.3f} "
+                f"{fl / ms_d / 1e9:5.0f} {ms_d / ms_c:7.2f}  {default} (err {err_d:.1e})"
+                + (f"; best {best[1]} {best[0]:.3f} ms (err {best[2]:.1e})" if a.sweep else "")
+            )
+            del x, ref
+        print(
+            f"  convs per decode: cuDNN {tot_c / 1e3:.3f} s, GEMM (pick_tile) {tot_g / 1e3:.3f} s "
+            f"({tot_g / tot_c:.2f}x)" + (f", best of both per shape {tot_best / 1e3:.3f} s" if a.sweep else "")
+        )
+        times: dict[str, list[float]] = {"cudnn": [], "gemm": []}
+        for _ in range(a.decodes):
+            for backend in times:
+                vae.conv_backend = backend
+                with torch.inference_mode():
+                    vae.decode(z)  # warm (cuDNN autotune, Triton compile, self-checks)
+                    bl.sync(dev)
+                    t0 = time.perf_counter()
+                    vae.decode(z)
+                    bl.sync(dev)
+                times[backend].append(time.perf_counter() - t0)
+        c, g = min(times["cudnn"]), min(times["gemm"])
+        print(f"  whole decode (untiled, output on the device): cuDNN {c:.3f} s, GEMM {g:.3f} s ({g / c:.2f}x)")
+        vae.conv_backend = "cudnn"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The VAE's implicit-GEMM conv (wan4step/vae/conv_gemm.py): its algorithm under the Triton
+interpreter against torch's F.conv3d (an oracle not written here), the whole decoder with it, and
+the fallback to cuDNN when it fails or disagrees."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from wan4step.fallback import KernelSwitch
+from wan4step.tiny.vae import TINY_VAE, tiny_vae_state_dict
+from wan4step.vae import conv_gemm
+from wan4step.vae import model as vae_model
+from wan4step.vae.model import WanVAE
+
+REPO = Path(__file__).resolve().parents[2]
+
+_INTERP = textwrap.dedent(
+    """
+    import os, sys
+    assert os.environ["TRITON_INTERPRET"] == "1"
+    import torch
+    import torch.nn.functional as F
+    from wan4step.vae import conv_gemm as cg
+
+    g = torch.Generator().manual_seed(0)
+    cases = [  # Ci, Co, frames in, H, W, kernel, tile (None: pick_tile's)
+        (16, 96, 4, 3, 24, (3, 3, 3), cg.Tile(16, 64, 16, bn2=32)),  # 2 accumulators, partial last run
+        (32, 32, 1, 3, 8, (1, 3, 3), None),  # the zero-history first frame: last temporal tap only
+        (16, 32, 3, 4, 8, (3, 1, 1), cg.Tile(8, 16, 16)),  # the temporal upsample's time conv
+        (32, 48, 2, 3, 8, (1, 1, 1), cg.Tile(8, 32, 16, bn2=16)),
+        (64, 64, 3, 2, 16, (3, 3, 3), None),  # box wider than the frame
+        (16, 16, 3, 1, 40, (3, 3, 3), cg.Tile(16, 16, 16)),  # one row: every vertical tap is padding
+    ]
+    for ci, co, t, h, w, k, tile in cases:
+        x = torch.randn(1, ci, t, h, w, generator=g).contiguous(memory_format=torch.channels_last_3d)
+        wt = torch.randn(co, ci, *k, generator=g) * 0.1
+        b = torch.randn(co, generator=g)
+        ref = F.conv3d(x, wt, b, padding=(0, k[1] // 2, k[2] // 2))
+        got = cg.conv3d(x, wt, b, tile=tile)
+        assert got.shape == ref.shape and got.is_contiguous(memory_format=torch.channels_last_3d)
+        err = (got - ref).abs().max().item()
+        assert err < 1e-4, (ci, co, k, tile, err)
+        nb = cg.conv3d(x, wt, None, tile=tile)
+        assert (nb - F.conv3d(x, wt, None, padding=(0, k[1] // 2, k[2] // 2))).abs().max().item() < 1e-4
+
+    print("ok")
+    """
+)
+
+
+def test_conv_gemm_under_interpreter_matches_conv3d():
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", _INTERP], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-3000:]
+
+
+def _tiny_vae() -> WanVAE:
+    vae = WanVAE(TINY_VAE)
+    vae.load_state_dict(tiny_vae_state_dict(TINY_VAE, seed=0))
+    vae.channels_last = True  # the CUDA layout, which the GEMM needs (on the CPU it is opt-in)
+    return vae.eval()
+
+
+def test_decoder_routes_its_convs_through_the_gemm(monkeypatch):
+    """Which convs take the GEMM and with which weights (the zero-history frame's last temporal
+    tap, the cached [K, Co] matrix): a stand-in that convolves with the matrix it is handed gives
+    the cuDNN decode (to float32 rounding: torch's CPU conv sums a contiguous copy of a weight view
+    in another order) only if both are right. (The kernel itself: the interpreter test.)"""
+    vae = _tiny_vae()
+    z = torch.randn(1, 16, 2, 2, 3, generator=torch.Generator().manual_seed(2))
+    ref = vae.decode(z)
+    calls = []
+
+    def from_matrix(x, w, b, w2=None, tile=None):
+        co, ci, kt, kh, kw = w.shape
+        calls.append((kt, kh, kw, w2 is None))
+        w2 = conv_gemm.gemm_weight(w) if w2 is None else w2  # None: the first-use probe
+        weight = w2.reshape(kt, kh, kw, ci, co).permute(4, 3, 0, 1, 2)
+        return F.conv3d(x, weight, b, padding=(0, kh // 2, kw // 2)).contiguous(memory_format=torch.channels_last_3d)
+
+    monkeypatch.setattr(conv_gemm, "supported", lambda x, w: None)
+    monkeypatch.setattr(conv_gemm, "conv3d", from_matrix)
+    monkeypatch.setattr(vae_model, "_GEMM", KernelSwitch("VAE implicit-GEMM conv (Triton)", "cuDNN's conv3d"))
+    vae.conv_backend = "gemm"
+    got = vae.decode(z)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    # every kind of conv ran with the cached matrix (False), after its probe (True)
+    assert {(3, 3, 3), (1, 3, 3), (3, 1, 1), (1, 1, 1)} <= {c[:3] for c in calls if not c[3]}, set(calls)
+    assert vae_model._GEMM.off == set()
+    vae.conv_backend = "cudnn"
+    calls.clear()
+    vae.decode(z)
+    assert not calls
+
+
+def test_refusals_name_the_reason():
+    x = torch.zeros(1, 16, 3, 4, 8).contiguous(memory_format=torch.channels_last_3d)
+    w = torch.zeros(32, 16, 3, 3, 3)
+    if os.environ.get("TRITON_INTERPRET") != "1" and conv_gemm.triton is not None:
+        assert conv_gemm.supported(x, w) == "needs a CUDA GPU"
+    assert "channels-last" in conv_gemm.supported(x.contiguous(), w) or conv_gemm.triton is None or not x.is_cuda
+    assert conv_gemm.pick_tile(832, 96, 96) == conv_gemm.Tile(64, 64, 32, bn2=32)  # 832 = 13 * 64
+    assert conv_gemm.pick_tile(1280, 384, 384) == conv_gemm.Tile(128, 128, 64)
+    assert conv_gemm.pick_tile(416, 192, 192) == conv_gemm.Tile(128, 128, 64, bn2=64, warps=8)
+
+
+def test_a_wrong_gemm_falls_back_to_cudnn_with_one_warning(monkeypatch, caplog):
+    """A kernel that disagrees with cuDNN on its first-use probe is switched off for that shape
+    (one warning) and the decode is F.conv3d's, never a silently wrong video."""
+    vae = _tiny_vae()
+    z = torch.randn(1, 16, 2, 4, 6, generator=torch.Generator().manual_seed(1))
+    ref = vae.decode(z)
+    wrong_calls = []
+
+    def wrong(x, w, b, w2=None, tile=None):
+        wrong_calls.append(tuple(w.shape))
+        return F.conv3d(x, w, b, padding=(0, w.shape[3] // 2, w.shape[4] // 2)) + 0.5
+
+    monkeypatch.setattr(conv_gemm, "supported", lambda x, w: None)
+    monkeypatch.setattr(conv_gemm, "conv3d", wrong)
+    monkeypatch.setattr(vae_model, "_GEMM", KernelSwitch("VAE implicit-GEMM conv (Triton)", "cuDNN's conv3d"))
+    vae.conv_backend = "gemm"
+    with caplog.at_level(logging.WARNING, logger="wan4step"):
+        got = vae.decode(z)
+        got2 = vae.decode(z)
+    assert wrong_calls  # the probes ran ...
+    assert torch.equal(got, ref) and torch.equal(got2, ref)  # ... and no wrong output reached the video
+    shapes = {s for s in wrong_calls}
+    assert len(wrong_calls) == len(shapes)  # one probe per shape, never again
+    assert caplog.text.count("implicit-GEMM conv disabled") == len(shapes)

@@ -1,0 +1,213 @@
+"""The decoder's causal convs as implicit GEMMs over TMA tiles (Triton, sm90+): an experiment.
+
+Why: at 480x832x81 the decode is ~0.25 PFLOP of convolutions with 96-384 channels and takes
+0.80 s on the H200, ~40 % of the tensor cores' bf16 rate, so cuDNN's 3-D kernels leave room (the
+issue asks for < 0.6 s). A conv of a channels-last activation is a GEMM whose K loop walks the
+kernel taps: for tap (dt, dh, dw) the A tile is the output tile's pixels shifted by (dt, dh-1,
+dw-1), a box the tensor memory accelerator loads straight into shared memory, with the zeros of
+the spatial padding filled in by the hardware for coordinates outside the frame (negative ones
+included). No im2col buffer, no padded copy; bias in the epilogue, bf16 out.
+
+Tiles: a program computes a run of BW output pixels of one row for BN (+ BN2) output channels;
+the K loop runs over taps x BK-channel slices (BK divides the input channels), float32
+accumulation. A one-row box: with two or more rows per box Triton 3.6 reshapes A through
+registers (local_load + layout conversion before each wgmma, seen in its sm90 TTGIR); one row
+keeps A in shared memory for the wgmma, three stages deep.
+
+Status: correct (tests/unit/test_vae_conv_gemm.py, the Triton interpreter against F.conv3d) but
+not measured on a GPU yet, so `WanVAE.conv_backend` defaults to "cudnn";
+`scripts/bench_vae_conv.py` compares the two per decoder shape, `bench_vae.py --conv gemm` whole
+decodes. Batch 1, stride 1, odd spatial kernels with "same" padding, channels a multiple of 16.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+try:  # optional: Triton (and its tensor descriptors) may be absent; cuDNN is always there
+    import triton
+    import triton.language as tl
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except Exception:  # pragma: no cover - depends on the install
+    triton = None
+
+
+@dataclass(frozen=True)
+class Tile:
+    bw: int  # output pixels per program: a run of one row (a box of one row keeps A in shared memory)
+    bn: int  # output channels per program
+    bk: int  # input channels per K step
+    bn2: int = 0  # a second accumulator of bn2 channels after the first bn (96 = 64 + 32: no padding)
+    stages: int = 3
+    warps: int = 4
+
+    def __str__(self) -> str:
+        n = f"{self.bn}+{self.bn2}" if self.bn2 else str(self.bn)
+        return f"{self.bw}x{n}x{self.bk} s{self.stages} w{self.warps}"
+
+
+def pick_tile(w: int, cin: int, cout: int) -> Tile:
+    """Row runs of 128 pixels (64 where the width is a multiple of 64 but not of 128: less
+    wasted tail); all output channels in one program up to 192 (96 = 64 + 32, 192 = 128 + 64,
+    two warpgroups), else 128 per program; BK 64 where it divides the input channels."""
+    bw = 64 if w % 128 and w % 64 == 0 else 128
+    bk = 64 if cin % 64 == 0 else (32 if cin % 32 == 0 else 16)
+    if cout == 96:
+        return Tile(bw, 64, bk, bn2=32)
+    if cout == 192:
+        return Tile(bw, 128, bk, bn2=64, warps=8 if bw == 128 else 4)
+    return Tile(bw, 128 if cout % 128 == 0 else 64 if cout % 64 == 0 else 32, bk)
+
+
+def supported(x: torch.Tensor, weight: torch.Tensor) -> str | None:
+    """Why x [1, Ci, T, H, W] (channels-last 3-D) cannot take this path with `weight`, or None."""
+    if triton is None:
+        return "triton with tensor descriptors is not installed"
+    if not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+        return "needs a CUDA GPU"
+    if x.is_cuda and torch.cuda.get_device_capability(x.device) < (9, 0):
+        return "needs sm90 (TMA)"
+    if x.ndim != 5 or x.shape[0] != 1:
+        return "batch 1 only"
+    if not x.is_contiguous(memory_format=torch.channels_last_3d) or x.data_ptr() % 16:
+        return "needs a dense, aligned channels-last input"
+    co, ci, kt, kh, kw = weight.shape
+    if ci != x.shape[1] or ci % 16 or co % 16 or kh % 2 == 0 or kw % 2 == 0:
+        return f"shape {tuple(weight.shape)}"
+    if x.shape[2] < kt:
+        return "fewer frames than temporal taps"
+    return None
+
+
+def gemm_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[Co, Ci, kt, kh, kw] -> [kt*kh*kw*Ci, Co], rows in the kernel's K order (tap, channel)."""
+    co = weight.shape[0]
+    return weight.permute(2, 3, 4, 1, 0).reshape(-1, co).contiguous()
+
+
+if triton is not None:
+
+    @triton.jit
+    def _epilogue(acc, bias_ptr, y_desc, row, w0, n0, CO, BW: tl.constexpr, BN: tl.constexpr, HAS_BIAS: tl.constexpr):
+        if HAS_BIAS:
+            cols = n0 + tl.arange(0, BN)
+            acc += tl.load(bias_ptr + cols, mask=cols < CO, other=0.0).to(tl.float32)[None, :]
+        y_desc.store([row, w0, n0], acc.to(y_desc.dtype).reshape(1, BW, BN))
+
+    @triton.jit
+    def _conv_kernel(
+        x_desc,
+        w_desc,
+        w2_desc,
+        y_desc,
+        y2_desc,
+        bias_ptr,
+        H,
+        W,
+        CO,
+        n_w,
+        n_n,
+        KT: tl.constexpr,
+        KH: tl.constexpr,
+        KW: tl.constexpr,
+        CI: tl.constexpr,
+        BW: tl.constexpr,
+        BN: tl.constexpr,
+        BN2: tl.constexpr,
+        BK: tl.constexpr,
+        HAS_BIAS: tl.constexpr,
+        STAGES: tl.constexpr,
+    ):
+        """Output pixels [w0, w0+BW) of row h of frame t, channels [n0, n0+BN) (+ BN2 more).
+        Program ids run output channels fastest, so neighbours share their A tiles in L2.
+        x_desc views the input as [T*H, W, Ci], so a frame's row is one box coordinate."""
+        pid = tl.program_id(0)
+        pn = pid % n_n
+        rest = pid // n_n
+        pw = rest % n_w
+        rest = rest // n_w
+        h = rest % H
+        t = rest // H
+        w0 = pw * BW
+        n0 = pn * (BN + BN2)
+        NK: tl.constexpr = CI // BK
+        acc = tl.zeros([BW, BN], dtype=tl.float32)
+        if BN2:
+            acc2 = tl.zeros([BW, BN2], dtype=tl.float32)
+        for i in tl.range(0, KT * KH * KW * NK, num_stages=STAGES):
+            tap = i // NK
+            kk = (i - tap * NK) * BK
+            dt = tap // (KH * KW)
+            r = tap - dt * (KH * KW)
+            dh = r // KW
+            dw = r - dh * KW
+            hs = h + dh - KH // 2
+            # a row above or below the frame is zero padding: point the box at row -1, which the
+            # hardware fills with zeros, not at a neighbouring frame's row
+            row = tl.where((hs >= 0) & (hs < H), (t + dt) * H + hs, -1)
+            a = x_desc.load([row, w0 + dw - KW // 2, kk]).reshape(BW, BK)
+            acc = tl.dot(a, w_desc.load([i * BK, n0]), acc)
+            if BN2:
+                acc2 = tl.dot(a, w2_desc.load([i * BK, n0 + BN]), acc2)
+        row_out = t * H + h
+        _epilogue(acc, bias_ptr, y_desc, row_out, w0, n0, CO, BW, BN, HAS_BIAS)
+        if BN2:
+            _epilogue(acc2, bias_ptr, y2_desc, row_out, w0, n0 + BN, CO, BW, BN2, HAS_BIAS)
+
+
+def conv3d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    w2: torch.Tensor | None = None,
+    tile: Tile | None = None,
+) -> torch.Tensor:
+    """F.conv3d(x, weight, bias, padding=(0, kh//2, kw//2)) for x [1, Ci, T, H, W] channels-last:
+    [1, Co, T-kt+1, H, W] channels-last. `w2`: gemm_weight(weight), when the caller caches it."""
+    why = supported(x, weight)
+    if why is not None:
+        raise ValueError(f"conv_gemm: {why}")
+    co, ci, kt, kh, kw = weight.shape
+    _, _, t_in, h, w = x.shape
+    t_out = t_in - kt + 1
+    tile = tile or pick_tile(w, ci, co)
+    w2 = gemm_weight(weight) if w2 is None else w2
+    y = torch.empty((1, co, t_out, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last_3d)
+    xv = x[0].permute(1, 2, 3, 0).reshape(t_in * h, w, ci)  # a view: [T*H, W, Ci]
+    yv = y[0].permute(1, 2, 3, 0).reshape(t_out * h, w, co)
+    x_desc = TensorDescriptor.from_tensor(xv, [1, tile.bw, tile.bk])
+    w_desc = TensorDescriptor.from_tensor(w2, [tile.bk, tile.bn])
+    y_desc = TensorDescriptor.from_tensor(yv, [1, tile.bw, tile.bn])
+    bn2 = tile.bn2 or tile.bn  # unused descriptors when bn2 == 0 (a valid box all the same)
+    w2_desc = TensorDescriptor.from_tensor(w2, [tile.bk, bn2])
+    y2_desc = TensorDescriptor.from_tensor(yv, [1, tile.bw, bn2])
+    n_w, n_n = triton.cdiv(w, tile.bw), triton.cdiv(co, tile.bn + tile.bn2)
+    grid = (t_out * h * n_w * n_n,)
+    _conv_kernel[grid](
+        x_desc,
+        w_desc,
+        w2_desc,
+        y_desc,
+        y2_desc,
+        bias if bias is not None else w2,
+        h,
+        w,
+        co,
+        n_w,
+        n_n,
+        KT=kt,
+        KH=kh,
+        KW=kw,
+        CI=ci,
+        BW=tile.bw,
+        BN=tile.bn,
+        BN2=tile.bn2,
+        BK=tile.bk,
+        HAS_BIAS=bias is not None,
+        STAGES=tile.stages,
+        num_warps=tile.warps,
+    )
+    return y
