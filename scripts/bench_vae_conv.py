@@ -5,7 +5,8 @@
 
 One decode per size records every distinct conv call (input shape, weight shape, calls); each is
 then timed on random input of that shape with the layer's own weights: cuDNN (benchmark mode, as
-the decode runs it) and the GEMM with pick_tile's tile (--sweep: every tile in TILES too), each
+the decode runs it) and the GEMM with pick_tile's tile (--sweep: candidates() too, for the
+--sweep-top shapes), each
 checked against cuDNN (max difference over the output's max). The totals weigh each shape by its
 calls. Last, whole decodes with conv_backend "cudnn" and "gemm", alternating, side by side.
 Engine only (no ComfyUI), random weights at the real shapes (dim 96).
@@ -32,14 +33,13 @@ from wan4step.vae import model as vae_model  # noqa: E402
 from wan4step.vae.model import VAEConfig, WanVAE  # noqa: E402
 
 SIZES = {"480": (480, 832), "720": (720, 1280)}
-TILES = [
-    conv_gemm.Tile(bw, bn, bk, bn2=bn2, stages=s, warps=wp)
-    for bw in (64, 128)
-    for bn, bn2 in ((64, 32), (128, 0), (128, 64), (64, 0))
-    for bk in (32, 64)
-    for s in (3, 4)
-    for wp in (4, 8)
-]
+def candidates(ci: int, co: int) -> list[conv_gemm.Tile]:
+    """The tiles --sweep tries for Ci -> Co (each compiles for sm90 with ptxas 12.8, no spills)."""
+    splits = [(64, 32)] if co == 96 else [(128, 64), (64, 0)] if co == 192 else [(128, 0), (64, 0)]
+    bk = 64 if ci % 64 == 0 else 32
+    return [conv_gemm.Tile(bw, bn, bk, bn2=bn2, stages=st, warps=wp)
+            for bw in (64, 128, 256) for bn, bn2 in splits for st in (3, 4) for wp in (4, 8)
+            if not (bw == 256 and wp == 4)]
 
 
 def record_convs(vae: WanVAE, z: torch.Tensor) -> tuple[Counter, dict]:
@@ -77,7 +77,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=81)
     ap.add_argument("--dim", type=int, default=96)
     ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--sweep", action="store_true", help="time every tile in TILES, not just pick_tile's")
+    ap.add_argument("--sweep", action="store_true", help="time candidates()' tiles too, not just pick_tile's")
+    ap.add_argument("--sweep-top", type=int, default=6, help="--sweep only the N shapes with the most FLOPs per decode")
     ap.add_argument("--decodes", type=int, default=2, help="whole decodes per backend (alternating)")
     bl.add_smoke(ap)
     a = bl.smoke_or(ap.parse_args(), sizes=["32x48"], frames=5, dim=16, iters=1, decodes=1)
@@ -103,7 +104,8 @@ def main() -> None:
         )
         tot_c = tot_g = tot_best = 0.0
         torch.backends.cudnn.benchmark = True
-        for (xs, ws), calls in sorted(shapes.items(), key=lambda kv: -conv_flops(*kv[0]) * kv[1]):
+        ranked = sorted(shapes.items(), key=lambda kv: -conv_flops(*kv[0]) * kv[1])
+        for rank, ((xs, ws), calls) in enumerate(ranked):
             layer = layers[(xs, ws)]
             x = torch.randn(xs, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=torch.channels_last_3d)
             wt = layer.weight[:, :, -ws[2] :] if ws[2] != layer.kernel_size[0] else layer.weight
@@ -125,7 +127,8 @@ def main() -> None:
             w2 = conv_gemm.gemm_weight(wt)
             default = conv_gemm.pick_tile(xs[-1], ws[1], ws[0])
             results = []
-            for tile in [default] + ([t for t in TILES if t != default] if a.sweep else []):
+            sweep = a.sweep and rank < a.sweep_top
+            for tile in [default] + ([t for t in candidates(ws[1], ws[0]) if t != default] if sweep else []):
                 try:
                     out = conv_gemm.conv3d(x, wt, layer.bias, w2=w2, tile=tile)
                     err = ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()

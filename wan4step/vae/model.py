@@ -227,8 +227,9 @@ class CausalConv3d(nn.Conv3d):
         return self.run(causal_input(x, self, st))
 
 
-# (device, dtype, Ci, Co, kernel) of the implicit-GEMM conv: checked against cuDNN on first use; a
-# failure or a disagreement switches that shape back to F.conv3d (one warning)
+# (device, dtype, weight shape, tile) of the implicit-GEMM conv: checked against cuDNN on first use
+# (2 rows of the real width, so the tile the real call takes); a failure or a disagreement switches
+# that key back to F.conv3d (one warning)
 _GEMM = switch("VAE implicit-GEMM conv (Triton)", "cuDNN's conv3d")
 GEMM_CHECK_TOL = 2**-7  # of the output's largest value: bf16 rounding and another summation order
 
@@ -236,7 +237,8 @@ GEMM_CHECK_TOL = 2**-7  # of the output's largest value: bf16 rounding and anoth
 def _gemm_self_check(key, w: torch.Tensor, b: torch.Tensor | None, like: torch.Tensor) -> bool:
     def probe() -> None:
         g = torch.Generator(like.device).manual_seed(0)
-        x = torch.randn((1, w.shape[1], w.shape[2] + 1, 3, 72), generator=g, device=like.device, dtype=like.dtype)
+        shape = (1, w.shape[1], w.shape[2] + 1, 2, like.shape[-1])
+        x = torch.randn(shape, generator=g, device=like.device, dtype=like.dtype)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         got = conv_gemm.conv3d(x, w, b).float()
         want = F.conv3d(x, w, b, padding=(0, w.shape[3] // 2, w.shape[4] // 2)).float()
@@ -251,11 +253,13 @@ def _gemm_conv(conv: CausalConv3d, buf: torch.Tensor, w: torch.Tensor, b: torch.
     """conv_gemm.conv3d where it applies and passed its check, else None (the caller runs cuDNN)."""
     if conv_gemm.supported(buf, w) is not None:
         return None
-    key = (buf.device, buf.dtype, *w.shape)
+    key = (buf.device, buf.dtype, *w.shape, conv_gemm.pick_tile(buf.shape[-1], w.shape[1], w.shape[0]))
     if key in _GEMM.off or not _gemm_self_check(key, w, b, buf):
         return None
+    # per layer and call (clear_derived): the weights cannot change within one, and a key without
+    # data_ptr holds one matrix even where ComfyUI's lowvram casts a fresh weight copy per use
     cache = conv.__dict__.setdefault("_gemm", {})
-    wkey = (w.data_ptr(), w.shape, w.device, w.dtype)
+    wkey = (tuple(w.shape), w.device, w.dtype)
     w2 = cache.get(wkey)
     if w2 is None:
         w2 = cache[wkey] = conv_gemm.gemm_weight(w)
