@@ -50,6 +50,8 @@ _INTERP = textwrap.dedent(
         assert err < 1e-4, (ci, co, k, tile, err)
         nb = cg.conv3d(x, wt, None, tile=tile)
         assert (nb - F.conv3d(x, wt, None, padding=(0, k[1] // 2, k[2] // 2))).abs().max().item() < 1e-4
+        r = torch.randn(ref.shape, generator=g).contiguous(memory_format=torch.channels_last_3d)
+        assert (cg.conv3d(x, wt, b, tile=tile, residual=r) - (ref + r)).abs().max().item() < 1e-4
 
     print("ok")
     """
@@ -79,12 +81,13 @@ def test_decoder_routes_its_convs_through_the_gemm(monkeypatch):
     ref = vae.decode(z)
     calls = []
 
-    def from_matrix(x, w, b, w2=None, tile=None):
+    def from_matrix(x, w, b, w2=None, tile=None, residual=None):
         co, ci, kt, kh, kw = w.shape
-        calls.append((kt, kh, kw, w2 is None))
+        calls.append((kt, kh, kw, w2 is None, residual is not None))
         w2 = conv_gemm.gemm_weight(w) if w2 is None else w2  # None: the first-use probe
         weight = w2.reshape(kt, kh, kw, ci, co).permute(4, 3, 0, 1, 2)
-        return F.conv3d(x, weight, b, padding=(0, kh // 2, kw // 2)).contiguous(memory_format=torch.channels_last_3d)
+        y = F.conv3d(x, weight, b, padding=(0, kh // 2, kw // 2)).contiguous(memory_format=torch.channels_last_3d)
+        return y if residual is None else y.add_(residual)
 
     monkeypatch.setattr(conv_gemm, "supported", lambda x, w: None)
     monkeypatch.setattr(conv_gemm, "conv3d", from_matrix)
@@ -94,6 +97,7 @@ def test_decoder_routes_its_convs_through_the_gemm(monkeypatch):
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
     # every kind of conv ran with the cached matrix (False), after its probe (True)
     assert {(3, 3, 3), (1, 3, 3), (3, 1, 1), (1, 1, 1)} <= {c[:3] for c in calls if not c[3]}, set(calls)
+    assert any(c[4] and not c[3] for c in calls)  # residual blocks add their shortcut in the epilogue
     assert vae_model._GEMM.off == set()
     vae.conv_backend = "cudnn"
     calls.clear()
@@ -120,8 +124,8 @@ def test_a_wrong_gemm_falls_back_to_cudnn_with_one_warning(monkeypatch, caplog):
     ref = vae.decode(z)
     wrong_calls = []
 
-    def wrong(x, w, b, w2=None, tile=None):
-        wrong_calls.append(tuple(w.shape))
+    def wrong(x, w, b, w2=None, tile=None, residual=None):
+        wrong_calls.append((tuple(w.shape), residual is not None))
         return F.conv3d(x, w, b, padding=(0, w.shape[3] // 2, w.shape[4] // 2)) + 0.5
 
     monkeypatch.setattr(conv_gemm, "supported", lambda x, w: None)
@@ -134,5 +138,5 @@ def test_a_wrong_gemm_falls_back_to_cudnn_with_one_warning(monkeypatch, caplog):
     assert wrong_calls  # the probes ran ...
     assert torch.equal(got, ref) and torch.equal(got2, ref)  # ... and no wrong output reached the video
     shapes = {s for s in wrong_calls}
-    assert len(wrong_calls) == len(shapes)  # one probe per shape, never again
+    assert len(wrong_calls) == len(shapes)  # one probe per shape (with or without residual), never again
     assert caplog.text.count("implicit-GEMM conv disabled") == len(shapes)

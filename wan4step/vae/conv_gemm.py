@@ -91,10 +91,13 @@ def gemm_weight(weight: torch.Tensor) -> torch.Tensor:
 if triton is not None:
 
     @triton.jit
-    def _epilogue(acc, bias_ptr, y_desc, row, w0, n0, CO, BW: tl.constexpr, BN: tl.constexpr, HAS_BIAS: tl.constexpr):
+    def _epilogue(acc, bias_ptr, y_desc, r_desc, row, w0, n0, CO, BW: tl.constexpr, BN: tl.constexpr,
+                  HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr):
         if HAS_BIAS:
             cols = n0 + tl.arange(0, BN)
             acc += tl.load(bias_ptr + cols, mask=cols < CO, other=0.0).to(tl.float32)[None, :]
+        if HAS_RES:  # the residual block's shortcut, added before the one rounding to bf16
+            acc += r_desc.load([row, w0, n0]).reshape(BW, BN).to(tl.float32)
         y_desc.store([row, w0, n0], acc.to(y_desc.dtype).reshape(1, BW, BN))
 
     @triton.jit
@@ -104,6 +107,8 @@ if triton is not None:
         w2_desc,
         y_desc,
         y2_desc,
+        r_desc,
+        r2_desc,
         bias_ptr,
         H,
         W,
@@ -119,6 +124,7 @@ if triton is not None:
         BN2: tl.constexpr,
         BK: tl.constexpr,
         HAS_BIAS: tl.constexpr,
+        HAS_RES: tl.constexpr,
         STAGES: tl.constexpr,
     ):
         """Output pixels [w0, w0+BW) of row h of frame t, channels [n0, n0+BN) (+ BN2 more).
@@ -153,61 +159,49 @@ if triton is not None:
             if BN2:
                 acc2 = tl.dot(a, w2_desc.load([i * BK, n0 + BN]), acc2)
         row_out = t * H + h
-        _epilogue(acc, bias_ptr, y_desc, row_out, w0, n0, CO, BW, BN, HAS_BIAS)
+        _epilogue(acc, bias_ptr, y_desc, r_desc, row_out, w0, n0, CO, BW, BN, HAS_BIAS, HAS_RES)
         if BN2:
-            _epilogue(acc2, bias_ptr, y2_desc, row_out, w0, n0 + BN, CO, BW, BN2, HAS_BIAS)
+            _epilogue(acc2, bias_ptr, y2_desc, r2_desc, row_out, w0, n0 + BN, CO, BW, BN2, HAS_BIAS, HAS_RES)
 
 
-def conv3d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    w2: torch.Tensor | None = None,
-    tile: Tile | None = None,
-) -> torch.Tensor:
-    """F.conv3d(x, weight, bias, padding=(0, kh//2, kw//2)) for x [1, Ci, T, H, W] channels-last:
-    [1, Co, T-kt+1, H, W] channels-last. `w2`: gemm_weight(weight), when the caller caches it."""
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, w2: torch.Tensor | None = None,
+           tile: Tile | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """F.conv3d(x, weight, bias, padding=(0, kh//2, kw//2)) (+ residual) for x [1, Ci, T, H, W]
+    channels-last: [1, Co, T-kt+1, H, W] channels-last. `w2`: gemm_weight(weight), when the caller
+    caches it; `residual`: a tensor of the output's shape and layout, added in float32 before the
+    output's one rounding (the residual block's shortcut, without a pass of its own)."""
     why = supported(x, weight)
     if why is not None:
         raise ValueError(f"conv_gemm: {why}")
     co, ci, kt, kh, kw = weight.shape
     _, _, t_in, h, w = x.shape
     t_out = t_in - kt + 1
+    shape = (1, co, t_out, h, w)
+    if residual is not None and (tuple(residual.shape) != shape or residual.dtype != x.dtype
+                                 or not residual.is_contiguous(memory_format=torch.channels_last_3d)):
+        raise ValueError(f"conv_gemm: residual {tuple(residual.shape)} {residual.dtype} is not a dense "
+                         f"channels-last {shape} {x.dtype}")
     tile = tile or pick_tile(w, ci, co)
     w2 = gemm_weight(weight) if w2 is None else w2
-    y = torch.empty((1, co, t_out, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last_3d)
-    xv = x[0].permute(1, 2, 3, 0).reshape(t_in * h, w, ci)  # a view: [T*H, W, Ci]
-    yv = y[0].permute(1, 2, 3, 0).reshape(t_out * h, w, co)
-    x_desc = TensorDescriptor.from_tensor(xv, [1, tile.bw, tile.bk])
-    w_desc = TensorDescriptor.from_tensor(w2, [tile.bk, tile.bn])
-    y_desc = TensorDescriptor.from_tensor(yv, [1, tile.bw, tile.bn])
+    y = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=torch.channels_last_3d)
+
+    def rows(t: torch.Tensor, frames: int, c: int) -> torch.Tensor:
+        return t[0].permute(1, 2, 3, 0).reshape(frames * h, w, c)  # a view: [T*H, W, C]
+
+    yv = y if residual is None else residual
     bn2 = tile.bn2 or tile.bn  # unused descriptors when bn2 == 0 (a valid box all the same)
-    w2_desc = TensorDescriptor.from_tensor(w2, [tile.bk, bn2])
-    y2_desc = TensorDescriptor.from_tensor(yv, [1, tile.bw, bn2])
-    n_w, n_n = triton.cdiv(w, tile.bw), triton.cdiv(co, tile.bn + tile.bn2)
-    grid = (t_out * h * n_w * n_n,)
-    _conv_kernel[grid](
-        x_desc,
-        w_desc,
-        w2_desc,
-        y_desc,
-        y2_desc,
-        bias if bias is not None else w2,
-        h,
-        w,
-        co,
-        n_w,
-        n_n,
-        KT=kt,
-        KH=kh,
-        KW=kw,
-        CI=ci,
-        BW=tile.bw,
-        BN=tile.bn,
-        BN2=tile.bn2,
-        BK=tile.bk,
-        HAS_BIAS=bias is not None,
-        STAGES=tile.stages,
-        num_warps=tile.warps,
+    descs = (
+        TensorDescriptor.from_tensor(rows(x, t_in, ci), [1, tile.bw, tile.bk]),
+        TensorDescriptor.from_tensor(w2, [tile.bk, tile.bn]),
+        TensorDescriptor.from_tensor(w2, [tile.bk, bn2]),
+        TensorDescriptor.from_tensor(rows(y, t_out, co), [1, tile.bw, tile.bn]),
+        TensorDescriptor.from_tensor(rows(y, t_out, co), [1, tile.bw, bn2]),
+        TensorDescriptor.from_tensor(rows(yv, t_out, co), [1, tile.bw, tile.bn]),
+        TensorDescriptor.from_tensor(rows(yv, t_out, co), [1, tile.bw, bn2]),
     )
+    n_w, n_n = triton.cdiv(w, tile.bw), triton.cdiv(co, tile.bn + tile.bn2)
+    _conv_kernel[(t_out * h * n_w * n_n,)](
+        *descs, bias if bias is not None else w2, h, w, co, n_w, n_n, KT=kt, KH=kh, KW=kw, CI=ci, BW=tile.bw,
+        BN=tile.bn, BN2=tile.bn2, BK=tile.bk, HAS_BIAS=bias is not None, HAS_RES=residual is not None,
+        STAGES=tile.stages, num_warps=tile.warps)
     return y

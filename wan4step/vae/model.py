@@ -191,9 +191,9 @@ class CausalConv3d(nn.Conv3d):
         self.spatial_padding = (0, self.padding[1], self.padding[2])
         self.slot = -1
 
-    def run(self, buf: torch.Tensor) -> torch.Tensor:
+    def run(self, buf: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """Convolve a prepared input: history frames + new frames (output = new frames), or a
-        single zero-history frame (then only the last temporal tap sees non-zeros)."""
+        single zero-history frame (then only the last temporal tap sees non-zeros); + residual."""
         w, b = _cast(self.weight, buf), _cast(self.bias, buf)
         # the RGB head in channels-last (the CUDA layout): 3 output channels would miss cuDNN's
         # tensor-core kernels, so compute 8 and keep 3
@@ -203,11 +203,12 @@ class CausalConv3d(nn.Conv3d):
         if self.history and buf.shape[2] == 1:
             w = w[:, :, -1:]
         if self.gemm and not narrow and self.stride == (1, 1, 1):
-            y = _gemm_conv(self, buf, w, b)
+            y = _gemm_conv(self, buf, w, b, residual)
             if y is not None:
                 return y
         y = F.conv3d(buf, w, b, self.stride, self.spatial_padding)
-        return y[:, : self.out_channels] if narrow else y
+        y = y[:, : self.out_channels] if narrow else y
+        return y if residual is None else y.add_(residual)
 
     def _padded(self, w: torch.Tensor, b: torch.Tensor | None):
         """Weight/bias zero-padded to a multiple of 8 output channels (cached for one decode call)."""
@@ -234,14 +235,17 @@ _GEMM = switch("VAE implicit-GEMM conv (Triton)", "cuDNN's conv3d")
 GEMM_CHECK_TOL = 2**-7  # of the output's largest value: bf16 rounding and another summation order
 
 
-def _gemm_self_check(key, w: torch.Tensor, b: torch.Tensor | None, like: torch.Tensor) -> bool:
+def _gemm_self_check(key, w: torch.Tensor, b: torch.Tensor | None, like: torch.Tensor, residual: bool) -> bool:
     def probe() -> None:
         g = torch.Generator(like.device).manual_seed(0)
-        shape = (1, w.shape[1], w.shape[2] + 1, 2, like.shape[-1])
-        x = torch.randn(shape, generator=g, device=like.device, dtype=like.dtype)
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-        got = conv_gemm.conv3d(x, w, b).float()
-        want = F.conv3d(x, w, b, padding=(0, w.shape[3] // 2, w.shape[4] // 2)).float()
+        cl = torch.channels_last_3d
+        x = torch.randn((1, w.shape[1], w.shape[2] + 1, 2, like.shape[-1]), generator=g, device=like.device,
+                        dtype=like.dtype).contiguous(memory_format=cl)
+        want = F.conv3d(x, w, b, padding=(0, w.shape[3] // 2, w.shape[4] // 2))
+        r = torch.randn(want.shape, generator=g, device=like.device, dtype=like.dtype).contiguous(memory_format=cl)
+        r = r if residual else None
+        got = conv_gemm.conv3d(x, w, b, residual=r).float()
+        want = want.float() + (0 if r is None else r.float())
         err = (got - want).abs().max().item() / max(want.abs().max().item(), 1e-6)
         if not err <= GEMM_CHECK_TOL:
             raise ValueError(f"max difference {err:.2e} of the output's scale against cuDNN")
@@ -249,12 +253,16 @@ def _gemm_self_check(key, w: torch.Tensor, b: torch.Tensor | None, like: torch.T
     return _GEMM.check_once(key, lambda: attempt(probe, "Wan4Step VAE: implicit-GEMM conv", "cuDNN's conv3d"))
 
 
-def _gemm_conv(conv: CausalConv3d, buf: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor | None:
+def _gemm_conv(conv: CausalConv3d, buf: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+               residual: torch.Tensor | None) -> torch.Tensor | None:
     """conv_gemm.conv3d where it applies and passed its check, else None (the caller runs cuDNN)."""
     if conv_gemm.supported(buf, w) is not None:
         return None
-    key = (buf.device, buf.dtype, *w.shape, conv_gemm.pick_tile(buf.shape[-1], w.shape[1], w.shape[0]))
-    if key in _GEMM.off or not _gemm_self_check(key, w, b, buf):
+    if residual is not None and not residual.is_contiguous(memory_format=torch.channels_last_3d):
+        return None
+    res = residual is not None
+    key = (buf.device, buf.dtype, *w.shape, conv_gemm.pick_tile(buf.shape[-1], w.shape[1], w.shape[0]), res)
+    if key in _GEMM.off or not _gemm_self_check(key, w, b, buf, res):
         return None
     # per layer and call (clear_derived): the weights cannot change within one, and a key without
     # data_ptr holds one matrix even where ComfyUI's lowvram casts a fresh weight copy per use
@@ -264,7 +272,7 @@ def _gemm_conv(conv: CausalConv3d, buf: torch.Tensor, w: torch.Tensor, b: torch.
     if w2 is None:
         w2 = cache[wkey] = conv_gemm.gemm_weight(w)
     try:
-        return conv_gemm.conv3d(buf, w, b, w2=w2)
+        return conv_gemm.conv3d(buf, w, b, w2=w2, residual=residual)
     except Exception as exc:  # noqa: BLE001 - fail() re-raises OOM and interrupts
         _GEMM.fail(key, exc)
         return None
@@ -314,9 +322,11 @@ class ResidualBlock(nn.Module):
         del buf  # each activation is freed as soon as its consumer has read it (peak VRAM)
         buf = causal_input(h, c2, st, n2)
         del h
-        h = c2.run(buf)
-        del buf
-        return h.add_(self.shortcut(x) if isinstance(self.shortcut, CausalConv3d) else x)
+        if isinstance(self.shortcut, CausalConv3d):  # the shortcut conv runs after c2 (peak VRAM)
+            h = c2.run(buf)
+            del buf
+            return h.add_(self.shortcut(x))
+        return c2.run(buf, residual=x)  # x + conv: in the GEMM's epilogue where it runs
 
 
 class AttentionBlock(nn.Module):
