@@ -36,7 +36,7 @@ XZ_OPT=-9 tar -cJf "$OUT/comfy_kitchen_site.tar.xz" -C "$tmp/ck" .
 XZ_OPT=-9 tar -cJf "$OUT/av_site.tar.xz" -C "$tmp/av" .
 
 tar -cJf "$OUT/comfyui.tar.xz" -C "$(dirname "$COMFY_DIR")" --exclude=.git --exclude=__pycache__ \
-  --exclude='custom_nodes/*' --exclude='models/*' --exclude='output/*' --exclude='input/*' "$(basename "$COMFY_DIR")"
+  --exclude='custom_nodes/ComfyUI-Wan4Step' --exclude='models/*' --exclude='output/*' --exclude='input/*' "$(basename "$COMFY_DIR")"
 
 total=$(du -cb "$OUT"/*.tar.xz | tail -1 | cut -f1)
 ls -la "$OUT"
