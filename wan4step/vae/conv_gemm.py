@@ -72,6 +72,8 @@ def supported(x: torch.Tensor, weight: torch.Tensor) -> str | None:
         return "needs sm90 (TMA)"
     if x.ndim != 5 or x.shape[0] != 1:
         return "batch 1 only"
+    if x.is_cuda and x.dtype not in (torch.bfloat16, torch.float16):
+        return f"{x.dtype} (bf16/fp16 only)"
     if not x.is_contiguous(memory_format=torch.channels_last_3d) or x.data_ptr() % 16:
         return "needs a dense, aligned channels-last input"
     co, ci, kt, kh, kw = weight.shape
