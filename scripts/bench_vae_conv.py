@@ -43,18 +43,18 @@ def candidates(ci: int, co: int) -> list[conv_gemm.Tile]:
 
 
 def record_convs(vae: WanVAE, z: torch.Tensor) -> tuple[Counter, dict]:
-    """(input shape, weight shape) -> calls in one decode (from CausalConv3d.run), and -> a layer
-    with those weights."""
+    """(input shape, weight shape, with residual) -> calls in one decode (from CausalConv3d.run),
+    and -> a layer with those weights."""
     seen: Counter = Counter()
     layers: dict = {}
     real = vae_model.CausalConv3d.run
 
-    def spy(self, buf):
+    def spy(self, buf, residual=None):
         kt = 1 if self.history and buf.shape[2] == 1 else self.kernel_size[0]
-        key = (tuple(buf.shape), (self.out_channels, self.in_channels, kt, *self.kernel_size[1:]))
+        key = (tuple(buf.shape), (self.out_channels, self.in_channels, kt, *self.kernel_size[1:]), residual is not None)
         seen[key] += 1
         layers.setdefault(key, self)
-        return real(self, buf)
+        return real(self, buf, residual)
 
     vae_model.CausalConv3d.run = spy
     try:
@@ -69,6 +69,12 @@ def conv_flops(x_shape, w_shape) -> float:
     _, _, t, h, w = x_shape
     co, ci, kt, kh, kw = w_shape
     return 2.0 * co * ci * kt * kh * kw * (t - kt + 1) * h * w
+
+
+def cudnn_conv(x, w, bias, residual):
+    """The decode's cuDNN path: F.conv3d, then the residual added in place."""
+    y = F.conv3d(x, w, bias, padding=(0, w.shape[3] // 2, w.shape[4] // 2))
+    return y if residual is None else y.add_(residual)
 
 
 def main() -> None:
@@ -86,6 +92,7 @@ def main() -> None:
     if not a.smoke:
         bl.require_cuda("bench_vae_conv.py")
     dtype = torch.float32 if a.smoke else torch.bfloat16
+    cl = torch.channels_last_3d
     cfg = VAEConfig(dim=a.dim)
     vae = WanVAE(cfg)
     vae.load_state_dict(tiny_vae_state_dict(cfg, seed=0))
@@ -98,60 +105,51 @@ def main() -> None:
         z = torch.randn(1, cfg.z_dim, cfg.frames_in(a.frames), h // 8, w // 8, device=dev, dtype=dtype, generator=gen)
         shapes, layers = record_convs(vae, z)
         print(f"\n{h}x{w}x{a.frames}: {len(shapes)} conv shapes, {sum(shapes.values())} calls")
-        print(
-            f"  {'input':>26s} {'weight':>22s} {'calls':>5s} {'cuDNN ms':>9s} {'TF/s':>5s} {'GEMM ms':>8s} "
-            f"{'TF/s':>5s} {'x cuDNN':>7s}  tile / note"
-        )
+        print(f"  {'input':>26s} {'weight (+res)':>26s} {'calls':>5s} {'cuDNN ms':>9s} {'TF/s':>5s} "
+              f"{'GEMM ms':>8s} {'TF/s':>5s} {'x cuDNN':>7s}  tile / note")
         tot_c = tot_g = tot_best = 0.0
         torch.backends.cudnn.benchmark = True
-        ranked = sorted(shapes.items(), key=lambda kv: -conv_flops(*kv[0]) * kv[1])
-        for rank, ((xs, ws), calls) in enumerate(ranked):
-            layer = layers[(xs, ws)]
-            x = torch.randn(xs, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=torch.channels_last_3d)
-            wt = layer.weight[:, :, -ws[2] :] if ws[2] != layer.kernel_size[0] else layer.weight
-            wt = wt.to(dtype)
-            pad = (0, ws[3] // 2, ws[4] // 2)
-            ref = F.conv3d(x, wt, layer.bias, padding=pad)
-            ms_c = bl.median_ms(partial(F.conv3d, x, wt, layer.bias, padding=pad), dev, a.iters, 1)
+        ranked = sorted(shapes.items(), key=lambda kv: -conv_flops(*kv[0][:2]) * kv[1])
+        for rank, ((xs, ws, res), calls) in enumerate(ranked):
+            layer = layers[(xs, ws, res)]
+            x = torch.randn(xs, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=cl)
+            wt = (layer.weight[:, :, -ws[2]:] if ws[2] != layer.kernel_size[0] else layer.weight).to(dtype)
+            out_shape = (1, ws[0], xs[2] - ws[2] + 1, *xs[3:])
+            r = torch.randn(out_shape, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=cl) if res else None
+            run_c = partial(cudnn_conv, x, wt, layer.bias, r)
+            ref = run_c()
+            ms_c = bl.median_ms(run_c, dev, a.iters, 1)
             fl = conv_flops(xs, ws)
             tot_c += calls * ms_c
+            head = f"  {str(xs):>26s} {str(ws) + (' +res' if res else ''):>26s} {calls:5d} {ms_c:9.3f} {fl / ms_c / 1e9:5.0f}"
             why = conv_gemm.supported(x, wt)
             if why is not None:
                 tot_g += calls * ms_c
                 tot_best += calls * ms_c
-                print(
-                    f"  {str(xs):>26s} {str(ws):>22s} {calls:5d} {ms_c:9.3f} {fl / ms_c / 1e9:5.0f} "
-                    f"{'-':>8s} {'-':>5s} {'-':>7s}  cuDNN ({why})"
-                )
+                print(f"{head} {'-':>8s} {'-':>5s} {'-':>7s}  cuDNN ({why})")
                 continue
             w2 = conv_gemm.gemm_weight(wt)
             default = conv_gemm.pick_tile(xs[-1], ws[1], ws[0])
-            results = []
             sweep = a.sweep and rank < a.sweep_top
+            results = []
             for tile in [default] + ([t for t in candidates(ws[1], ws[0]) if t != default] if sweep else []):
                 try:
-                    out = conv_gemm.conv3d(x, wt, layer.bias, w2=w2, tile=tile)
-                    err = ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
-                    ms = bl.median_ms(partial(conv_gemm.conv3d, x, wt, layer.bias, w2=w2, tile=tile), dev, a.iters, 1)
-                    results.append((ms, tile, err))
+                    run = partial(conv_gemm.conv3d, x, wt, layer.bias, w2=w2, tile=tile, residual=r)
+                    err = ((run().float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+                    results.append((bl.median_ms(run, dev, a.iters, 1), tile, err))
                 except Exception as exc:  # noqa: BLE001 - a tile that does not compile (shared memory) is a row
                     print(f"      tile {tile}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
             if not results:
                 continue
             ms_d, _, err_d = results[0]
-            best = min(results, key=lambda r: r[0] if r[2] < 2**-7 else float("inf"))
+            best = min(results, key=lambda t: t[0] if t[2] < 2**-7 else float("inf"))
             tot_g += calls * ms_d
             tot_best += calls * min(best[0], ms_c)
-            print(
-                f"  {str(xs):>26s} {str(ws):>22s} {calls:5d} {ms_c:9.3f} {fl / ms_c / 1e9:5.0f} {ms_d:8.3f} "
-                f"{fl / ms_d / 1e9:5.0f} {ms_d / ms_c:7.2f}  {default} (err {err_d:.1e})"
-                + (f"; best {best[1]} {best[0]:.3f} ms (err {best[2]:.1e})" if a.sweep else "")
-            )
-            del x, ref
-        print(
-            f"  convs per decode: cuDNN {tot_c / 1e3:.3f} s, GEMM (pick_tile) {tot_g / 1e3:.3f} s "
-            f"({tot_g / tot_c:.2f}x)" + (f", best of both per shape {tot_best / 1e3:.3f} s" if a.sweep else "")
-        )
+            print(f"{head} {ms_d:8.3f} {fl / ms_d / 1e9:5.0f} {ms_d / ms_c:7.2f}  {default} (err {err_d:.1e})"
+                  + (f"; best of {len(results)}: {best[1]} {best[0]:.3f} ms (err {best[2]:.1e})" if sweep else ""))
+            del x, r, ref
+        print(f"  convs per decode: cuDNN {tot_c / 1e3:.3f} s, GEMM (pick_tile) {tot_g / 1e3:.3f} s "
+              f"({tot_g / tot_c:.2f}x)" + (f", best of both per shape {tot_best / 1e3:.3f} s" if a.sweep else ""))
         times: dict[str, list[float]] = {"cudnn": [], "gemm": []}
         for _ in range(a.decodes):
             for backend in times:
