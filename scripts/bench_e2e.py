@@ -15,6 +15,7 @@ UMT5 encode time (ComfyUI's encode of the same 512 tokens is ~30 ms either way).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,8 @@ ATTENTION_MODS = ("auto", "8bit", "sage", "flash", "fa4")  # +<backend> picks th
 
 
 def clip(model, opts, vae, shape, frames_expected, encode, decode, sig, g, dev):
-    """One clip: encode, 4 LCM steps (x0 = x - sigma v, re-noise), decode. Returns the phase times."""
+    """One clip: encode, 4 LCM steps (x0 = x - sigma v, re-noise), decode. Returns the phase times
+    and the frames (the same noise every call: g is seeded by the caller)."""
     t0 = time.perf_counter()
     ctx = encode()
     bl.sync(dev)
@@ -48,7 +50,13 @@ def clip(model, opts, vae, shape, frames_expected, encode, decode, sig, g, dev):
     bl.sync(dev)
     t3 = time.perf_counter()
     assert frames.shape[0] == frames_expected and torch.isfinite(frames).all()
-    return t1 - t0, t2 - t1, t3 - t2, t3 - t0
+    return t1 - t0, t2 - t1, t3 - t2, t3 - t0, frames
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two ComfyUI IMAGE batches (values in [0, 1])."""
+    mse = (a.float() - b.float()).pow(2).mean().item()
+    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
 
 
 def main(argv=None) -> None:
@@ -105,6 +113,8 @@ def main(argv=None) -> None:
             return comfy_nodes.VAEDecode().decode(vae, {"samples": z})[0]
 
     rows = []
+    # (size, format) and (size, "") -> the first such row's label and frames
+    refs: dict[tuple[str, str], tuple[str, torch.Tensor]] = {}
     models: dict[str, torch.nn.Module] = {}
     for run in args.runs.split(","):
         sname, spec = run.split(":")
@@ -145,7 +155,8 @@ def main(argv=None) -> None:
             decode(vae, torch.zeros(shape, device=dev))
             mm.soft_empty_cache()
             bl.reset_peak(dev)
-            te_s, steps_s, vae_s, total = clip(model, opts, vae, shape, size.frames, encode, decode, sig, g, dev)
+            te_s, steps_s, vae_s, total, frames = clip(model, opts, vae, shape, size.frames, encode, decode, sig, g,
+                                                       dev)
             peak = bl.peak_gib(dev)
         except torch.OutOfMemoryError as exc:
             print(f"{run}: OOM {exc}")
@@ -156,6 +167,15 @@ def main(argv=None) -> None:
         rows.append((label, sname, te_s, steps_s, vae_s, total, peak))
         print(f"{label:28s} {sname}: encode {te_s:.3f} s, 4 steps {steps_s:.2f} s ({steps_s / 4:.2f} s/step), "
               f"decode {vae_s:.2f} s, total {total:.2f} s, peak {peak:.1f} GiB", flush=True)
+        # the issue's decoded-frame check: PSNR against the first row of the same size and weights (e.g.
+        # fp8 with cuDNN attention vs fp8+8bit; random weights: a weak measure, reported, not judged)
+        # (and against the size's first row: e.g. bf16, for the difference FP8 linears alone make)
+        cpu = frames.cpu()
+        for key in dict.fromkeys([(sname, fmt), (sname, "")]):
+            ref = refs.setdefault(key, (label, cpu))
+            if ref[0] != label:
+                print(f"{'':28s} {sname}: decoded frames vs {ref[0]}: PSNR {psnr(cpu, ref[1]):.1f} dB", flush=True)
+        del frames, cpu
     base = {r[1]: r[5] for r in rows if r[0].startswith("ComfyUI")}
     bf16 = {r[1]: r[3] for r in rows if r[0] == "Wan4Step bf16"}
     print()
