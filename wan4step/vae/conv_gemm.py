@@ -1,8 +1,9 @@
 """The decoder's causal convs as implicit GEMMs over TMA tiles (Triton, sm90+): an experiment.
 
-Why: at 480x832x81 the decode is ~0.25 PFLOP of convolutions with 96-384 channels and takes
-0.80 s on the H200, ~40 % of the tensor cores' bf16 rate, so cuDNN's 3-D kernels leave room (the
-issue asks for < 0.6 s). A conv of a channels-last activation is a GEMM whose K loop walks the
+Why: at 480x832x81 the decode is ~0.26 PFLOP of convolutions with 96-384 channels and takes
+0.80 s on the H200: a third of the tensor cores' dense bf16 rate for the whole decode, ~40 % if
+the convolutions take ~0.65 s of it, so cuDNN's 3-D kernels may leave room (the issue asks for
+< 0.6 s; scripts/profile_vae.py measures the split). A conv of a channels-last activation is a GEMM whose K loop walks the
 kernel taps: for tap (dt, dh, dw) the A tile is the output tile's pixels shifted by (dt, dh-1,
 dw-1), a box the tensor memory accelerator loads straight into shared memory, with the zeros of
 the spatial padding filled in by the hardware for coordinates outside the frame (negative ones
