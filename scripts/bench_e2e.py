@@ -9,7 +9,9 @@ Models are resident (an H100 holds them all) unless a run says +swapN (N blocks 
 pinned RAM by the pack's engine, the rest resident); "steps vs our bf16" compares the 4 steps
 with the Wan4Step bf16 row of the same run. The ComfyUI baseline is its own bf16
 WanModel forward (4 steps) + its own Wan VAE decode through VAEDecode, with the pack's
-UMT5 encode time (ComfyUI's encode of the same 512 tokens is ~30 ms either way).
+UMT5 encode time (ComfyUI's encode of the same 512 tokens is ~30 ms either way). Every row is
+timed warm: one forward, one decode and one encode run before it (until session 9 the encode was
+not, so a process's first row carried UMT5's one-time warm-up, ~0.4 s on the H200).
 """
 
 from __future__ import annotations
@@ -153,6 +155,7 @@ def main(argv=None) -> None:
                       torch.zeros(1, bl.TEXT_TOKENS, cfg.text_dim, device=dev, dtype=torch.bfloat16),
                       transformer_options=dict(opts))
             decode(vae, torch.zeros(shape, device=dev))
+            encode()  # the process's first encode pays UMT5's warm-up (0.4 s on the H200): not per clip
             mm.soft_empty_cache()
             bl.reset_peak(dev)
             te_s, steps_s, vae_s, total, frames = clip(model, opts, vae, shape, size.frames, encode, decode, sig, g,
