@@ -3,11 +3,12 @@
 Why: at 480x832x81 the decode is ~0.26 PFLOP of convolutions with 96-384 channels and takes
 0.80 s on the H200: a third of the tensor cores' dense bf16 rate for the whole decode, ~40 % if
 the convolutions take ~0.65 s of it, so cuDNN's 3-D kernels may leave room (the issue asks for
-< 0.6 s; scripts/profile_vae.py measures the split). A conv of a channels-last activation is a GEMM whose K loop walks the
-kernel taps: for tap (dt, dh, dw) the A tile is the output tile's pixels shifted by (dt, dh-1,
-dw-1), a box the tensor memory accelerator loads straight into shared memory, with the zeros of
-the spatial padding filled in by the hardware for coordinates outside the frame (negative ones
-included). No im2col buffer, no padded copy; bias in the epilogue, bf16 out.
+< 0.6 s; scripts/profile_vae.py measures the split). A conv of a channels-last activation is a
+GEMM whose K loop walks the kernel taps: for tap (dt, dh, dw) the A tile is the output tile's
+pixels shifted by (dt, dh-1, dw-1), a box the tensor memory accelerator loads straight into
+shared memory, with the zeros of the spatial padding filled in by the hardware for coordinates
+outside the frame (negative ones included). No im2col buffer, no padded copy; bias and the
+residual block's shortcut in the epilogue, bf16 out.
 
 Tiles: a program computes a run of BW output pixels of one row for BN (+ BN2) output channels;
 the K loop runs over taps x BK-channel slices (BK divides the input channels), float32
