@@ -53,6 +53,16 @@ _INTERP = textwrap.dedent(
         r = torch.randn(ref.shape, generator=g).contiguous(memory_format=torch.channels_last_3d)
         assert (cg.conv3d(x, wt, b, tile=tile, residual=r) - (ref + r)).abs().max().item() < 1e-4
 
+    # 16-bit storage (the decode's): fp16 here, since this interpreter's tl.dot gives garbage for
+    # bf16 operands (even from plain pointer loads); bf16 is checked on the GPU (tests/gpu)
+    x = torch.randn(1, 32, 4, 3, 40, generator=g).half().contiguous(memory_format=torch.channels_last_3d)
+    wt = (torch.randn(96, 32, 3, 3, 3, generator=g) / 17).half()
+    b = torch.randn(96, generator=g).half()
+    r = torch.randn(1, 96, 2, 3, 40, generator=g).half().contiguous(memory_format=torch.channels_last_3d)
+    ref = F.conv3d(x.float(), wt.float(), b.float(), padding=(0, 1, 1)) + r.float()
+    got = cg.conv3d(x, wt, b, residual=r, tile=cg.Tile(16, 64, 32, bn2=32))
+    assert got.dtype == torch.float16
+    assert ((got.float() - ref).abs().max() / ref.abs().max()).item() < 2**-9
     print("ok")
     """
 )
