@@ -27,13 +27,13 @@ from wan4step.tiny.vae import tiny_vae_state_dict  # noqa: E402
 from wan4step.vae.model import VAEConfig, WanVAE  # noqa: E402
 
 SIZES = {"480": (480, 832), "720": (720, 1280)}
-FAMILIES = (  # kernel-name substrings -> family, first match wins
-    ("conv", ("conv", "xmma", "implicit", "cutlass", "sm90_", "sm80_", "gemm", "nhwc", "fprop", "winograd")),
+FAMILIES = (  # kernel-name substrings -> family, first match wins (attention first: its kernels say cutlass)
+    ("attention", ("fmha", "attention", "flash", "softmax")),
     ("rms norm", ("_rms_norm",)),
+    ("conv", ("conv", "xmma", "implicit", "cutlass", "sm90_", "sm80_", "gemm", "nhwc", "fprop", "winograd")),
     ("copy", ("copy", "Copy", "cat")),
     ("add/bias", ("add", "Add")),
-    ("fill", ("fill", "zero")),
-    ("attention", ("fmha", "attention", "flash")),
+    ("fill", ("fill", "Fill", "zero")),
 )
 
 
