@@ -92,7 +92,6 @@ def main() -> None:
     if not a.smoke:
         bl.require_cuda("bench_vae_conv.py")
     dtype = torch.float32 if a.smoke else torch.bfloat16
-    cl = torch.channels_last_3d
     cfg = VAEConfig(dim=a.dim)
     vae = WanVAE(cfg)
     vae.load_state_dict(tiny_vae_state_dict(cfg, seed=0))
@@ -101,69 +100,75 @@ def main() -> None:
     print(bl.device_line(dev), flush=True)
     gen = torch.Generator(dev).manual_seed(0)
     for s in a.sizes:
-        h, w = SIZES.get(s) or tuple(int(v) for v in s.lower().split("x"))
-        z = torch.randn(1, cfg.z_dim, cfg.frames_in(a.frames), h // 8, w // 8, device=dev, dtype=dtype, generator=gen)
-        shapes, layers = record_convs(vae, z)
-        print(f"\n{h}x{w}x{a.frames}: {len(shapes)} conv shapes, {sum(shapes.values())} calls")
-        print(f"  {'input':>26s} {'weight (+res)':>26s} {'calls':>5s} {'cuDNN ms':>9s} {'TF/s':>5s} "
-              f"{'GEMM ms':>8s} {'TF/s':>5s} {'x cuDNN':>7s}  tile / note")
-        tot_c = tot_g = tot_best = 0.0
-        torch.backends.cudnn.benchmark = True
-        ranked = sorted(shapes.items(), key=lambda kv: -conv_flops(*kv[0][:2]) * kv[1])
-        for rank, ((xs, ws, res), calls) in enumerate(ranked):
-            layer = layers[(xs, ws, res)]
-            x = torch.randn(xs, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=cl)
-            wt = (layer.weight[:, :, -ws[2]:] if ws[2] != layer.kernel_size[0] else layer.weight).to(dtype)
-            out_shape = (1, ws[0], xs[2] - ws[2] + 1, *xs[3:])
-            r = torch.randn(out_shape, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=cl) if res else None
-            run_c = partial(cudnn_conv, x, wt, layer.bias, r)
-            ref = run_c()
-            ms_c = bl.median_ms(run_c, dev, a.iters, 1)
-            fl = conv_flops(xs, ws)
-            tot_c += calls * ms_c
-            head = f"  {str(xs):>26s} {str(ws) + (' +res' if res else ''):>26s} {calls:5d} {ms_c:9.3f} {fl / ms_c / 1e9:5.0f}"
-            why = conv_gemm.supported(x, wt)
-            if why is not None:
-                tot_g += calls * ms_c
-                tot_best += calls * ms_c
-                print(f"{head} {'-':>8s} {'-':>5s} {'-':>7s}  cuDNN ({why})")
-                continue
-            w2 = conv_gemm.gemm_weight(wt)
-            default = conv_gemm.pick_tile(xs[-1], ws[1], ws[0])
-            sweep = a.sweep and rank < a.sweep_top
-            results = []
-            for tile in [default] + ([t for t in candidates(ws[1], ws[0]) if t != default] if sweep else []):
-                try:
-                    run = partial(conv_gemm.conv3d, x, wt, layer.bias, w2=w2, tile=tile, residual=r)
-                    err = ((run().float() - ref.float()).abs().max() / ref.float().abs().max()).item()
-                    results.append((bl.median_ms(run, dev, a.iters, 1), tile, err))
-                except Exception as exc:  # noqa: BLE001 - a tile that does not compile (shared memory) is a row
-                    print(f"      tile {tile}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
-            if not results:
-                continue
-            ms_d, _, err_d = results[0]
-            best = min(results, key=lambda t: t[0] if t[2] < 2**-7 else float("inf"))
-            tot_g += calls * ms_d
-            tot_best += calls * min(best[0], ms_c)
-            print(f"{head} {ms_d:8.3f} {fl / ms_d / 1e9:5.0f} {ms_d / ms_c:7.2f}  {default} (err {err_d:.1e})"
-                  + (f"; best of {len(results)}: {best[1]} {best[0]:.3f} ms (err {best[2]:.1e})" if sweep else ""))
-            del x, r, ref
-        print(f"  convs per decode: cuDNN {tot_c / 1e3:.3f} s, GEMM (pick_tile) {tot_g / 1e3:.3f} s "
-              f"({tot_g / tot_c:.2f}x)" + (f", best of both per shape {tot_best / 1e3:.3f} s" if a.sweep else ""))
-        times: dict[str, list[float]] = {"cudnn": [], "gemm": []}
-        for _ in range(a.decodes):
-            for backend in times:
-                vae.conv_backend = backend
-                with torch.inference_mode():
-                    vae.decode(z)  # warm (cuDNN autotune, Triton compile, self-checks)
-                    bl.sync(dev)
-                    t0 = time.perf_counter()
-                    vae.decode(z)
-                    bl.sync(dev)
-                times[backend].append(time.perf_counter() - t0)
-        c, g = min(times["cudnn"]), min(times["gemm"])
-        print(f"  whole decode (untiled, output on the device): cuDNN {c:.3f} s, GEMM {g:.3f} s ({g / c:.2f}x)")
-        vae.conv_backend = "cudnn"
+        with torch.inference_mode():  # the layers' weights are parameters: no autograd graph here
+            one_size(a, vae, cfg, s, dev, dtype, gen)
+
+
+def one_size(a, vae: WanVAE, cfg: VAEConfig, s: str, dev, dtype, gen) -> None:
+    cl = torch.channels_last_3d
+    h, w = SIZES.get(s) or tuple(int(v) for v in s.lower().split("x"))
+    z = torch.randn(1, cfg.z_dim, cfg.frames_in(a.frames), h // 8, w // 8, device=dev, dtype=dtype, generator=gen)
+    shapes, layers = record_convs(vae, z)
+    print(f"\n{h}x{w}x{a.frames}: {len(shapes)} conv shapes, {sum(shapes.values())} calls")
+    print(f"  {'input':>26s} {'weight (+res)':>26s} {'calls':>5s} {'cuDNN ms':>9s} {'TF/s':>5s} "
+          f"{'GEMM ms':>8s} {'TF/s':>5s} {'x cuDNN':>7s}  tile / note")
+    tot_c = tot_g = tot_best = 0.0
+    torch.backends.cudnn.benchmark = True
+    ranked = sorted(shapes.items(), key=lambda kv: -conv_flops(*kv[0][:2]) * kv[1])
+    for rank, ((xs, ws, res), calls) in enumerate(ranked):
+        layer = layers[(xs, ws, res)]
+        x = torch.randn(xs, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=cl)
+        wt = (layer.weight[:, :, -ws[2]:] if ws[2] != layer.kernel_size[0] else layer.weight).to(dtype)
+        out_shape = (1, ws[0], xs[2] - ws[2] + 1, *xs[3:])
+        r = torch.randn(out_shape, device=dev, dtype=dtype, generator=gen).contiguous(memory_format=cl) if res else None
+        run_c = partial(cudnn_conv, x, wt, layer.bias, r)
+        ref = run_c()
+        ms_c = bl.median_ms(run_c, dev, a.iters, 1)
+        fl = conv_flops(xs, ws)
+        tot_c += calls * ms_c
+        head = f"  {str(xs):>26s} {str(ws) + (' +res' if res else ''):>26s} {calls:5d} {ms_c:9.3f} {fl / ms_c / 1e9:5.0f}"
+        why = conv_gemm.supported(x, wt)
+        if why is not None:
+            tot_g += calls * ms_c
+            tot_best += calls * ms_c
+            print(f"{head} {'-':>8s} {'-':>5s} {'-':>7s}  cuDNN ({why})")
+            continue
+        w2 = conv_gemm.gemm_weight(wt)
+        default = conv_gemm.pick_tile(xs[-1], ws[1], ws[0])
+        sweep = a.sweep and rank < a.sweep_top
+        results = []
+        for tile in [default] + ([t for t in candidates(ws[1], ws[0]) if t != default] if sweep else []):
+            try:
+                run = partial(conv_gemm.conv3d, x, wt, layer.bias, w2=w2, tile=tile, residual=r)
+                err = ((run().float() - ref.float()).abs().max() / ref.float().abs().max()).item()
+                results.append((bl.median_ms(run, dev, a.iters, 1), tile, err))
+            except Exception as exc:  # noqa: BLE001 - a tile that does not compile (shared memory) is a row
+                print(f"      tile {tile}: {type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
+        if not results:
+            continue
+        ms_d, _, err_d = results[0]
+        best = min(results, key=lambda t: t[0] if t[2] < 2**-7 else float("inf"))
+        tot_g += calls * ms_d
+        tot_best += calls * min(best[0], ms_c)
+        print(f"{head} {ms_d:8.3f} {fl / ms_d / 1e9:5.0f} {ms_d / ms_c:7.2f}  {default} (err {err_d:.1e})"
+              + (f"; best of {len(results)}: {best[1]} {best[0]:.3f} ms (err {best[2]:.1e})" if sweep else ""))
+        del x, r, ref
+    print(f"  convs per decode: cuDNN {tot_c / 1e3:.3f} s, GEMM (pick_tile) {tot_g / 1e3:.3f} s "
+          f"({tot_g / tot_c:.2f}x)" + (f", best of both per shape {tot_best / 1e3:.3f} s" if a.sweep else ""))
+    times: dict[str, list[float]] = {"cudnn": [], "gemm": []}
+    for _ in range(a.decodes):
+        for backend in times:
+            vae.conv_backend = backend
+            with torch.inference_mode():
+                vae.decode(z)  # warm (cuDNN autotune, Triton compile, self-checks)
+                bl.sync(dev)
+                t0 = time.perf_counter()
+                vae.decode(z)
+                bl.sync(dev)
+            times[backend].append(time.perf_counter() - t0)
+    c, g = min(times["cudnn"]), min(times["gemm"])
+    print(f"  whole decode (untiled, output on the device): cuDNN {c:.3f} s, GEMM {g:.3f} s ({g / c:.2f}x)")
+    vae.conv_backend = "cudnn"
 
 
 if __name__ == "__main__":
