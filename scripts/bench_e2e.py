@@ -68,8 +68,9 @@ def main(argv=None) -> None:
                          "+swapN streams N blocks from pinned RAM (Wan4Step Block Swap's engine), +8bit / +auto / "
                          "+sage / +flash / +fa4 pick the attention backend (default: SDPA asking for cuDNN; the row "
                          "names the backend it got), +compile torch.compiles the block")
-    ap.add_argument("--vae-conv", default="cudnn", choices=["cudnn", "gemm"],
-                    help="the pack's VAE: WanVAE.conv_backend (gemm: the implicit-GEMM kernel, sm90)")
+    ap.add_argument("--vae-conv", default="auto", choices=["auto", "cudnn", "gemm"],
+                    help="the pack's VAE: WanVAE.conv_backend (auto, the default: the implicit-GEMM kernel "
+                         "for the convs it wins on sm90; cudnn: session 8's path)")
     bl.add_smoke(ap)
     args = bl.smoke_or(ap.parse_args(argv), runs=SMOKE_RUNS)
     dev = torch.device("cpu" if args.smoke else "cuda")
@@ -166,7 +167,7 @@ def main(argv=None) -> None:
             continue
         label = "ComfyUI bf16 + ComfyUI VAE" if fmt == "comfy" else f"Wan4Step {spec}" + (
             f" (attention {fast.name})" if attention != "sdpa" else "") + (
-            " (VAE conv gemm)" if args.vae_conv == "gemm" else "")
+            f" (VAE conv {args.vae_conv})" if args.vae_conv != "auto" else "")
         rows.append((label, sname, te_s, steps_s, vae_s, total, peak))
         print(f"{label:28s} {sname}: encode {te_s:.3f} s, 4 steps {steps_s:.2f} s ({steps_s / 4:.2f} s/step), "
               f"decode {vae_s:.2f} s, total {total:.2f} s, peak {peak:.1f} GiB", flush=True)

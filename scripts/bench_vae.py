@@ -64,7 +64,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-triton", action="store_true", help="engine: eager RMS norm instead of the fused kernel")
     ap.add_argument("--no-channels-last", action="store_true", help="engine: NCDHW activations")
     ap.add_argument("--no-cudnn-benchmark", action="store_true")
-    ap.add_argument("--conv", default="cudnn", choices=["cudnn", "gemm"], help="engine: WanVAE.conv_backend")
+    ap.add_argument("--conv", default="auto", choices=["auto", "cudnn", "gemm"], help="engine: WanVAE.conv_backend")
     ap.add_argument("--pass-elements", type=int, default=None, help="engine: largest activation per untiled pass")
     ap.add_argument("--tiled-pass-elements", type=int, default=None, help="engine: ... per tiled pass")
     ap.add_argument("--dynamic-vram", action="store_true", help="leave ComfyUI's DynamicVRAM on")

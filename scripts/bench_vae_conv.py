@@ -8,7 +8,8 @@ then timed on random input of that shape with the layer's own weights: cuDNN (be
 the decode runs it) and the GEMM with pick_tile's tile (--sweep: candidates() too, for the
 --sweep-top shapes), each
 checked against cuDNN (max difference over the output's max). The totals weigh each shape by its
-calls. Last, whole decodes with conv_backend "cudnn" and "gemm", alternating, side by side.
+calls. Last, whole decodes side by side, alternating: cuDNN with torch's bias adds, cuDNN with the
+fused bias pass (conv_bias.py), conv_backend "auto" (the default) and "gemm".
 Engine only (no ComfyUI), random weights at the real shapes (dim 96).
 """
 
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as bl  # noqa: E402
 
 from wan4step.tiny.vae import tiny_vae_state_dict  # noqa: E402
-from wan4step.vae import conv_gemm  # noqa: E402
+from wan4step.vae import conv_bias, conv_gemm  # noqa: E402
 from wan4step.vae import model as vae_model  # noqa: E402
 from wan4step.vae.model import VAEConfig, WanVAE  # noqa: E402
 
@@ -85,6 +86,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--sweep", action="store_true", help="time candidates()' tiles too, not just pick_tile's")
     ap.add_argument("--sweep-top", type=int, default=6, help="--sweep only the N shapes with the most FLOPs per decode")
+    ap.add_argument("--all-tiles", action="store_true", help="--sweep: print every tile's time, fastest first")
     ap.add_argument("--decodes", type=int, default=2, help="whole decodes per backend (alternating)")
     bl.add_smoke(ap)
     a = bl.smoke_or(ap.parse_args(), sizes=["32x48"], frames=5, dim=16, iters=1, decodes=1)
@@ -152,23 +154,29 @@ def one_size(a, vae: WanVAE, cfg: VAEConfig, s: str, dev, dtype, gen) -> None:
         tot_best += calls * min(best[0], ms_c)
         print(f"{head} {ms_d:8.3f} {fl / ms_d / 1e9:5.0f} {ms_d / ms_c:7.2f}  {default} (err {err_d:.1e})"
               + (f"; best of {len(results)}: {best[1]} {best[0]:.3f} ms (err {best[2]:.1e})" if sweep else ""))
+        if sweep and a.all_tiles:
+            print("      " + ", ".join(f"{t} {ms:.3f}" for ms, t, _ in sorted(results, key=lambda r: r[0])))
         del x, r, ref
     print(f"  convs per decode: cuDNN {tot_c / 1e3:.3f} s, GEMM (pick_tile) {tot_g / 1e3:.3f} s "
           f"({tot_g / tot_c:.2f}x)" + (f", best of both per shape {tot_best / 1e3:.3f} s" if a.sweep else ""))
-    times: dict[str, list[float]] = {"cudnn": [], "gemm": []}
+    # whole decodes: the session-9 path (cuDNN with torch's bias and shortcut adds), cuDNN with the
+    # fused bias pass (conv_bias.py), "auto" (the default) and the GEMM wherever it applies
+    rows = {"cudnn+torch adds": ("cudnn", False), "cudnn": ("cudnn", True), "auto": ("auto", True),
+            "gemm": ("gemm", True)}
+    times: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(a.decodes):
-        for backend in times:
-            vae.conv_backend = backend
-            with torch.inference_mode():
-                vae.decode(z)  # warm (cuDNN autotune, Triton compile, self-checks)
-                bl.sync(dev)
-                t0 = time.perf_counter()
-                vae.decode(z)
-                bl.sync(dev)
-            times[backend].append(time.perf_counter() - t0)
-    c, g = min(times["cudnn"]), min(times["gemm"])
-    print(f"  whole decode (untiled, output on the device): cuDNN {c:.3f} s, GEMM {g:.3f} s ({g / c:.2f}x)")
-    vae.conv_backend = "cudnn"
+        for name, (backend, fused_bias) in rows.items():
+            vae.conv_backend, conv_bias.USE_TRITON = backend, fused_bias
+            vae.decode(z)  # warm (cuDNN autotune, Triton compile, self-checks)
+            bl.sync(dev)
+            t0 = time.perf_counter()
+            vae.decode(z)
+            bl.sync(dev)
+            times[name].append(time.perf_counter() - t0)
+    base = min(times["cudnn+torch adds"])
+    print("  whole decode (untiled, output on the device): " + ", ".join(
+        f"{name} {min(t):.3f} s ({min(t) / base:.2f}x)" for name, t in times.items()))
+    vae.conv_backend, conv_bias.USE_TRITON = "auto", True
 
 
 if __name__ == "__main__":

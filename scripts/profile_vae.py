@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=96)
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--pass-elements", type=int, default=None)
-    ap.add_argument("--conv", default="cudnn", choices=["cudnn", "gemm"], help="WanVAE.conv_backend")
+    ap.add_argument("--conv", default="auto", choices=["auto", "cudnn", "gemm"], help="WanVAE.conv_backend")
     bl.add_smoke(ap)
     a = bl.smoke_or(ap.parse_args(), sizes=["32x48"], frames=5, dim=16, top=8)
     dev = torch.device("cpu" if a.smoke else "cuda")

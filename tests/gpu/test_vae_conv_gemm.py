@@ -73,8 +73,13 @@ def test_every_sweep_tile_is_right_where_it_runs():
     assert ran
 
 
-def test_whole_decode_with_gemm_matches_cudnn():
+@pytest.mark.parametrize("backend", ["gemm", "auto", "cudnn"])
+def test_whole_decode_matches_plain_cudnn(backend):
+    """Each conv backend (cudnn: with the fused bias pass) against cuDNN with torch's own bias and
+    shortcut adds, the path before either kernel existed."""
     from wan4step.tiny.vae import tiny_vae_state_dict
+    from wan4step.vae import conv_bias
+    from wan4step.vae import model as vae_model
     from wan4step.vae.model import VAEConfig, WanVAE
 
     cfg = VAEConfig(dim=96)
@@ -83,13 +88,20 @@ def test_whole_decode_with_gemm_matches_cudnn():
     vae = vae.to(DEV, torch.bfloat16).eval()
     vae.tiling = "off"
     z = torch.randn(1, 16, 3, 30, 52, device=DEV, dtype=torch.bfloat16, generator=torch.Generator(DEV).manual_seed(2))
-    with torch.inference_mode():
-        ref = vae.decode(z)
-        vae.conv_backend = "gemm"
-        got = vae.decode(z)
-    from wan4step.vae import model as vae_model
-
-    assert not vae_model._GEMM.off, vae_model._GEMM.off  # every probe passed: the GEMM really ran
+    try:
+        with torch.inference_mode():
+            vae.conv_backend, conv_bias.USE_TRITON = "cudnn", False
+            ref = vae.decode(z)
+            vae.conv_backend, conv_bias.USE_TRITON = backend, True
+            got = vae.decode(z)
+    finally:
+        conv_bias.USE_TRITON = True
+    # every probe passed: the kernels really ran
+    assert not vae_model._GEMM.off and not conv_bias._KERNEL.off, (vae_model._GEMM.off, conv_bias._KERNEL.off)
+    if backend != "gemm":  # "gemm" leaves no conv with a bias on cuDNN
+        assert conv_bias._KERNEL.checked
+    if backend != "cudnn":
+        assert vae_model._GEMM.checked
     diff = (got - ref).abs()
     # bf16 activations through ~30 convs, each rounded once in another order: small, not zero (our decode
     # vs ComfyUI's differs by max 0.018, mean 0.002 in these units: docs/bench/vae.log)

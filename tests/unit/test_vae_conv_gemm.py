@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -18,7 +19,7 @@ from wan4step.fallback import KernelSwitch
 from wan4step.tiny.vae import TINY_VAE, tiny_vae_state_dict
 from wan4step.vae import conv_gemm
 from wan4step.vae import model as vae_model
-from wan4step.vae.model import WanVAE
+from wan4step.vae.model import VAEConfig, WanVAE
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,9 +122,22 @@ def test_refusals_name_the_reason():
     if os.environ.get("TRITON_INTERPRET") != "1" and conv_gemm.triton is not None:
         assert conv_gemm.supported(x, w) == "needs a CUDA GPU"
     assert "channels-last" in conv_gemm.supported(x.contiguous(), w) or conv_gemm.triton is None or not x.is_cuda
-    assert conv_gemm.pick_tile(832, 96, 96) == conv_gemm.Tile(64, 64, 32, bn2=32)  # 832 = 13 * 64
+    assert conv_gemm.pick_tile(832, 96, 96) == conv_gemm.Tile(256, 64, 32, bn2=32, stages=3, warps=8)
+    assert conv_gemm.pick_tile(320, 96, 96) == conv_gemm.Tile(128, 64, 32, bn2=32)  # a narrow tile: less tail
     assert conv_gemm.pick_tile(1280, 384, 384) == conv_gemm.Tile(128, 128, 64)
-    assert conv_gemm.pick_tile(416, 192, 192) == conv_gemm.Tile(128, 128, 64, bn2=64, warps=8)
+    assert conv_gemm.pick_tile(416, 192, 192) == conv_gemm.Tile(128, 128, 64, bn2=64, stages=4, warps=8)
+
+
+def test_auto_sends_only_the_measured_winners_to_the_gemm():
+    """conv_backend "auto": the full-resolution 96/192-channel 3x3 convs; cuDNN for 384, 1x1, 16->384."""
+    assert conv_gemm.preferred(96, 96, (3, 3, 3)) and conv_gemm.preferred(192, 192, (1, 3, 3))
+    assert not conv_gemm.preferred(384, 384, (3, 3, 3))
+    assert not conv_gemm.preferred(192, 384, (1, 1, 1)) and not conv_gemm.preferred(16, 384, (3, 3, 3))
+    assert not conv_gemm.preferred(96, 96, (3, 1, 1))
+    vae = WanVAE(VAEConfig(dim=16))
+    vae.conv_backend = "fast"
+    with pytest.raises(ValueError, match="conv_backend 'fast'.*auto, cudnn, gemm"):
+        vae.decode(torch.zeros(1, 16, 1, 2, 2))
 
 
 def test_a_wrong_gemm_falls_back_to_cudnn_with_one_warning(monkeypatch, caplog):

@@ -16,10 +16,11 @@ accumulation. A one-row box: with two or more rows per box Triton 3.6 reshapes A
 registers (local_load + layout conversion before each wgmma, seen in its sm90 TTGIR); one row
 keeps A in shared memory for the wgmma, three stages deep.
 
-Status: correct (tests/unit/test_vae_conv_gemm.py, the Triton interpreter against F.conv3d) but
-not measured on a GPU yet, so `WanVAE.conv_backend` defaults to "cudnn";
-`scripts/bench_vae_conv.py` compares the two per decoder shape, `bench_vae.py --conv gemm` whole
-decodes. Batch 1, stride 1, odd spatial kernels with "same" padding, channels a multiple of 16.
+Status: on the H200 it beats cuDNN for the 96- and 192-channel 3x3x3 convs (0.74-0.94x at 720p,
+about even at 480p before its fused bias/shortcut is counted) and loses for 384 channels, so
+`WanVAE.conv_backend` "auto" (the default) runs only those here (`preferred`); whole untiled
+decodes 0.91x (480p) and 0.82x (720p) the cuDNN-only path (docs/bench/vae_conv_h200_s10.log).
+Checked by tests/unit/test_vae_conv_gemm.py (Triton interpreter vs F.conv3d) and tests/gpu. Batch 1, stride 1, odd spatial kernels with "same" padding, channels a multiple of 16.
 """
 
 from __future__ import annotations
@@ -52,16 +53,27 @@ class Tile:
 
 
 def pick_tile(w: int, cin: int, cout: int) -> Tile:
-    """Row runs of 128 pixels (64 where the width is a multiple of 64 but not of 128: less
-    wasted tail); all output channels in one program up to 192 (96 = 64 + 32, 192 = 128 + 64,
-    two warpgroups), else 128 per program; BK 64 where it divides the input channels."""
-    bw = 64 if w % 128 and w % 64 == 0 else 128
+    """The fastest tile of scripts/bench_vae_conv.py --sweep on the H200 (docs/bench/vae_conv_h200_s10.log)
+    for the shapes `preferred` sends here (the lowest sum over 480p and 720p, with and without the
+    residual): 96 channels as 64 + 32 over runs of 256 pixels, 8 warps, 3 stages (128 pixels below
+    512: less wasted tail); 192 as 128 + 64 over runs of 128, 8 warps, 4 stages. Other
+    shapes (only with conv_backend "gemm"): 128 output channels per program, BK 64 where it
+    divides the input channels."""
     bk = 64 if cin % 64 == 0 else (32 if cin % 32 == 0 else 16)
     if cout == 96:
-        return Tile(bw, 64, bk, bn2=32)
+        return Tile(256, 64, bk, bn2=32, stages=3, warps=8) if w >= 512 else Tile(128, 64, bk, bn2=32)
     if cout == 192:
-        return Tile(bw, 128, bk, bn2=64, warps=8 if bw == 128 else 4)
+        return Tile(128, 128, bk, bn2=64, stages=4, warps=8)
+    bw = 64 if w % 128 and w % 64 == 0 else 128
     return Tile(bw, 128 if cout % 128 == 0 else 64 if cout % 64 == 0 else 32, bk)
+
+
+def preferred(cin: int, cout: int, kernel: tuple[int, ...]) -> bool:
+    """Whether conv_backend "auto" runs this conv here: the 96- and 192-channel 3x3(x3) convs of
+    the decoder's two full-resolution stages, where the GEMM measured 0.79-0.95x cuDNN's time at
+    720p and 0.80-1.02x at 480p before counting the bias and shortcut passes its epilogue saves.
+    cuDNN stays faster for 384 channels (1.4-2.4x), 1x1 convs and the 16-channel input conv."""
+    return cin == cout and cout in (96, 192) and tuple(kernel[-2:]) == (3, 3)
 
 
 def supported(x: torch.Tensor, weight: torch.Tensor) -> str | None:

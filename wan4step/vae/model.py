@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..fallback import attempt, switch
-from . import conv_gemm, kernels
+from . import conv_bias, conv_gemm, kernels
 
 CACHE_FRAMES = 2  # history a 3-tap causal conv needs
 MEMORY_MARGIN = 1.1  # on top of the memory model (allocator rounding, cuDNN workspaces)
@@ -206,9 +206,13 @@ class CausalConv3d(nn.Conv3d):
             y = _gemm_conv(self, buf, w, b, residual)
             if y is not None:
                 return y
-        y = F.conv3d(buf, w, b, self.stride, self.spatial_padding)
-        y = y[:, : self.out_channels] if narrow else y
-        return y if residual is None else y.add_(residual)
+        if narrow or not buf.is_cuda:
+            y = F.conv3d(buf, w, b, self.stride, self.spatial_padding)
+            y = y[:, : self.out_channels] if narrow else y
+            return y if residual is None else y.add_(residual)
+        # on CUDA torch adds cuDNN's bias in a pass that does not vectorize: one fused pass instead,
+        # with the shortcut (conv_bias.py)
+        return conv_bias.add_(F.conv3d(buf, w, None, self.stride, self.spatial_padding), b, residual)
 
     def _padded(self, w: torch.Tensor, b: torch.Tensor | None):
         """Weight/bias zero-padded to a multiple of 8 output channels (cached for one decode call)."""
@@ -228,6 +232,7 @@ class CausalConv3d(nn.Conv3d):
         return self.run(causal_input(x, self, st))
 
 
+CONV_BACKENDS = ("auto", "cudnn", "gemm")
 # (device, dtype, weight shape, tile) of the implicit-GEMM conv: checked against cuDNN on first use
 # (2 rows of the real width, so the tile the real call takes); a failure or a disagreement switches
 # that key back to F.conv3d (one warning)
@@ -325,7 +330,7 @@ class ResidualBlock(nn.Module):
         if isinstance(self.shortcut, CausalConv3d):  # the shortcut conv runs after c2 (peak VRAM)
             h = c2.run(buf)
             del buf
-            return h.add_(self.shortcut(x))
+            return self.shortcut.run(x, residual=h)  # 1x1x1, no history: shortcut(x) + h in one pass
         return c2.run(buf, residual=x)  # x + conv: in the GEMM's epilogue where it runs
 
 
@@ -693,7 +698,8 @@ class WanVAE(WanVAEModel):
     Settings (attributes): `tiling` "off" | "on" | "auto" for decode() ("auto": tile only when
     the untiled decode would not fit in free VRAM), `tile` (latent px, h, w), `overlap` (latent
     px), `max_pass_elements`, `cudnn_benchmark`, `channels_last` (None: on CUDA), `conv_backend`
-    ("cudnn", or "gemm": conv_gemm's implicit GEMM on sm90, not yet measured faster),
+    ("auto": conv_gemm's implicit GEMM for the 96- and 192-channel 3x3x3 convs on sm90, where it
+    measured faster than cuDNN, cuDNN for the rest; "cudnn"; "gemm": the GEMM wherever it applies),
     `output_device`/`output_dtype` (None: the latent's device, float32), `progress(done, total)`.
     """
 
@@ -707,7 +713,7 @@ class WanVAE(WanVAEModel):
         self.max_pass_elements = 96 * 2**20
         self.tiled_pass_elements = 48 * 2**20
         self.cudnn_benchmark = True
-        self.conv_backend = "cudnn"
+        self.conv_backend = "auto"
         self.channels_last: bool | None = None  # None: on CUDA
         self.output_device: torch.device | None = None
         self.output_dtype: torch.dtype = torch.float32
@@ -799,10 +805,13 @@ class _compute_setup:
 
     def __enter__(self):
         self.model.clear_derived()
-        gemm = self.model.conv_backend == "gemm"
+        backend = self.model.conv_backend
+        if backend not in CONV_BACKENDS:
+            raise ValueError(f"WanVAE.conv_backend {backend!r}: expected one of {', '.join(CONV_BACKENDS)}")
         for m in self.model.modules():
             if isinstance(m, CausalConv3d):
-                m.gemm = gemm
+                m.gemm = backend == "gemm" or (backend == "auto" and conv_gemm.preferred(
+                    m.in_channels, m.out_channels, m.kernel_size))
         if self.cuda:
             self.model.use_channels_last(self.model.channels_last is not False)
             self.prev = torch.backends.cudnn.benchmark
