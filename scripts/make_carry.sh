@@ -35,8 +35,11 @@ XZ_OPT=-9 tar -cJf "$OUT/comfy_kitchen_site.tar.xz" -C "$tmp/ck" .
 (cd "$tmp/av" && python3 -m zipfile -e "$tmp"/big/av-*.whl .)
 XZ_OPT=-9 tar -cJf "$OUT/av_site.tar.xz" -C "$tmp/av" .
 
-tar -cJf "$OUT/comfyui.tar.xz" -C "$(dirname "$COMFY_DIR")" --exclude=.git --exclude=__pycache__ \
-  --exclude='custom_nodes/ComfyUI-Wan4Step' --exclude='models/*' --exclude='output/*' --exclude='input/*' "$(basename "$COMFY_DIR")"
+# top-level folders only: an unanchored 'models/*' would also drop comfy/ldm/models (ComfyUI's code)
+name="$(basename "$COMFY_DIR")"
+tar -cJf "$OUT/comfyui.tar.xz" -C "$(dirname "$COMFY_DIR")" --anchored --exclude="$name/.git" --no-anchored \
+  --exclude=__pycache__ --anchored --exclude="$name/custom_nodes/ComfyUI-Wan4Step" --exclude="$name/models/*" \
+  --exclude="$name/output/*" --exclude="$name/input/*" "$name"
 
 total=$(du -cb "$OUT"/*.tar.xz | tail -1 | cut -f1)
 ls -la "$OUT"
