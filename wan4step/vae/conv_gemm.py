@@ -16,11 +16,14 @@ accumulation. A one-row box: with two or more rows per box Triton 3.6 reshapes A
 registers (local_load + layout conversion before each wgmma, seen in its sm90 TTGIR); one row
 keeps A in shared memory for the wgmma, three stages deep.
 
-Status: on the H200 it beats cuDNN for the 96- and 192-channel 3x3x3 convs (0.74-0.94x at 720p,
-about even at 480p before its fused bias/shortcut is counted) and loses for 384 channels, so
-`WanVAE.conv_backend` "auto" (the default) runs only those here (`preferred`); whole untiled
-decodes 0.91x (480p) and 0.82x (720p) the cuDNN-only path (docs/bench/vae_conv_h200_s10.log).
-Checked by tests/unit/test_vae_conv_gemm.py (Triton interpreter vs F.conv3d) and tests/gpu. Batch 1, stride 1, odd spatial kernels with "same" padding, channels a multiple of 16.
+Status: on the H200, with pick_tile's tiles, it takes 0.68-0.89x cuDNN's time for the 96-channel
+3x3x3 convs, 0.81-0.86x for the 192-channel ones at 720p and 0.98-1.16x at 480p (before counting
+the bias and shortcut passes its epilogue saves), 1.4-2.4x for 384 channels; so
+`WanVAE.conv_backend` "auto" (the default) runs only the 96/192-channel ones here (`preferred`).
+Whole untiled decodes: 0.91x (480p) and 0.82x (720p) the cuDNN path with torch's adds, 0.97x and
+0.89x cuDNN with the fused bias pass (docs/bench/vae_conv_h200_s10.log). Checked by
+tests/unit/test_vae_conv_gemm.py (Triton interpreter vs F.conv3d) and tests/gpu. Batch 1, stride
+1, odd spatial kernels with "same" padding, channels a multiple of 16.
 """
 
 from __future__ import annotations
@@ -70,9 +73,10 @@ def pick_tile(w: int, cin: int, cout: int) -> Tile:
 
 def preferred(cin: int, cout: int, kernel: tuple[int, ...]) -> bool:
     """Whether conv_backend "auto" runs this conv here: the 96- and 192-channel 3x3(x3) convs of
-    the decoder's two full-resolution stages, where the GEMM measured 0.79-0.95x cuDNN's time at
-    720p and 0.80-1.02x at 480p before counting the bias and shortcut passes its epilogue saves.
-    cuDNN stays faster for 384 channels (1.4-2.4x), 1x1 convs and the 16-channel input conv."""
+    the decoder's two full-resolution stages (per call 0.68-1.16x cuDNN's time, module docstring;
+    with the bias and shortcut in its epilogue the whole decode is faster with them here than on
+    cuDNN at both sizes). cuDNN stays faster for 384 channels (1.4-2.4x), 1x1 convs and the
+    16-channel input conv."""
     return cin == cout and cout in (96, 192) and tuple(kernel[-2:]) == (3, 3)
 
 
